@@ -1,0 +1,226 @@
+"""The HTTP engine of one worker: compiled servers, the cached clock, connections.
+
+`build_router` compiles the config's servers and locations once per config (the
+master does it while validating, so a bad regex or an unknown content handler is a
+config error, and workers inherit the compiled tables).  `HttpEngine` runs in a
+worker: it serves the listening sockets, keeps the cached Date header and clock
+(updated by a tick, which also enforces connection deadlines), dispatches requests
+through the phases, and retires gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+from collections.abc import Awaitable, Sequence
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..config.schema import ConfigError
+from .phases import SERVER_PHASES, Request, compile_handlers, run_handlers
+from .protocol import HttpProtocol
+from .response import Response, StaticResponse, error_body
+from .router import Location, Router, Server, parse_match
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..module import ProcessContext
+
+TICK = 1.0
+RETIRING_TICK = 0.1
+LOCATION_PHASES = ("rewrite", "preaccess", "access", "precontent", "content")
+NOT_FOUND = Response(404, error_body(404), content_type="application/json")
+
+
+def server_header(tokens: bool) -> bytes:
+    return f"Server: bizzyd/{__version__}\r\n".encode() if tokens else b"Server: bizzyd\r\n"
+
+
+def build_router(config: Config) -> Router:
+    """Compile servers and locations; raises ConfigError for a bad location."""
+    handlers = [h for m in config.modules for h in m.phase_handlers]
+    content = {name: fn for m in config.modules for name, fn in m.content_handlers.items()}
+    by_key: dict[tuple, list[Server]] = {}
+    servers = []
+    for i, scfg in enumerate(config.servers):
+        server_handlers = compile_handlers(handlers, SERVER_PHASES, scfg)
+        locations = [_location(config, (i, j), lcfg, handlers, server_handlers, content)
+                     for j, lcfg in enumerate(scfg["locations"])]
+        server = Server(scfg, locations, server_handlers)
+        servers.append(server)
+        for spec in scfg["listen"]:
+            by_key.setdefault(spec.key, []).append(server)
+    return Router(by_key, servers[0] if servers else Server(_empty_server(config), [], ()))
+
+
+def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
+              handlers: Sequence[Any], server_handlers: tuple, content: dict) -> Location:
+    key = ("http", "servers", index[0], "locations", index[1])
+    match = lcfg.get("location")
+    if match is None:
+        raise ConfigError("a location needs `location:` (its match)", key, config.mark(key))
+    try:
+        kind, pattern, regex = parse_match(match)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key + ("location",),
+                          config.mark(key + ("location",))) from None
+    loc = Location(match, lcfg, kind, pattern, regex)
+    loc.handlers = server_handlers + compile_handlers(handlers, LOCATION_PHASES, lcfg)
+    loc.log_handlers = compile_handlers(handlers, ("log",), lcfg)
+    if lcfg["return"] is not None:
+        loc.static = _static(lcfg)
+    elif lcfg.get("content"):
+        if lcfg["content"] not in content:
+            known = ", ".join(sorted(content)) or "none loaded"
+            raise ConfigError(f"unknown content handler {lcfg['content']!r} (known: {known})",
+                              key + ("content",), config.mark(key + ("content",)))
+        loc.content = content[lcfg["content"]]
+    return loc
+
+
+def _static(lcfg: dict[str, Any]) -> StaticResponse:
+    spec = lcfg["return"]
+    header = server_header(lcfg["server_tokens"])
+    if 300 <= spec.status < 400 and spec.text:
+        return StaticResponse(spec.status, b"", lcfg["default_type"], header,
+                              [("Location", spec.text)])
+    body = (spec.text or "").encode()
+    return StaticResponse(spec.status, body, lcfg["default_type"], header)
+
+
+def _empty_server(config: Config) -> dict[str, Any]:
+    return {**config["http"], "server_name": ["_"], "listen": []}
+
+
+class HttpEngine:
+    """Serves HTTP in one worker process."""
+
+    def __init__(self, ctx: ProcessContext, router: Router) -> None:
+        self.ctx = ctx
+        self.log = ctx.log
+        self.loop: asyncio.AbstractEventLoop = ctx.loop  # type: ignore[assignment]
+        self.router = router
+        config = ctx.config
+        self.max_connections = config["worker_connections"]
+        self.idle_grace = config["worker_shutdown_idle_grace"]
+        self.connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.counters = {"accepted": 0, "requests": 0}
+        self.status_counts = [0] * 6
+        self.retiring = False
+        self.now = self.loop.time()
+        self.date = b""
+        self._headers = {True: server_header(True), False: server_header(False)}
+        self._servers: list[asyncio.AbstractServer] = []
+        self._conn_seq = 0
+        self._tick_handle: asyncio.TimerHandle | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self, listeners: Sequence[tuple[tuple, socket.socket]],
+                    backlogs: dict[tuple, int]) -> None:
+        self._tick()
+        for key, sock in listeners:
+            servers = self.router.servers_for(key)
+            def factory(servers: Sequence[Server] = servers) -> HttpProtocol:
+                return HttpProtocol(self, servers)
+            backlog = backlogs.get(key, 511)
+            if sock.family == socket.AF_UNIX:
+                srv = await self.loop.create_unix_server(factory, sock=sock, backlog=backlog)
+            else:
+                srv = await self.loop.create_server(factory, sock=sock, backlog=backlog)
+            self._servers.append(srv)
+
+    async def retire(self, timeout: float) -> None:
+        """Stop accepting, finish in-flight requests, close idle connections."""
+        self.retiring = True
+        self.close_listeners()
+        for conn in list(self.connections):
+            conn.retire()
+        self._reschedule_tick(RETIRING_TICK)
+        deadline = self.loop.time() + timeout
+        while (self.connections or self.tasks) and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self.connections:
+            self.log.warning("worker_shutdown_timeout: closing %d connection(s)",
+                             len(self.connections))
+        self.abort_all()
+
+    def close_listeners(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        self._servers = []
+
+    def abort_all(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()
+        for task in list(self.tasks):
+            task.cancel()
+        if self._tick_handle:
+            self._tick_handle.cancel()
+
+    # -- the cached clock and deadlines ----------------------------------------
+
+    def _tick(self) -> None:
+        self.now = now = self.loop.time()
+        self.date = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
+        for conn in [c for c in self.connections if c.deadline and c.deadline <= now]:
+            conn.expire()
+        self._tick_handle = self.loop.call_later(RETIRING_TICK if self.retiring else TICK,
+                                                 self._tick)
+
+    def _reschedule_tick(self, delay: float) -> None:
+        if self._tick_handle:
+            self._tick_handle.cancel()
+        self._tick_handle = self.loop.call_later(delay, self._tick)
+
+    def next_connection_id(self) -> int:
+        self._conn_seq += 1
+        return self._conn_seq
+
+    def server_header(self, config: Any) -> bytes:
+        return self._headers[bool(config["server_tokens"])]
+
+    # -- requests --------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response | StaticResponse | Awaitable[Any]:
+        """Run the phases for a request: a response, or an awaitable of one."""
+        loc = request.location
+        handlers = loc.handlers if loc is not None else request.server.handlers
+        result = run_handlers(request, handlers) if handlers else None
+        if result is None:
+            return self.content(request)
+        if isinstance(result, Response):
+            return result
+        return self._then_content(request, result)
+
+    async def _then_content(self, request: Request, pending: Awaitable[Any]) -> Any:
+        result = await pending
+        if result is None:
+            result = self.content(request)
+        return await result if inspect.isawaitable(result) else result
+
+    @staticmethod
+    def content(request: Request) -> Any:
+        loc = request.location
+        if loc is None:
+            return NOT_FOUND
+        if loc.static is not None:
+            return loc.static
+        if loc.content is not None:
+            return loc.content(request)
+        return NOT_FOUND
+
+    def finish(self, request: Request, response: Any) -> None:
+        """The log phase: after the response is queued for writing."""
+        loc = request.location
+        if loc is None or not loc.log_handlers:
+            return
+        for _, handler in loc.log_handlers:
+            try:
+                handler(request)
+            except Exception:
+                self.log.exception("*%d log phase handler %r failed", request.conn_id, handler)
+

@@ -1,0 +1,124 @@
+"""Request phases and the request object handlers see.
+
+Phases run in this order (as in nginx):
+
+    post_read → server_rewrite → find_config → rewrite → preaccess → access
+    → precontent → content → log
+
+`post_read` and `server_rewrite` handlers run for every request of a server, before
+its location is known; `find_config` is the core's location match; the others run
+for the matched location.  A handler is called as `handler(request)` and returns:
+
+    None (or DECLINED)  next handler of the same phase
+    DONE                this phase is finished: go to the next phase
+    a Response          the request is answered (later phases up to `log` are skipped)
+    an awaitable        of any of the above: the request continues asynchronously
+
+A location's handler list is compiled once per config: a `PhaseHandler` whose
+`applies(location_config)` is false for a location is not in its list, so a plain
+`return` location runs no handler at all.  `log` handlers run after the response
+is written; their return value is ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .response import Response
+
+PHASES = ("post_read", "server_rewrite", "find_config", "rewrite", "preaccess", "access",
+          "precontent", "content", "log")
+PHASE_INDEX = {name: i for i, name in enumerate(PHASES)}
+SERVER_PHASES = frozenset({"post_read", "server_rewrite"})
+DECLINED = None
+
+
+class _Done:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DONE"
+
+
+DONE = _Done()
+Handler = Callable[["Request"], Any]
+
+
+class Request:
+    """One HTTP request as handlers see it."""
+
+    __slots__ = ("method", "path", "query", "raw_url", "version", "headers", "body",
+                 "keep_alive", "server", "location", "captures", "ctx", "conn_id",
+                 "client", "status")
+
+    def __init__(self, method: str, path: str, query: str, raw_url: bytes, version: str,
+                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
+                 conn_id: int, client: str) -> None:
+        self.method, self.path, self.query, self.raw_url = method, path, query, raw_url
+        self.version, self.headers, self.body = version, headers, body
+        self.keep_alive, self.conn_id, self.client = keep_alive, conn_id, client
+        self.server: Any = None
+        self.location: Any = None
+        self.captures: dict[str, str] = {}
+        self.ctx: dict[str, Any] = {}
+        self.status = 0
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (case-insensitive name), or None."""
+        key = name.lower().encode("latin-1")
+        for k, v in self.headers:
+            if k.lower() == key:
+                return v.decode("latin-1")
+        return None
+
+
+def compile_handlers(handlers: Sequence[Any], phases: Sequence[str],
+                     location_config: Any) -> tuple[tuple[int, Handler], ...]:
+    """The (phase index, handler) list for some phases, in phase then `order` order."""
+    out = []
+    for ph in sorted(handlers, key=lambda h: (PHASE_INDEX[h.phase], h.order)):
+        if ph.phase not in phases:
+            continue
+        applies = getattr(ph.handler, "applies", None)
+        if applies is not None and not applies(location_config):
+            continue
+        out.append((PHASE_INDEX[ph.phase], ph.handler))
+    return tuple(out)
+
+
+def run_handlers(request: Request, handlers: Sequence[tuple[int, Handler]],
+                 start: int = 0) -> Response | Awaitable[Response | None] | None:
+    """Run compiled handlers from `start`; a Response, None, or an awaitable of those."""
+    skip_phase = -1
+    for i in range(start, len(handlers)):
+        phase, handler = handlers[i]
+        if phase == skip_phase:
+            continue
+        result = handler(request)
+        if result is None:
+            continue
+        if result is DONE:
+            skip_phase = phase
+        elif isinstance(result, Response):
+            return result
+        elif inspect.isawaitable(result):
+            return _continue(request, handlers, i, result)
+        else:
+            raise TypeError(f"phase handler {handler!r} returned {result!r}")
+    return None
+
+
+async def _continue(request: Request, handlers: Sequence[tuple[int, Handler]], index: int,
+                    pending: Awaitable[Any]) -> Response | None:
+    result = await pending
+    if isinstance(result, Response):
+        return result
+    if result is not None and result is not DONE:
+        raise TypeError(f"phase handler {handlers[index][1]!r} returned {result!r}")
+    phase, index = handlers[index][0], index + 1
+    while result is DONE and index < len(handlers) and handlers[index][0] == phase:
+        index += 1
+    rest = run_handlers(request, handlers, index)
+    return await rest if inspect.isawaitable(rest) else rest

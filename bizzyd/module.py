@@ -1,0 +1,118 @@
+"""The module API: how a module describes itself to the core.
+
+A module is any importable Python module (or package) with an attribute `module`
+holding a `Module`.  The config's `modules:` list names them by import path, in
+order.  The core never knows a module by name: it reads the directives a module
+declares, calls its hooks at the right moments, runs its process roles, and plugs
+its phase handlers, content handlers and filters into the HTTP engine.
+
+Hooks receive a context object (`MasterContext`, `WorkerContext`, `ProcessContext`)
+that holds everything the process has: its config, its logger, its event loop, and a
+`state` dict where each module keeps its per-process objects under its own name
+(e.g. a database pool).  There is no global state.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .config.schema import ConfigError, Directive, Marks
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .config import Config
+
+Hook = Callable[[Any], Awaitable[None] | None]
+Command = Callable[[list[str], "Config"], int]
+
+
+@dataclass
+class ProcessContext:
+    """What a process has: passed to every hook and role entry point."""
+
+    config: Config
+    log: logging.Logger
+    role: str
+    slot: int = 0
+    generation: int = 0
+    loop: asyncio.AbstractEventLoop | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+MasterContext = ProcessContext
+WorkerContext = ProcessContext
+
+
+@dataclass(frozen=True)
+class ProcessRole:
+    """A dedicated process a module adds; the master forks and supervises it.
+
+    `main(ctx)` runs in the child and returns the exit code.  It must return when the
+    process receives SIGTERM or SIGQUIT.  `count(config)` says how many to run.
+    """
+
+    name: str
+    main: Callable[[ProcessContext], int]
+    count: Callable[[Config], int] = lambda config: 1
+    respawn: bool = True
+
+
+@dataclass(frozen=True)
+class PhaseHandler:
+    """A handler for one request phase; lower `order` runs first within the phase."""
+
+    phase: str
+    handler: Callable[..., Any]
+    order: int = 500
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A header or body filter; the chain runs in ascending `order`."""
+
+    filter: Callable[..., Any]
+    order: int = 500
+
+
+@dataclass(frozen=True)
+class Module:
+    """Everything a module contributes.  Every field is optional but `name`."""
+
+    name: str
+    directives: Sequence[Directive] = ()
+    init_master: Hook | None = None
+    exit_master: Hook | None = None
+    init_worker: Hook | None = None
+    exit_worker: Hook | None = None
+    roles: Sequence[ProcessRole] = ()
+    phase_handlers: Sequence[PhaseHandler] = ()
+    content_handlers: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    header_filters: Sequence[Filter] = ()
+    body_filters: Sequence[Filter] = ()
+    commands: Mapping[str, Command] = field(default_factory=dict)
+    doc: str = ""
+
+
+def import_modules(names: Sequence[str], marks: Marks | None = None) -> list[Module]:
+    """Import the modules named in the config, in order; errors point at the entry."""
+    modules: list[Module] = []
+    for i, name in enumerate(names):
+        key = ("modules", i)
+        where = (marks or {}).get(key)
+        try:
+            mod = importlib.import_module(name)
+        except Exception as exc:  # an import can fail in any way: report it, don't crash
+            raise ConfigError(f"cannot import module {name!r}: {exc}", key, where) from None
+        desc = getattr(mod, "module", None)
+        if not isinstance(desc, Module):
+            raise ConfigError(f"{name!r} has no `module` attribute of type bizzyd.Module",
+                              key, where)
+        if any(m.name == desc.name for m in modules):
+            raise ConfigError(f"module {desc.name!r} is listed twice", key, where)
+        modules.append(desc)
+    return modules

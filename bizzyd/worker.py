@@ -1,0 +1,95 @@
+"""The worker process: one uvloop event loop serving HTTP on the inherited sockets.
+
+Signals (from the master, or an operator):
+    QUIT   graceful: stop accepting, finish in-flight requests, close idle
+           keep-alives after a grace, exit (bounded by worker_shutdown_timeout)
+    TERM, INT  fast: close every connection and exit
+    USR1   reopen the error log
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import uvloop
+
+from .http.engine import HttpEngine
+from .process import set_title
+
+if TYPE_CHECKING:
+    from .http.router import Router
+    from .module import ProcessContext
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+class Worker:
+    """Runs in the child after fork; `run()` returns the exit code."""
+
+    def __init__(self, ctx: ProcessContext, router: Router,
+                 listeners: Sequence[tuple[tuple, socket.socket]], backlogs: dict[tuple, int],
+                 beat: Callable[[], None]) -> None:
+        self.ctx, self.router, self.listeners, self.backlogs = ctx, router, listeners, backlogs
+        self.beat = beat
+        self.stopping: asyncio.Future[str] | None = None
+
+    def run(self) -> int:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.ctx.loop = loop
+        try:
+            return loop.run_until_complete(self._main())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.stopping = loop.create_future()
+        self._signals(loop)
+        log = self.ctx.log
+        await self._hooks("init_worker")
+        engine = HttpEngine(self.ctx, self.router)
+        await engine.start(self.listeners, self.backlogs)
+        self._heartbeat(loop)
+        how = await self.stopping
+        if how == "graceful":
+            set_title("worker process is shutting down")
+            await engine.retire(self.ctx.config["worker_shutdown_timeout"])
+        else:
+            engine.close_listeners()
+            engine.abort_all()
+        await self._hooks("exit_worker")
+        log.info("worker process exiting (%s stop)", how)
+        return 0
+
+    def _signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGQUIT, self._stop, "graceful")
+        loop.add_signal_handler(signal.SIGTERM, self._stop, "fast")
+        loop.add_signal_handler(signal.SIGINT, self._stop, "fast")
+        loop.add_signal_handler(signal.SIGUSR1, self.ctx.log.reopen)  # type: ignore[attr-defined]
+        for sig in (signal.SIGHUP, signal.SIGWINCH, signal.SIGUSR2, signal.SIGTTIN,
+                    signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _stop(self, how: str) -> None:
+        if self.stopping is not None and not self.stopping.done():
+            self.stopping.set_result(how)
+
+    def _heartbeat(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.beat()
+        loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat, loop)
+
+    async def _hooks(self, name: str) -> None:
+        for module in self.ctx.config.modules:
+            hook = getattr(module, name)
+            if hook is None:
+                continue
+            result = hook(self.ctx)
+            if inspect.isawaitable(result):
+                await result
