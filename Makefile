@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench services services-stop clean
+.PHONY: venv deps test lint demo docs bench services services-stop clean
 
 venv: $(STAMP)
 
@@ -14,14 +14,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+deps:
+	scripts/install-deps test
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv lint
+test: venv deps lint
 	$(PY) -m pytest -q
 
+# Runs bizzyd in the foreground on the default config, logging to the terminal.
 demo: venv
-	$(VENV)/bin/bizzyd -p . -c conf/bizzyd.yaml -g 'daemon: off'
+	$(VENV)/bin/bizzyd -p . -c conf/bizzyd.yaml -e stderr
 
 clean:
 	rm -rf $(VENV) run logs .pytest_cache .ruff_cache
+
+docs: venv
+	$(PY) -m bizzyd.config.docs > docs/config.md

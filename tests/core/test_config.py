@@ -209,3 +209,9 @@ def test_version_and_help():
     help_text = run_cli("--help").stdout
     for flag in ("-t", "-T", "-c FILE", "-p PREFIX", "-s", "USR2", "WINCH"):
         assert flag in help_text
+
+
+def test_config_reference_is_generated_from_the_directives():
+    from bizzyd.config.docs import SHIPPED_MODULES, render
+    assert (ROOT / "docs" / "config.md").read_text() == render(SHIPPED_MODULES), \
+        "docs/config.md is stale: run `make docs`"
