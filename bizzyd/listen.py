@@ -212,6 +212,11 @@ class ListenerSet:
             self._ensure(spec, slots if spec.reuseport else 1)
         removed = [s for key in list(self.sockets) if key not in wanted
                    and key[0] != "activated" for s in self.sockets.pop(key)]
+        for spec in wanted.values():
+            socks = self.sockets[spec.key]
+            if spec.reuseport and len(socks) > slots:
+                removed += socks[slots:]
+                del socks[slots:]
         self.specs = {**wanted, **{k: v for k, v in self.specs.items() if k[0] == "activated"}}
         return removed
 

@@ -306,6 +306,8 @@ class Master:
         for child in self.children.values():
             if child.role == WORKER and child.slot >= self.worker_count and not child.retiring:
                 self._retire(child)
+        for sock in self.listeners.update(self.cycle.config.listen_specs(), self.worker_count):
+            close_socket(sock)
 
     # -- reload ----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import textwrap
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.slow
 SLOW_MODULE = '''
 """A test module: a content handler that answers after a delay."""
 import asyncio
+import os
 from bizzyd.config.schema import LOCATION, Directive
 from bizzyd.config.types import Duration
 from bizzyd.http.response import Response
@@ -306,7 +308,8 @@ def test_ttin_and_ttou_change_the_worker_count(bizzyd):
     wait_for(lambda: len(bizzyd.workers()) == 2, what="2 workers")
     bizzyd.send(signal.SIGTTIN)
     wait_for(lambda: len(bizzyd.workers()) == 3, what="3 workers")
-    bizzyd.send(signal.SIGTTOU)
+    bizzyd.send(signal.SIGTTOU)  # identical pending signals coalesce: one at a time
+    wait_for(lambda: len(bizzyd.workers()) == 2, what="2 workers")
     bizzyd.send(signal.SIGTTOU)
     wait_for(lambda: len(bizzyd.workers()) == 1, what="1 worker")
     bizzyd.send(signal.SIGTTOU)
@@ -381,3 +384,38 @@ def test_signal_command_uses_the_pid_file(bizzyd):
     result = subprocess.run(bizzyd.command("-s", "quit"), timeout=30, capture_output=True)
     assert result.returncode == 0
     assert bizzyd.proc.wait(15) == 0
+
+
+def test_reuseport_gives_each_worker_its_own_socket_across_reloads(tmp_path, port):
+    config = base_config(port)
+    config["http"]["servers"][0]["listen"] = [f"127.0.0.1:{port} reuseport"]
+    with running(tmp_path, config, port) as b:
+        workers = wait_for(lambda: len(b.workers()) == 2 and b.workers(), what="workers")
+        inodes = [_listening_inodes(w) for w in workers]
+        assert all(len(i) == 1 for i in inodes) and inodes[0] != inodes[1]
+        load = LoadClient(port, clients=4)
+        reloader = in_thread(lambda: [time.sleep(1) or b.send(signal.SIGHUP) for _ in range(3)])
+        asyncio.run(load.run(5))
+        reloader.join(5)
+        assert load.failures == [] and load.ok > 100
+        b.send(signal.SIGTTIN)
+        wait_for(lambda: len(b.workers()) == 3, what="3 workers")
+        assert len({i for w in b.workers() for i in _listening_inodes(w)}) == 3
+
+
+def _listening_inodes(pid: int) -> set[str]:
+    """Socket inodes of a process that are listening TCP sockets."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":
+            listening.add(fields[9])
+    mine = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            mine.add(target[8:-1])
+    return mine & listening
