@@ -64,19 +64,34 @@ class ProcessRole:
 
 @dataclass(frozen=True)
 class PhaseHandler:
-    """A handler for one request phase; lower `order` runs first within the phase."""
+    """A handler for one request phase; lower `order` runs first within the phase.
+
+    `applies(config)` (the location's merged config, or the server's for the
+    post_read and server_rewrite phases) says whether the handler is compiled into
+    that location's list at all; None means everywhere.
+    """
 
     phase: str
     handler: Callable[..., Any]
     order: int = 500
+    applies: Callable[[Mapping[str, Any]], bool] | None = None
 
 
 @dataclass(frozen=True)
 class Filter:
-    """A header or body filter; the chain runs in ascending `order`."""
+    """A header or body filter; each chain runs in ascending `order`.
+
+    Header filter: `filter(request, response)`; it may change the response in place
+    or return a replacement Response (None keeps it).
+    Body filter: `filter(request, response, chunk: bytes, last: bool) -> bytes`; for
+    a bytes body it is called once with the whole body and last=True, for a streamed
+    body once per chunk.  File bodies (`response.file`) bypass body filters.
+    `applies(location_config)` as for PhaseHandler.
+    """
 
     filter: Callable[..., Any]
     order: int = 500
+    applies: Callable[[Mapping[str, Any]], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class Module:
     exit_master: Hook | None = None
     init_worker: Hook | None = None
     exit_worker: Hook | None = None
+    reopen_logs: Hook | None = None  # USR1, in every process that ran init_worker
     roles: Sequence[ProcessRole] = ()
     phase_handlers: Sequence[PhaseHandler] = ()
     content_handlers: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
@@ -98,9 +114,10 @@ class Module:
     doc: str = ""
 
 
-def import_modules(names: Sequence[str], marks: Marks | None = None) -> list[Module]:
+def import_modules(names: Sequence[str], marks: Marks | None = None,
+                   loaded: Sequence[Module] = ()) -> list[Module]:
     """Import the modules named in the config, in order; errors point at the entry."""
-    modules: list[Module] = []
+    modules: list[Module] = list(loaded)
     for i, name in enumerate(names):
         key = ("modules", i)
         where = (marks or {}).get(key)
@@ -115,4 +132,4 @@ def import_modules(names: Sequence[str], marks: Marks | None = None) -> list[Mod
         if any(m.name == desc.name for m in modules):
             raise ConfigError(f"module {desc.name!r} is listed twice", key, where)
         modules.append(desc)
-    return modules
+    return modules[len(loaded):]

@@ -72,10 +72,19 @@ class Worker:
         loop.add_signal_handler(signal.SIGQUIT, self._stop, "graceful")
         loop.add_signal_handler(signal.SIGTERM, self._stop, "fast")
         loop.add_signal_handler(signal.SIGINT, self._stop, "fast")
-        loop.add_signal_handler(signal.SIGUSR1, self.ctx.log.reopen)  # type: ignore[attr-defined]
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen)
         for sig in (signal.SIGHUP, signal.SIGWINCH, signal.SIGUSR2, signal.SIGTTIN,
                     signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
+
+    def _reopen(self) -> None:
+        self.ctx.log.reopen()  # type: ignore[attr-defined]
+        for module in self.ctx.config.modules:
+            if module.reopen_logs is not None:
+                try:
+                    module.reopen_logs(self.ctx)
+                except Exception:
+                    self.ctx.log.exception("module %s: reopening logs failed", module.name)
 
     def _stop(self, how: str) -> None:
         if self.stopping is not None and not self.stopping.done():

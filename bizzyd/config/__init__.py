@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..http.builtin import BUILTIN_MODULES
 from . import loader
 from .core import CORE_DIRECTIVES
 from .schema import ConfigError, Directive, Marks, Validator, dump
@@ -69,7 +70,8 @@ def load_config(path: Path | str, prefix: Path | str | None = None,
     raw, marks = loader.load(path)
     for text in overrides:
         _apply_override(raw, text)
-    modules = import_modules(_module_names(raw, marks), marks)
+    builtin = import_modules(BUILTIN_MODULES)
+    modules = builtin + import_modules(_module_names(raw, marks), marks, builtin)
     directives = CORE_DIRECTIVES + tuple(d for m in modules for d in m.directives)
     tree = Validator(directives, marks, prefix).validate(raw)
     config = Config(path.resolve(), prefix, tree, modules, directives, marks)

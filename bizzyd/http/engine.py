@@ -13,13 +13,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config.schema import ConfigError
-from .phases import SERVER_PHASES, Request, compile_handlers, run_handlers
+from .phases import (
+    MAX_REROUTES,
+    REROUTE,
+    SERVER_PHASES,
+    Request,
+    compile_handlers,
+    run_handlers,
+)
 from .protocol import HttpProtocol
 from .response import Response, StaticResponse, error_body
 from .router import Location, Router, Server, parse_match
@@ -69,6 +76,8 @@ def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
     loc = Location(match, lcfg, kind, pattern, regex)
     loc.handlers = server_handlers + compile_handlers(handlers, LOCATION_PHASES, lcfg)
     loc.log_handlers = compile_handlers(handlers, ("log",), lcfg)
+    loc.header_filters = compile_filters(config, "header_filters", lcfg)
+    loc.body_filters = compile_filters(config, "body_filters", lcfg)
     if lcfg["return"] is not None:
         loc.static = _static(lcfg)
     elif lcfg.get("content"):
@@ -78,6 +87,13 @@ def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
                               key + ("content",), config.mark(key + ("content",)))
         loc.content = content[lcfg["content"]]
     return loc
+
+
+def compile_filters(config: Config, kind: str, lcfg: dict[str, Any]) -> tuple:
+    """A location's header or body filter chain, in ascending `order`."""
+    filters = sorted((f for m in config.modules for f in getattr(m, kind)),
+                     key=lambda f: f.order)
+    return tuple(f.filter for f in filters if f.applies is None or f.applies(lcfg))
 
 
 def _static(lcfg: dict[str, Any]) -> StaticResponse:
@@ -185,7 +201,7 @@ class HttpEngine:
 
     # -- requests --------------------------------------------------------------
 
-    def handle(self, request: Request) -> Response | StaticResponse | Awaitable[Any]:
+    def handle(self, request: Request, reroutes: int = 0) -> Any:
         """Run the phases for a request: a response, or an awaitable of one."""
         loc = request.location
         handlers = loc.handlers if loc is not None else request.server.handlers
@@ -194,12 +210,26 @@ class HttpEngine:
             return self.content(request)
         if isinstance(result, Response):
             return result
-        return self._then_content(request, result)
+        if result is REROUTE:
+            return self._reroute(request, reroutes)
+        return self._then_content(request, result, reroutes)
 
-    async def _then_content(self, request: Request, pending: Awaitable[Any]) -> Any:
+    def _reroute(self, request: Request, reroutes: int) -> Any:
+        if reroutes >= MAX_REROUTES:
+            self.log.error("*%d rewrite or internal redirection cycle on %s",
+                           request.conn_id, request.path)
+            return Response(500, error_body(500, "rewrite cycle"),
+                            content_type="application/json")
+        request.location, request.captures = request.server.find(request.path)
+        return self.handle(request, reroutes + 1)
+
+    async def _then_content(self, request: Request, pending: Awaitable[Any],
+                            reroutes: int) -> Any:
         result = await pending
         if result is None:
             result = self.content(request)
+        elif result is REROUTE:
+            result = self._reroute(request, reroutes)
         return await result if inspect.isawaitable(result) else result
 
     @staticmethod
@@ -208,10 +238,44 @@ class HttpEngine:
         if loc is None:
             return NOT_FOUND
         if loc.static is not None:
-            return loc.static
+            return loc.static.to_response() if loc.filtered else loc.static
         if loc.content is not None:
             return loc.content(request)
         return NOT_FOUND
+
+    def output(self, request: Request, response: Response) -> Response:
+        """Run the location's header filters, then its body filters."""
+        loc = request.location
+        if loc is None or not loc.filtered:
+            return response
+        for header_filter in loc.header_filters:
+            response = header_filter(request, response) or response
+        if not loc.body_filters or response.file is not None:
+            return response
+        if response.stream is not None:
+            response.stream = self._filter_stream(request, response, loc.body_filters)
+            return response
+        body = response.body
+        for body_filter in loc.body_filters:
+            body = body_filter(request, response, body, True)
+        response.body = body
+        return response
+
+    @staticmethod
+    async def _filter_stream(request: Request, response: Response,
+                             filters: tuple) -> AsyncIterator[bytes]:
+        source = response.stream
+        assert source is not None
+        async for chunk in source:
+            for body_filter in filters:
+                chunk = body_filter(request, response, chunk, False)
+            if chunk:
+                yield chunk
+        last = b""
+        for body_filter in filters:
+            last = body_filter(request, response, last, True)
+        if last:
+            yield last
 
     def finish(self, request: Request, response: Any) -> None:
         """The log phase: after the response is queued for writing."""

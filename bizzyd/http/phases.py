@@ -11,6 +11,9 @@ for the matched location.  A handler is called as `handler(request)` and returns
 
     None (or DECLINED)  next handler of the same phase
     DONE                this phase is finished: go to the next phase
+    REROUTE             the handler changed `request.path`: find the location again
+                        and run its handlers (rewrite ... last, internal redirects;
+                        at most MAX_REROUTES times, then 500)
     a Response          the request is answered (later phases up to `log` are skipped)
     an awaitable        of any of the above: the request continues asynchronously
 
@@ -43,6 +46,17 @@ class _Done:
 
 
 DONE = _Done()
+
+
+class _Reroute:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REROUTE"
+
+
+REROUTE = _Reroute()
+MAX_REROUTES = 10
 Handler = Callable[["Request"], Any]
 
 
@@ -51,7 +65,7 @@ class Request:
 
     __slots__ = ("method", "path", "query", "raw_url", "version", "headers", "body",
                  "keep_alive", "server", "location", "captures", "ctx", "conn_id",
-                 "client", "status")
+                 "client", "status", "process")
 
     def __init__(self, method: str, path: str, query: str, raw_url: bytes, version: str,
                  headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
@@ -64,6 +78,7 @@ class Request:
         self.captures: dict[str, str] = {}
         self.ctx: dict[str, Any] = {}
         self.status = 0
+        self.process: Any = None  # the worker's ProcessContext (config, log, state)
 
     def header(self, name: str) -> str | None:
         """The first value of a header (case-insensitive name), or None."""
@@ -81,8 +96,7 @@ def compile_handlers(handlers: Sequence[Any], phases: Sequence[str],
     for ph in sorted(handlers, key=lambda h: (PHASE_INDEX[h.phase], h.order)):
         if ph.phase not in phases:
             continue
-        applies = getattr(ph.handler, "applies", None)
-        if applies is not None and not applies(location_config):
+        if ph.applies is not None and not ph.applies(location_config):
             continue
         out.append((PHASE_INDEX[ph.phase], ph.handler))
     return tuple(out)
@@ -101,7 +115,7 @@ def run_handlers(request: Request, handlers: Sequence[tuple[int, Handler]],
             continue
         if result is DONE:
             skip_phase = phase
-        elif isinstance(result, Response):
+        elif isinstance(result, Response) or result is REROUTE:
             return result
         elif inspect.isawaitable(result):
             return _continue(request, handlers, i, result)
@@ -111,9 +125,9 @@ def run_handlers(request: Request, handlers: Sequence[tuple[int, Handler]],
 
 
 async def _continue(request: Request, handlers: Sequence[tuple[int, Handler]], index: int,
-                    pending: Awaitable[Any]) -> Response | None:
+                    pending: Awaitable[Any]) -> Any:
     result = await pending
-    if isinstance(result, Response):
+    if isinstance(result, Response) or result is REROUTE:
         return result
     if result is not None and result is not DONE:
         raise TypeError(f"phase handler {handlers[index][1]!r} returned {result!r}")

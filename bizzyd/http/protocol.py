@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from .phases import Request
-from .response import CLOSE, KEEP_ALIVE, Response, StaticResponse, error_body
+from .response import CLOSE, KEEP_ALIVE, HTTPError, Response, StaticResponse, error_body
 from .router import Location, Router, Server, normalize_path
 
 if TYPE_CHECKING:
@@ -263,6 +263,8 @@ class HttpProtocol(asyncio.Protocol):
         request = self._make_request(keep_alive)
         try:
             result = self.engine.handle(request)
+        except HTTPError as exc:
+            result = exc.response()
         except Exception:
             self.engine.log.exception("*%d unhandled error in a handler", self.id)
             result = Response(500, error_body(500), content_type="application/json")
@@ -284,15 +286,20 @@ class HttpProtocol(asyncio.Protocol):
                           b"".join(self.body), keep_alive, self.id, self.client)
         request.server, request.location, request.captures = \
             self.server, self.location, self.captures
+        request.process = self.engine.ctx
         return request
 
     async def _finish_async(self, request: Request, pending: Any, slot: _Slot,
                             keep_alive: bool) -> None:
         try:
             response = await pending
+        except HTTPError as exc:
+            response = exc.response()
         except Exception:
             self.engine.log.exception("*%d unhandled error in a handler", self.id)
             response = Response(500, error_body(500), content_type="application/json")
+        if isinstance(response, Response):
+            response = self.engine.output(request, response)
         slot.data = self._render(request, response, keep_alive)
         slot.keep_alive = keep_alive
         self.engine.finish(request, response)
@@ -300,6 +307,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _respond(self, request: Request, response: Response | StaticResponse,
                  keep_alive: bool) -> None:
+        if isinstance(response, Response):
+            response = self.engine.output(request, response)
         self._respond_bytes(self._render(request, response, keep_alive), keep_alive)
         self.engine.finish(request, response)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable
 from http import HTTPStatus
+from typing import BinaryIO
 
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 REASONS.setdefault(499, b"Client Closed Request")
@@ -24,20 +25,42 @@ def status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))
 
 
-class Response:
-    """Status, headers and a body (bytes, or an async iterator of bytes to stream)."""
+class FileBody:
+    """A byte range of an open file, sent with `loop.sendfile` (the writer closes it)."""
 
-    __slots__ = ("status", "headers", "body", "stream")
+    __slots__ = ("file", "offset", "count")
+
+    def __init__(self, file: BinaryIO, offset: int, count: int) -> None:
+        self.file, self.offset, self.count = file, offset, count
+
+
+class Response:
+    """Status, headers and a body: bytes, an async iterator of bytes to stream
+    (`stream`), or a file range (`file`)."""
+
+    __slots__ = ("status", "headers", "body", "stream", "file")
 
     def __init__(self, status: int = 200, body: bytes | str = b"",
                  headers: Iterable[tuple[str, str]] = (), content_type: str | None = None,
-                 stream: AsyncIterator[bytes] | None = None) -> None:
+                 stream: AsyncIterator[bytes] | None = None,
+                 file: FileBody | None = None) -> None:
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
         self.headers: Headers = list(headers)
         if content_type:
             self.headers.append(("Content-Type", content_type))
         self.stream = stream
+        self.file = file
+
+    def set_header(self, name: str, value: str) -> None:
+        """Replace every header of that name with one value."""
+        lname = name.lower()
+        self.headers = [(k, v) for k, v in self.headers if k.lower() != lname]
+        self.headers.append((name, value))
+
+    def remove_header(self, name: str) -> None:
+        lname = name.lower()
+        self.headers = [(k, v) for k, v in self.headers if k.lower() != lname]
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -59,7 +82,8 @@ class Response:
         if self.stream is not None:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif self.status not in NO_BODY_STATUSES:
-            parts.append(b"Content-Length: %d\r\n" % len(self.body))
+            length = self.file.count if self.file is not None else len(self.body)
+            parts.append(b"Content-Length: %d\r\n" % length)
         parts.append(connection)
         parts.append(b"\r\n")
         return b"".join(parts)
@@ -68,11 +92,13 @@ class Response:
 class StaticResponse:
     """A response rendered at config time; `render` adds Date and Connection."""
 
-    __slots__ = ("status", "prefix", "body")
+    __slots__ = ("status", "prefix", "body", "content_type", "extra")
 
     def __init__(self, status: int, body: bytes, content_type: str, server: bytes,
                  extra: Iterable[tuple[str, str]] = ()) -> None:
         self.status = status
+        self.content_type = content_type
+        self.extra = list(extra)
         lines = [status_line(status), server]
         lines += [f"{k}: {v}\r\n".encode("latin-1") for k, v in extra]
         if status not in NO_BODY_STATUSES:
@@ -82,9 +108,27 @@ class StaticResponse:
         self.prefix = b"".join(lines)
         self.body = body
 
+    def to_response(self) -> Response:
+        """A fresh, mutable Response with the same status, headers and body."""
+        kind = self.content_type if self.body else None
+        return Response(self.status, self.body, self.extra, content_type=kind)
+
     def render(self, date: bytes, connection: bytes, head_only: bool) -> bytes:
         body = b"" if head_only else self.body
         return b"".join((self.prefix, date, connection, b"\r\n", body))
+
+
+class HTTPError(Exception):
+    """Raised by a handler to answer with an error status (and extra headers)."""
+
+    def __init__(self, status: int, reason: str = "",
+                 headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(reason or REASONS.get(status, b"").decode())
+        self.status, self.reason, self.headers = status, reason, list(headers)
+
+    def response(self) -> Response:
+        return Response(self.status, error_body(self.status, self.reason), self.headers,
+                        content_type="application/json")
 
 
 def error_body(status: int, reason: str | None = None) -> bytes:

@@ -38,13 +38,19 @@ class Location:
     static: StaticResponse | None = None
     handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
     log_handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
+    header_filters: tuple[Callable[..., Any], ...] = ()
+    body_filters: tuple[Callable[..., Any], ...] = ()
     content: Callable[..., Any] | None = None
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fast(self) -> bool:
         """Served straight from a pre-rendered response, with no handler to run."""
-        return self.static is not None and not self.handlers
+        return self.static is not None and not self.handlers and not self.filtered
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.header_filters or self.body_filters)
 
 
 def parse_match(match: str) -> tuple[str, str, re.Pattern[str] | None]:

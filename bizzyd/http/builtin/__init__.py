@@ -1,0 +1,7 @@
+"""Modules compiled into bizzyd (like nginx's built-in HTTP modules).
+
+They are loaded before the modules the config lists, always, and use only the
+module API.  Each entry is an import path of a module with a `module` attribute.
+"""
+
+BUILTIN_MODULES: tuple[str, ...] = ()
