@@ -115,6 +115,7 @@ def bind(spec: ListenSpec) -> socket.socket:
     sock = socket.socket(spec.family, socket.SOCK_STREAM)
     try:
         if spec.family == socket.AF_UNIX:
+            Path(spec.address).parent.mkdir(parents=True, exist_ok=True)
             _remove_stale_unix(str(spec.address))
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -144,6 +144,7 @@ class Master:
 
     def _start(self) -> None:
         self._check_pid_file()
+        Path(self.cycle.config["run_dir"]).mkdir(parents=True, exist_ok=True)
         self._open_listeners()
         self._write_pid_file()
         self._install_signals()

@@ -419,3 +419,80 @@ def _listening_inodes(pid: int) -> set[str]:
         if target.startswith("socket:["):
             mine.add(target[8:-1])
     return mine & listening
+
+
+# -- listeners, privileges, limits, heartbeats -------------------------------------
+
+BLOCK_MODULE = '''
+import time
+from bizzyd.http.response import Response
+from bizzyd.module import Module
+
+def block(request):
+    time.sleep(120)  # blocks the event loop: the heartbeat stops
+    return Response(200, b"never")
+
+module = Module(name="blocktest", content_handlers={"block": block})
+'''
+
+
+def unix_get(path: Path, target: str = "/health") -> tuple[int, bytes]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: u\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_ipv4_ipv6_and_unix_listeners(tmp_path, port):
+    from bizzyd_proc import free_port
+    port6 = free_port()
+    config = base_config(port)
+    config["http"]["servers"][0]["listen"] = [
+        f"127.0.0.1:{port}", f"[::1]:{port6} backlog=128", "unix:run/bizzyd.sock"]
+    with running(tmp_path, config, port) as b:
+        assert http_get(port6, host="::1") == (200, b'{"status":"ok"}')
+        sock_path = tmp_path / "run" / "bizzyd.sock"
+        assert unix_get(sock_path) == (200, b'{"status":"ok"}')
+        assert "listening on [::1]:" in b.log() and "listening on unix:" in b.log()
+    assert not sock_path.exists()
+
+
+def test_unresponsive_worker_is_killed_after_worker_timeout(tmp_path, port):
+    env = {"PYTHONPATH": str(module_dir(tmp_path, "blocktest", BLOCK_MODULE))}
+    config = base_config(port, modules=["blocktest"], worker_processes=1, worker_timeout="2s")
+    config["http"]["servers"][0]["locations"].append({"location": "/block",
+                                                       "content": "block"})
+    with running(tmp_path, config, port, env) as b:
+        victim = wait_for(lambda: b.workers(), what="a worker")[0]
+        in_thread(lambda: _swallow(lambda: http_get(port, "/block", timeout=30)))
+        b.wait_log(f"worker process {victim} is unresponsive", timeout=10)
+        wait_for(lambda: b.workers() and victim not in b.workers(), what="a new worker")
+        wait_for(b.ready, what="service again")
+
+
+def test_workers_drop_privileges_and_raise_nofile(tmp_path, port):
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (CI runs as root)")
+    config = base_config(port, user="nobody", group="nogroup", worker_rlimit_nofile=4096)
+    with running(tmp_path, config, port) as b:
+        for pid in wait_for(lambda: len(b.workers()) == 2 and b.workers(), what="workers"):
+            status = Path(f"/proc/{pid}/status").read_text()
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            gid_line = next(line for line in status.splitlines() if line.startswith("Gid:"))
+            assert uid_line.split()[1:] == ["65534"] * 4
+            assert gid_line.split()[1:] == ["65534"] * 4
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+            assert line.split()[3] == "4096"
+        master = Path(f"/proc/{b.pid}/status").read_text()
+        assert "Uid:\t0\t0\t0\t0" in master
+        assert http_get(port)[0] == 200
+        b.send(signal.SIGUSR1)  # a dropped worker can still reopen its log
+        b.wait_log("reopening logs (SIGUSR1)")
+        time.sleep(0.5)
+        assert "Permission denied" not in b.log()
