@@ -20,7 +20,16 @@ deps:
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# Local PostgreSQL, memcached and mosquitto on loopback, state in ./state
+# (scripts/services; ports in scripts/services.env). Idempotent.
+services:
+	scripts/services start
+
+services-stop:
+	scripts/services stop
+
 test: venv deps lint
+	BIZZYD_PG_FAST=1 scripts/services start
 	$(PY) -m pytest -q
 
 # Runs bizzyd in the foreground on the default config, logging to the terminal.

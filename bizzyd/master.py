@@ -42,11 +42,14 @@ from .process import (
     Heartbeats,
     drop_privileges,
     looks_like_bizzyd,
+    pid_alive,
     raise_nofile,
     reset_signals,
     resolve_user,
     set_title,
 )
+from .shm import Zone, ZoneSet, ZoneSpec, remove_stale
+from .stats import RESTART_SLOTS, RESTARTS, ROWS, fold_row, stats_spec
 from .systemd import Notifier, listen_fds
 from .worker import Worker
 
@@ -87,6 +90,7 @@ class Child:
     generation: int
     beat_index: int
     started: float
+    stats: Zone | None = None
     retiring: bool = False
 
 
@@ -97,6 +101,16 @@ class Cycle:
     config: Config
     router: Router
     generation: int
+    zones: dict[str, Zone] = field(default_factory=dict)
+
+
+def zone_specs(config: Config, router: Router) -> list[ZoneSpec]:
+    """The core's zones (statistics) and every loaded module's."""
+    specs = [stats_spec(len(router.locations())), RESTARTS]
+    for module in config.modules:
+        if module.zones is not None:
+            specs += module.zones(config)
+    return specs
 
 
 class Master:
@@ -109,7 +123,8 @@ class Master:
         self.log = log
         self.cycle = Cycle(config, build_router(config), 1)
         self.listeners = ListenerSet()
-        self.beats = Heartbeats()
+        self.beats = Heartbeats(ROWS - 1)
+        self.zones = ZoneSet()
         self.notify = Notifier(self.environ)
         self.children: dict[int, Child] = {}
         self.signals: deque[int] = deque()
@@ -146,6 +161,7 @@ class Master:
         self._check_pid_file()
         Path(self.cycle.config["run_dir"]).mkdir(parents=True, exist_ok=True)
         self._open_listeners()
+        self._open_zones(self.cycle)
         self._write_pid_file()
         self._install_signals()
         program = "bizzyd" if sys.argv[0].endswith("__main__.py") else sys.argv[0]
@@ -190,6 +206,17 @@ class Master:
         if inherited or activated:
             self.log.notice("using %d inherited and %d socket-activated listener(s)",
                             len(inherited), len(activated))
+
+    def _open_zones(self, cycle: Cycle) -> None:
+        stale = remove_stale(pid_alive)
+        if stale:
+            self.log.notice("removed %d stale shared memory segment(s) of dead masters: %s",
+                            len(stale), ", ".join(stale))
+        try:
+            self.zones.update(zone_specs(cycle.config, cycle.router))
+        except OSError as exc:
+            raise StartupError(f"cannot create shared memory zones: {exc}") from None
+        cycle.zones = dict(self.zones.zones)
 
     def _install_signals(self) -> None:
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -327,6 +354,15 @@ class Master:
             self.notify("READY=1", self._status())
             return
         self.cycle = Cycle(config, router, old.generation + 1)
+        try:
+            replaced = self.zones.update(zone_specs(config, router))
+        except OSError as exc:
+            self.log.error("reload: cannot create shared memory zones: %s", exc)
+            replaced = []
+        if replaced:
+            self.log.notice("shared memory zone(s) %s changed size and were recreated",
+                            ", ".join(z.spec.name for z in replaced))
+        self.cycle.zones = dict(self.zones.zones)
         self.worker_count = count
         self.workers_stopped = False
         self._reopen_log_if_moved(old.config, config)
@@ -421,7 +457,7 @@ class Master:
             finally:
                 os._exit(code)
         self.children[pid] = Child(pid, role, slot, cycle.generation, beat_index,
-                                   time.monotonic())
+                                   time.monotonic(), cycle.zones.get("stats"))
         self.log.info("started %s process %d (slot %d, generation %d)", role, pid, slot,
                       cycle.generation)
 
@@ -434,7 +470,8 @@ class Master:
         warning = raise_nofile(config["worker_rlimit_nofile"])
         if warning:
             self.log.warning("%s", warning)
-        ctx = ProcessContext(config, self.log, role, slot, cycle.generation)
+        ctx = ProcessContext(config, self.log, role, slot, cycle.generation,
+                             zones=cycle.zones, stats_row=beat_index + 1)
         self._close_foreign_listeners(slot if role == WORKER else -1)
         ids = resolve_user(config["user"], config["group"])
         drop_privileges(ids, config["user"], [config["error_log"]])
@@ -483,7 +520,12 @@ class Master:
 
     def _child_exited(self, child: Child, status: int) -> None:
         self.beats.release(child.beat_index)
+        if child.stats is not None:
+            fold_row(child.stats, child.beat_index + 1)
         expected = child.retiring or self.stopping
+        if not expected and child.role == WORKER and child.slot < RESTART_SLOTS:
+            restarts = self.cycle.zones["restarts"]
+            restarts.set(child.slot, "restarts", restarts.get(child.slot, "restarts") + 1)
         level = self.log.info if expected and _clean(status) else self.log.error
         level("%s process %d exited (%s)", child.role, child.pid, _describe(status))
         if expected or child.generation != self.cycle.generation:
@@ -567,6 +609,7 @@ class Master:
                 os.waitpid(pid, 0)
         self._run_master_hooks("exit_master", self.cycle.config)
         self.listeners.close_all(unlink=not self.upgrade_pid and not self._has_successor())
+        self.zones.unlink_all()
         with contextlib.suppress(OSError, ValueError):
             if int(self.pid_path.read_text().strip()) == os.getpid():
                 self.pid_path.unlink()

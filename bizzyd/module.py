@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config.schema import ConfigError, Directive, Marks
+from .shm import Zone, ZoneSpec
 
 if TYPE_CHECKING:
     import asyncio
@@ -42,6 +43,8 @@ class ProcessContext:
     generation: int = 0
     loop: asyncio.AbstractEventLoop | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    zones: dict[str, Zone] = field(default_factory=dict)
+    stats_row: int = 0
 
 
 MasterContext = ProcessContext
@@ -106,6 +109,7 @@ class Module:
     exit_worker: Hook | None = None
     reopen_logs: Hook | None = None  # USR1, in every process that ran init_worker
     roles: Sequence[ProcessRole] = ()
+    zones: Callable[[Config], Sequence[ZoneSpec]] | None = None
     phase_handlers: Sequence[PhaseHandler] = ()
     content_handlers: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     header_filters: Sequence[Filter] = ()

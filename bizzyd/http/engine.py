@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from email.utils import formatdate
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config.schema import ConfigError
+from ..stats import DURATION_US, bucket_of
 from .phases import (
     MAX_REROUTES,
     REROUTE,
@@ -59,7 +61,8 @@ def build_router(config: Config) -> Router:
         servers.append(server)
         for spec in scfg["listen"]:
             by_key.setdefault(spec.key, []).append(server)
-    return Router(by_key, servers[0] if servers else Server(_empty_server(config), [], ()))
+    default = servers[0] if servers else Server(_empty_server(config), [], ())
+    return Router(by_key, default, servers)
 
 
 def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
@@ -132,6 +135,9 @@ class HttpEngine:
         self._servers: list[asyncio.AbstractServer] = []
         self._conn_seq = 0
         self._tick_handle: asyncio.TimerHandle | None = None
+        self.stats_zone = ctx.zones.get("stats")
+        self.locations = router.locations()
+        self.pid = os.getpid()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -184,8 +190,29 @@ class HttpEngine:
         self.date = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
         for conn in [c for c in self.connections if c.deadline and c.deadline <= now]:
             conn.expire()
+        self.flush_stats()
         self._tick_handle = self.loop.call_later(RETIRING_TICK if self.retiring else TICK,
                                                  self._tick)
+
+    def flush_stats(self) -> None:
+        """Copy this worker's counters into its row of the shared `stats` zone."""
+        zone = self.stats_zone
+        if zone is None:
+            return
+        reading = writing = waiting = 0
+        for conn in self.connections:
+            if conn.pending or conn.writing_paused:
+                writing += 1
+            elif conn.in_request:
+                reading += 1
+            else:
+                waiting += 1
+        accepted = self.counters["accepted"]
+        values = [self.pid, len(self.connections), reading, writing, waiting, accepted,
+                  accepted - self.counters.get("dropped", 0)]
+        for loc in self.locations:
+            values += loc.stats
+        zone.write(self.ctx.stats_row, values)
 
     def _reschedule_tick(self, delay: float) -> None:
         if self._tick_handle:
@@ -204,6 +231,8 @@ class HttpEngine:
     def handle(self, request: Request, reroutes: int = 0) -> Any:
         """Run the phases for a request: a response, or an awaitable of one."""
         loc = request.location
+        if not reroutes:
+            request.start = self.loop.time()
         handlers = loc.handlers if loc is not None else request.server.handlers
         result = run_handlers(request, handlers) if handlers else None
         if result is None:
@@ -278,8 +307,13 @@ class HttpEngine:
             yield last
 
     def finish(self, request: Request, response: Any) -> None:
-        """The log phase: after the response is queued for writing."""
+        """Count the request, then the log phase (after the response is queued)."""
         loc = request.location
+        stats = (loc or self.router.unrouted).stats
+        seconds = self.loop.time() - request.start
+        stats[response.status // 100 - 1] += 1
+        stats[bucket_of(seconds)] += 1
+        stats[DURATION_US] += int(seconds * 1_000_000)
         if loc is None or not loc.log_handlers:
             return
         for _, handler in loc.log_handlers:

@@ -65,7 +65,7 @@ class Request:
 
     __slots__ = ("method", "path", "query", "raw_url", "version", "headers", "body",
                  "keep_alive", "server", "location", "captures", "ctx", "conn_id",
-                 "client", "status", "process")
+                 "client", "status", "process", "start")
 
     def __init__(self, method: str, path: str, query: str, raw_url: bytes, version: str,
                  headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
@@ -79,6 +79,7 @@ class Request:
         self.ctx: dict[str, Any] = {}
         self.status = 0
         self.process: Any = None  # the worker's ProcessContext (config, log, state)
+        self.start = 0.0
 
     def header(self, name: str) -> str | None:
         """The first value of a header (case-insensitive name), or None."""

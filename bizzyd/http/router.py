@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from ..stats import empty_counters
 from .response import StaticResponse
 
 _PCRE_NAMED = re.compile(r"\(\?<(?![=!])")
@@ -42,6 +43,7 @@ class Location:
     body_filters: tuple[Callable[..., Any], ...] = ()
     content: Callable[..., Any] | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    stats: list[int] = field(default_factory=empty_counters)
 
     @property
     def fast(self) -> bool:
@@ -121,9 +123,15 @@ class Router:
     """Servers grouped by listen key; picks the server for a connection and Host."""
 
     def __init__(self, servers_by_key: Mapping[tuple, Sequence[Server]],
-                 default: Server) -> None:
+                 default: Server, servers: Sequence[Server] = ()) -> None:
         self.by_key = dict(servers_by_key)
         self.default = default
+        self.servers = list(servers)
+        self.unrouted = Location("(none)", {})
+
+    def locations(self) -> list[Location]:
+        """Every location in stats order: the unrouted holder first."""
+        return [self.unrouted] + [loc for s in self.servers for loc in s.locations]
 
     def servers_for(self, key: tuple) -> Sequence[Server]:
         return self.by_key.get(key) or [self.default]

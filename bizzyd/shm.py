@@ -1,0 +1,190 @@
+"""Shared-memory zones: fixed-size tables of slots that every process maps.
+
+Theory of operation
+-------------------
+A zone is declared as data (`ZoneSpec`: a name, the slot layout as (field, struct
+code) pairs, a capacity).  The master creates it before forking, as a file in
+/dev/shm named `bizzyd.<master pid>.<zone>.<serial>` mapped with MAP_SHARED; children
+inherit the mapping through fork, so nobody attaches by name.  A segment starts
+with a header (magic, layout version, capacity, slot size, owner pid).
+
+Across a reload (`ZoneSet.update`) a zone whose name, layout and capacity are
+unchanged is kept with its contents; a changed one is created anew and the old
+segment's name is removed (processes that still map it keep their pages until they
+exit).  The master removes its segments when it exits; at start it removes the
+segments of masters that are no longer alive (e.g. after `kill -9`).
+
+Concurrency is the zone user's business: the usual rule is one writer per slot
+(a process's own counters row), or one writer for the whole zone with a per-slot
+sequence counter for readers (see `SeqlockTable`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SHM_DIR = Path("/dev/shm")
+PREFIX = "bizzyd."
+MAGIC = 0x42495A5A  # "BIZZ"
+HEADER = struct.Struct("=IIQQQ")  # magic, version, capacity, slot size, owner pid
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    """A zone as data: `fields` are (name, struct code) pairs, e.g. ("count", "q")."""
+
+    name: str
+    fields: tuple[tuple[str, str], ...]
+    capacity: int
+
+    @property
+    def slot(self) -> struct.Struct:
+        return struct.Struct("=" + "".join(code for _, code in self.fields))
+
+    @property
+    def size(self) -> int:
+        return HEADER.size + self.capacity * self.slot.size
+
+    def offsets(self) -> dict[str, tuple[int, struct.Struct]]:
+        """Each field's byte offset within a slot and its one-field struct."""
+        out, offset = {}, 0
+        for name, code in self.fields:
+            single = struct.Struct("=" + code)
+            out[name] = (offset, single)
+            offset += single.size
+        return out
+
+
+class Zone:
+    """One mapped zone; slots are read and written as tuples or by field."""
+
+    def __init__(self, spec: ZoneSpec, path: Path, buf: mmap.mmap) -> None:
+        self.spec, self.path, self.buf = spec, path, buf
+        self.slot = spec.slot
+        self.slot_size = self.slot.size
+        self.fields = spec.offsets()
+
+    @classmethod
+    def create(cls, spec: ZoneSpec, serial: int) -> Zone:
+        path = SHM_DIR / f"{PREFIX}{os.getpid()}.{spec.name}.{serial}"
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, spec.size)
+            buf = mmap.mmap(fd, spec.size, mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+        HEADER.pack_into(buf, 0, MAGIC, 1, spec.capacity, spec.slot.size, os.getpid())
+        return cls(spec, path, buf)
+
+    def offset(self, index: int) -> int:
+        if not 0 <= index < self.spec.capacity:
+            raise IndexError(f"zone {self.spec.name}: slot {index} out of range")
+        return HEADER.size + index * self.slot_size
+
+    def read(self, index: int) -> tuple:
+        return self.slot.unpack_from(self.buf, self.offset(index))
+
+    def write(self, index: int, values: Sequence) -> None:
+        self.slot.pack_into(self.buf, self.offset(index), *values)
+
+    def get(self, index: int, field: str) -> int | float:
+        offset, single = self.fields[field]
+        return single.unpack_from(self.buf, self.offset(index) + offset)[0]
+
+    def set(self, index: int, field: str, value: int | float) -> None:
+        offset, single = self.fields[field]
+        single.pack_into(self.buf, self.offset(index) + offset, value)
+
+    def rows(self) -> Iterator[tuple]:
+        return (self.read(i) for i in range(self.spec.capacity))
+
+    def clear(self, index: int) -> None:
+        start = self.offset(index)
+        self.buf[start:start + self.slot_size] = bytes(self.slot_size)
+
+    def unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+ZoneFactory = Callable[..., Sequence[ZoneSpec]]
+
+
+class ZoneSet:
+    """The master's zones, by name."""
+
+    def __init__(self) -> None:
+        self.zones: dict[str, Zone] = {}
+        self.serial = 0
+
+    def update(self, specs: Iterable[ZoneSpec]) -> list[Zone]:
+        """Match the set to `specs`; returns the zones that were replaced or dropped."""
+        wanted = {s.name: s for s in specs}
+        gone = [z for name, z in self.zones.items()
+                if name not in wanted or z.spec != wanted[name]]
+        for zone in gone:
+            del self.zones[zone.spec.name]
+            zone.unlink()
+        for name, spec in wanted.items():
+            if name not in self.zones:
+                self.serial += 1
+                self.zones[name] = Zone.create(spec, self.serial)
+        return gone
+
+    def unlink_all(self) -> None:
+        for zone in self.zones.values():
+            zone.unlink()
+
+
+def remove_stale(alive: Callable[[int], bool]) -> list[str]:
+    """Remove the segments of bizzyd masters that are gone; returns their names."""
+    removed = []
+    for path in SHM_DIR.glob(PREFIX + "*"):
+        parts = path.name.split(".")
+        if len(parts) >= 3 and parts[1].isdigit() and not alive(int(parts[1])):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+    return removed
+
+
+class SeqlockTable:
+    """A single-writer table whose readers never see a torn slot.
+
+    Each slot's first field is a sequence counter: the writer makes it odd, writes
+    the other fields, then makes it even.  A reader retries while the counter is
+    odd or changed during its read.
+    """
+
+    def __init__(self, zone: Zone) -> None:
+        if zone.spec.fields[0][1] != "Q":
+            raise ValueError("a seqlock zone's first field must be the 'Q' sequence")
+        self.zone = zone
+        self.buf = zone.buf
+        self.seq = struct.Struct("=Q")
+        self.slot = zone.slot
+
+    def write(self, index: int, values: Sequence) -> None:
+        start = self.zone.offset(index)
+        seq = self.seq.unpack_from(self.buf, start)[0]
+        self.seq.pack_into(self.buf, start, seq + 1)
+        self.slot.pack_into(self.buf, start, seq + 1, *values)
+        self.seq.pack_into(self.buf, start, seq + 2)
+
+    def read(self, index: int, retries: int = 1000) -> tuple:
+        start = self.zone.offset(index)
+        buf, seq_s, slot = self.buf, self.seq, self.slot
+        for _ in range(retries):
+            before = seq_s.unpack_from(buf, start)[0]
+            if before & 1:
+                continue
+            row = slot.unpack_from(buf, start)
+            if row[0] == before and seq_s.unpack_from(buf, start)[0] == before:
+                return row[1:]
+        raise TimeoutError(f"zone {self.zone.spec.name}: slot {index} kept changing")
