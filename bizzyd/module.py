@@ -45,6 +45,8 @@ class ProcessContext:
     state: dict[str, Any] = field(default_factory=dict)
     zones: dict[str, Zone] = field(default_factory=dict)
     stats_row: int = 0
+    flush_stats: Callable[[], None] | None = None  # a worker's: refresh its stats row
+    router: Any = None  # a worker's compiled servers and locations
 
 
 MasterContext = ProcessContext

@@ -136,6 +136,8 @@ class HttpEngine:
         self._conn_seq = 0
         self._tick_handle: asyncio.TimerHandle | None = None
         self.stats_zone = ctx.zones.get("stats")
+        ctx.flush_stats = self.flush_stats
+        ctx.router = router
         self.locations = router.locations()
         self.pid = os.getpid()
 
@@ -201,12 +203,12 @@ class HttpEngine:
             return
         reading = writing = waiting = 0
         for conn in self.connections:
-            if conn.pending or conn.writing_paused:
-                writing += 1
-            elif conn.in_request:
-                reading += 1
-            else:
+            if not conn.in_request and not conn.pending:
                 waiting += 1
+            elif conn.deadline and conn.timeout_kind in ("header", "body"):
+                reading += 1  # still receiving the request
+            else:
+                writing += 1  # being processed or written, as nginx counts it
         accepted = self.counters["accepted"]
         values = [self.pid, len(self.connections), reading, writing, waiting, accepted,
                   accepted - self.counters.get("dropped", 0)]

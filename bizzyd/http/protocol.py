@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from ..stats import HIST
 from .phases import Request
 from .response import CLOSE, KEEP_ALIVE, HTTPError, Response, StaticResponse, error_body
 from .router import Location, Router, Server, normalize_path
@@ -218,7 +219,9 @@ class HttpProtocol(asyncio.Protocol):
             head = self.parser.get_method() == b"HEAD"
             self._respond_bytes(loc.static.render(self.engine.date, self._conn_header(keep_alive),
                                                   head), keep_alive)
-            self.engine.status_counts[loc.static.status // 100] += 1
+            stats = loc.stats  # served in microseconds: the first duration bucket
+            stats[loc.static.status // 100 - 1] += 1
+            stats[HIST] += 1
         else:
             self._dispatch(keep_alive)
         self._reset_request()
@@ -371,7 +374,7 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.engine.log.info("*%d client %s sent a bad request: %s", self.id, self.client,
                                  exc.reason)
-        self.engine.status_counts[exc.status // 100] += 1
+        self.engine.router.unrouted.stats[exc.status // 100 - 1] += 1
         self.pending.clear()
         self.closing = True
         self._write(self._error_response(exc.status, exc.reason))

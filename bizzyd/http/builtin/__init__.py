@@ -4,4 +4,10 @@ They are loaded before the modules the config lists, always, and use only the
 module API.  Each entry is an import path of a module with a `module` attribute.
 """
 
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = (
+    "bizzyd.http.builtin.rewrite",
+    "bizzyd.http.builtin.access",
+    "bizzyd.http.builtin.static",
+    "bizzyd.http.builtin.headers",
+    "bizzyd.http.builtin.errors",
+)

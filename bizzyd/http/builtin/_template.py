@@ -1,4 +1,5 @@
-"""Strings with `$name` variables, parsed once at config time (rewrite, try_files, alias).
+"""Strings with `$name` variables, parsed once at config time (rewrite, try_files,
+alias), and the normalization of the paths they render to.
 
 `$1`..`$9` are numbered captures (one digit, as in nginx: `$10` is `$1` then "0"),
 `$name` and `${name}` are named ones or request variables such as `$uri`.  A `$`
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+
+from ..router import normalize_path
 
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\d)|([A-Za-z_]\w*))")
 
@@ -50,3 +53,14 @@ class Template:
 
     def __repr__(self) -> str:
         return f"Template({self.text!r})"
+
+
+def clean_path(path: str) -> str | None:
+    """A rendered (already decoded) path made absolute and normalized, as the core
+    normalizes request paths; None when it climbs above `/`."""
+    if not path.startswith("/"):
+        path = "/" + path
+    if "//" not in path and "/." not in path:
+        return path
+    # normalize_path decodes %XX: protect the '%' of the already decoded path
+    return normalize_path(path.replace("%", "%25").encode("utf-8", "surrogateescape"))

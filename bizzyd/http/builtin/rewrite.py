@@ -42,8 +42,7 @@ from ...config.types import Custom
 from ...module import Module, PhaseHandler
 from ..phases import REROUTE, Request
 from ..response import Response, error_body
-from ..router import normalize_path
-from ._template import Template
+from ._template import Template, clean_path
 
 FLAGS = ("last", "break", "redirect", "permanent")
 _PCRE_NAMED = re.compile(r"\(\?<(?![=!])")
@@ -142,13 +141,7 @@ def run_rules(rules: tuple[Rule, ...], request: Request, server_level: bool) -> 
 
 def _rewritten(rule: Rule, match: re.Match[str], query: str) -> tuple[str | None, str]:
     lookup = rule.lookup(match)
-    path = rule.path.render(lookup)
-    if not path.startswith("/"):
-        path = "/" + path
-    if "//" in path or "/." in path:
-        # normalize_path decodes %XX: protect the '%' of the already decoded path
-        path = normalize_path(path.replace("%", "%25").encode("utf-8", "surrogateescape"))
-    return path, _query(rule, lookup, query)
+    return clean_path(rule.path.render(lookup)), _query(rule, lookup, query)
 
 
 def _query(rule: Rule, lookup: Any, query: str) -> str:

@@ -1,0 +1,92 @@
+"""stub_status and Prometheus metrics summed over workers through shared memory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+from bizzyd_proc import base_config, http_get, running, wait_for
+
+
+def status_config(port: int) -> dict:
+    config = base_config(port, modules=["modules.status"])
+    config["http"]["servers"][0]["locations"] += [
+        {"location": "= /status", "content": "stub_status"},
+        {"location": "= /metrics", "content": "metrics"},
+    ]
+    return config
+
+
+def requests_total(port: int, location: str, status: str = "2xx") -> int:
+    text = http_get(port, "/metrics")[1].decode()
+    m = re.search(r'bizzyd_http_requests_total\{server="_",location="%s",status="%s"\} (\d+)'
+                  % (re.escape(location), status), text)
+    return int(m.group(1)) if m else 0
+
+
+def stub(port: int) -> dict[str, int]:
+    text = http_get(port, "/status")[1].decode()
+    lines = text.splitlines()
+    accepted, handled, requests = map(int, lines[2].split())
+    assert lines[0].startswith("Active connections: ")
+    numbers = dict(re.findall(r"(\w+): (\d+)", lines[3]))
+    return {"accepted": accepted, "handled": handled, "requests": requests,
+            "active": int(lines[0].split(": ")[1]),
+            **{k.lower(): int(v) for k, v in numbers.items()}}
+
+
+def test_counts_are_summed_over_workers_and_survive_a_worker_kill(tmp_path, port):
+    with running(tmp_path, status_config(port), port) as b:
+        wait_for(lambda: len(b.workers()) == 2, what="2 workers")
+        time.sleep(1.2)  # every worker has flushed its row once
+        before = requests_total(port, "= /health")
+        for _ in range(200):
+            assert http_get(port)[0] == 200
+        time.sleep(1.2)
+        assert requests_total(port, "= /health") - before == 200
+        for _ in range(3):
+            http_get(port, "/nothing-here")
+        time.sleep(1.2)
+        assert requests_total(port, "/", "4xx") == 3
+        victim = b.workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(b.workers()) == 2 and victim not in b.workers(), what="respawn")
+        time.sleep(1.2)
+        # the dead worker's row was folded into row 0: nothing is lost
+        assert requests_total(port, "= /health") - before == 200
+        text = http_get(port, "/metrics")[1].decode()
+        restarts = sum(int(n) for n in re.findall(r"bizzyd_worker_restarts_total\{slot=\"\d+\"\} "
+                                                 r"(\d+)", text))
+        assert restarts == 1
+
+
+def test_stub_status_page(tmp_path, port):
+    with running(tmp_path, status_config(port), port):
+        time.sleep(1.2)
+        first = stub(port)
+        for _ in range(50):
+            http_get(port)
+        time.sleep(1.2)  # rows are refreshed every second
+        second = stub(port)
+        assert second["requests"] - first["requests"] >= 51
+        assert second["accepted"] - first["accepted"] >= 51
+        assert second["handled"] == second["accepted"]
+        assert second["active"] >= 1 and second["writing"] >= 1
+
+
+def test_metrics_exposition_is_well_formed(tmp_path, port):
+    with running(tmp_path, status_config(port), port):
+        for _ in range(20):
+            http_get(port)
+        time.sleep(1.2)
+        status, body = http_get(port, "/metrics")
+        text = body.decode()
+        assert status == 200
+        sample = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)*\})? [0-9.e+-]+$')
+        for line in text.splitlines():
+            assert line.startswith("# ") or sample.match(line), line
+        assert '# TYPE bizzyd_http_request_duration_seconds histogram' in text
+        assert 'location="= /health",le="+Inf"}' in text
+        assert 'bizzyd_connections{state="active"}' in text
