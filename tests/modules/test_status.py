@@ -21,8 +21,9 @@ def status_config(port: int) -> dict:
 
 def requests_total(port: int, location: str, status: str = "2xx") -> int:
     text = http_get(port, "/metrics")[1].decode()
-    m = re.search(r'bizzyd_http_requests_total\{server="_",location="%s",status="%s"\} (\d+)'
-                  % (re.escape(location), status), text)
+    pattern = (r'bizzyd_http_requests_total\{server="_",location="' + re.escape(location)
+               + r'",status="' + status + r'"\} (\d+)')
+    m = re.search(pattern, text)
     return int(m.group(1)) if m else 0
 
 
