@@ -112,6 +112,7 @@ class Module:
     reopen_logs: Hook | None = None  # USR1, in every process that ran init_worker
     roles: Sequence[ProcessRole] = ()
     zones: Callable[[Config], Sequence[ZoneSpec]] | None = None
+    check: Callable[[Config], None] | None = None  # cross-directive checks; ConfigError
     phase_handlers: Sequence[PhaseHandler] = ()
     content_handlers: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     header_filters: Sequence[Filter] = ()

@@ -22,6 +22,7 @@ sequence counter for readers (see `SeqlockTable`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import mmap
 import os
 import struct
@@ -64,8 +65,8 @@ class ZoneSpec:
 class Zone:
     """One mapped zone; slots are read and written as tuples or by field."""
 
-    def __init__(self, spec: ZoneSpec, path: Path, buf: mmap.mmap) -> None:
-        self.spec, self.path, self.buf = spec, path, buf
+    def __init__(self, spec: ZoneSpec, path: Path, buf: mmap.mmap, fd: int) -> None:
+        self.spec, self.path, self.buf, self.fd = spec, path, buf, fd
         self.slot = spec.slot
         self.slot_size = self.slot.size
         self.fields = spec.offsets()
@@ -73,14 +74,28 @@ class Zone:
     @classmethod
     def create(cls, spec: ZoneSpec, serial: int) -> Zone:
         path = SHM_DIR / f"{PREFIX}{os.getpid()}.{spec.name}.{serial}"
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(fd, spec.size)
             buf = mmap.mmap(fd, spec.size, mmap.MAP_SHARED)
-        finally:
+        except OSError:
             os.close(fd)
+            raise
         HEADER.pack_into(buf, 0, MAGIC, 1, spec.capacity, spec.slot.size, os.getpid())
-        return cls(spec, path, buf)
+        return cls(spec, path, buf, fd)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """A cross-process mutex over the whole zone (a POSIX record lock on its file).
+
+        Record locks belong to processes, not to file descriptions, so forked
+        children holding the same inherited fd exclude each other.
+        """
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
 
     def offset(self, index: int) -> int:
         if not 0 <= index < self.spec.capacity:
@@ -112,6 +127,10 @@ class Zone:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
 
 ZoneFactory = Callable[..., Sequence[ZoneSpec]]
 
@@ -131,6 +150,7 @@ class ZoneSet:
         for zone in gone:
             del self.zones[zone.spec.name]
             zone.unlink()
+            zone.close()
         for name, spec in wanted.items():
             if name not in self.zones:
                 self.serial += 1

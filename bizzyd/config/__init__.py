@@ -77,6 +77,9 @@ def load_config(path: Path | str, prefix: Path | str | None = None,
     config = Config(path.resolve(), prefix, tree, modules, directives, marks)
     _resolve_unix_paths(config)
     _check_servers(config, marks)
+    for module in modules:
+        if module.check is not None:
+            module.check(config)
     return config
 
 
