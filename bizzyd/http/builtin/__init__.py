@@ -10,4 +10,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "bizzyd.http.builtin.static",
     "bizzyd.http.builtin.headers",
     "bizzyd.http.builtin.errors",
+    "bizzyd.http.builtin.limit_req",
 )
