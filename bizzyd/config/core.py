@@ -92,6 +92,8 @@ CORE_DIRECTIVES: tuple[Directive, ...] = (
               doc="Error log file, or `stderr`."),
     Directive("error_log_level", Enum(*LEVELS), "notice",
               doc="Lowest level written to the error log."),
+    Directive("bus_hwm", Int(min=1), 10000,
+              doc="High-water mark (messages) of each internal bus socket."),
     # http context
     Directive("keepalive_timeout", Duration(), "75s", HSL,
               doc="An idle keep-alive connection is closed after this."),
