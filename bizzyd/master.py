@@ -485,6 +485,10 @@ class Master:
     def _role_by_name(self, config: Config, name: str) -> ProcessRole:
         return next(r for r in self._roles(config) if r.name == name)
 
+    def _respawns(self, role: str) -> bool:
+        roles = [r for r in self._roles(self.cycle.config) if r.name == role]
+        return bool(roles) and roles[0].respawn
+
     def _close_foreign_listeners(self, slot: int) -> None:
         keep = {id(s) for _, s in self.listeners.for_slot(slot)} if slot >= 0 else set()
         for sock in self.listeners.all():
@@ -522,7 +526,8 @@ class Master:
         self.beats.release(child.beat_index)
         if child.stats is not None:
             fold_row(child.stats, child.beat_index + 1)
-        expected = child.retiring or self.stopping
+        expected = child.retiring or self.stopping or (
+            child.role != WORKER and _clean(status) and not self._respawns(child.role))
         if not expected and child.role == WORKER and child.slot < RESTART_SLOTS:
             restarts = self.cycle.zones["restarts"]
             restarts.set(child.slot, "restarts", restarts.get(child.slot, "restarts") + 1)
@@ -532,6 +537,8 @@ class Master:
             return
         if child.role == WORKER and (self.workers_stopped or child.slot >= self.worker_count):
             return
+        if child.role != WORKER and not self._respawns(child.role):
+            return  # a one-shot role (e.g. the cache loader), or one no longer configured
         self._schedule_respawn(child)
 
     def _schedule_respawn(self, child: Child) -> None:
