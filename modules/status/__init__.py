@@ -70,6 +70,7 @@ def metrics(request: Request) -> Response:
     _durations(lines, labels, locs)
     _connections(lines, values)
     _restarts(lines, request)
+    _module_metrics(lines, request.process.zones)
     return Response(200, "\n".join(lines) + "\n", content_type=PROMETHEUS_TYPE)
 
 
@@ -126,6 +127,31 @@ def _restarts(lines: list[str], request: Request) -> None:
     for slot in range(max(workers, 1)):
         lines.append(f'bizzyd_worker_restarts_total{{slot="{slot}"}} '
                      f'{zone.get(slot, "restarts")}')
+
+
+def _module_metrics(lines: list[str], zones: dict) -> None:
+    """Every `metrics.<module>` zone: fields summed over rows (one row per process).
+
+    A field is named `metric` or `metric{label="value",...}`; a metric ending in
+    `_total` is a counter, any other a gauge.  `metrics.mqtt_ingest` field
+    `rejects_total{reason="bad_length"}` becomes
+    `bizzyd_mqtt_ingest_rejects_total{reason="bad_length"}`.
+    """
+    for name in sorted(z for z in zones if z.startswith("metrics.")):
+        zone = zones[name]
+        prefix = "bizzyd_" + name.removeprefix("metrics.").replace(".", "_")
+        sums = [0] * len(zone.spec.fields)
+        for row in zone.rows():
+            sums = [a + b for a, b in zip(sums, row, strict=True)]
+        typed: set[str] = set()
+        for (field, _), value in zip(zone.spec.fields, sums, strict=True):
+            metric, _, labels = field.partition("{")
+            full = f"{prefix}_{metric}"
+            if full not in typed:
+                typed.add(full)
+                kind = "counter" if metric.endswith("_total") else "gauge"
+                lines.append(f"# TYPE {full} {kind}")
+            lines.append(f"{full}{{{labels} {value}" if labels else f"{full} {value}")
 
 
 module = Module(
