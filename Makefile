@@ -30,7 +30,7 @@ services-stop:
 
 test: venv deps lint
 	BIZZYD_PG_FAST=1 scripts/services start
-	$(PY) -m pytest -q
+	eval "$$(scripts/services env)" && $(PY) -m pytest -q
 
 # Runs bizzyd in the foreground on the default config, logging to the terminal.
 demo: venv
@@ -41,3 +41,14 @@ clean:
 
 docs: venv
 	$(PY) -m bizzyd.config.docs > docs/config.md
+
+# Loopback HTTP benchmark (bizzyd vs uvicorn vs nginx with wrk; see bench/README.md).
+# Extra flags: make bench BENCH_ARGS='--duration 5 --workers 1'
+BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-deps
+bench-deps: venv
+	scripts/install-deps bench
+	$(VENV)/bin/pip install -q -r bench/requirements.txt
+
+bench: bench-deps
+	$(PY) bench/http_bench.py $(BENCH_ARGS)
