@@ -10,6 +10,7 @@ import importlib
 import sys
 from collections.abc import Iterable
 
+from ..http.builtin import BUILTIN_MODULES
 from .core import CORE_DIRECTIVES
 from .schema import Block, Directive
 from .types import Type
@@ -48,7 +49,7 @@ def _rows(directives: Iterable[Directive], prefix: str = "") -> list[str]:
 
 def render(module_names: Iterable[str] = ()) -> str:
     parts = [HEADER, "\n## Core\n", *_table(CORE_DIRECTIVES)]
-    for name in module_names:
+    for name in (*BUILTIN_MODULES, *module_names):
         module = importlib.import_module(name).module
         if module.directives:
             parts += [f"\n## Module `{module.name}` (`{name}`)\n", *_table(module.directives)]

@@ -78,6 +78,7 @@ class Directive:
     doc: str = ""
     path: bool = False  # a filesystem path resolved against the prefix
     required: bool = False
+    inherit: bool = True  # False: a level that does not set it gets the default
 
 
 @dataclass
@@ -134,7 +135,7 @@ class Validator:
         for name, d in self.by_context[ctx].items():
             if name in out:
                 continue
-            if name in parent:
+            if name in parent and d.inherit:
                 out[name] = parent[name]
             elif d.required:
                 raise self.error(key, f"missing required directive {name!r}")
@@ -189,7 +190,7 @@ class Validator:
             return [self._resolve_path(v) for v in value]
         if not isinstance(value, str) or value in ("stderr", "off", "") or value.startswith("/"):
             return value
-        return str(self.prefix / value)
+        return str(self.prefix / value) + ("/" if value.endswith("/") else "")
 
     def _location_match(self, value: Any, key: KeyPath) -> str:
         if not isinstance(value, str) or not value.strip():

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 TICK = 1.0
 RETIRING_TICK = 0.1
 LOCATION_PHASES = ("rewrite", "preaccess", "access", "precontent", "content")
-NOT_FOUND = Response(404, error_body(404), content_type="application/json")
+NOT_FOUND_BODY = error_body(404)
 
 
 def server_header(tokens: bool) -> bytes:
@@ -78,6 +78,7 @@ def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
                           config.mark(key + ("location",))) from None
     loc = Location(match, lcfg, kind, pattern, regex)
     loc.handlers = server_handlers + compile_handlers(handlers, LOCATION_PHASES, lcfg)
+    loc.location_start = len(server_handlers)
     loc.log_handlers = compile_handlers(handlers, ("log",), lcfg)
     loc.header_filters = compile_filters(config, "header_filters", lcfg)
     loc.body_filters = compile_filters(config, "body_filters", lcfg)
@@ -231,12 +232,16 @@ class HttpEngine:
     # -- requests --------------------------------------------------------------
 
     def handle(self, request: Request, reroutes: int = 0) -> Any:
-        """Run the phases for a request: a response, or an awaitable of one."""
+        """Run the phases for a request: a response, or an awaitable of one.
+
+        After a reroute only the location phases run again (as nginx's `last`).
+        """
         loc = request.location
         if not reroutes:
             request.start = self.loop.time()
         handlers = loc.handlers if loc is not None else request.server.handlers
-        result = run_handlers(request, handlers) if handlers else None
+        start = loc.location_start if loc is not None and reroutes else 0
+        result = run_handlers(request, handlers, start) if len(handlers) > start else None
         if result is None:
             return self.content(request)
         if isinstance(result, Response):
@@ -266,13 +271,11 @@ class HttpEngine:
     @staticmethod
     def content(request: Request) -> Any:
         loc = request.location
-        if loc is None:
-            return NOT_FOUND
-        if loc.static is not None:
+        if loc is not None and loc.static is not None:
             return loc.static.to_response() if loc.filtered else loc.static
-        if loc.content is not None:
+        if loc is not None and loc.content is not None:
             return loc.content(request)
-        return NOT_FOUND
+        return Response(404, NOT_FOUND_BODY, content_type="application/json")
 
     def output(self, request: Request, response: Response) -> Response:
         """Run the location's header filters, then its body filters."""

@@ -39,6 +39,7 @@ class Location:
     static: StaticResponse | None = None
     handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
     log_handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
+    location_start: int = 0  # index of the first location-phase handler
     header_filters: tuple[Callable[..., Any], ...] = ()
     body_filters: tuple[Callable[..., Any], ...] = ()
     content: Callable[..., Any] | None = None
@@ -140,8 +141,9 @@ class Router:
     def pick(servers: Sequence[Server], host: bytes | None) -> Server:
         if len(servers) == 1 or not host:
             return servers[0]
-        name = host.decode("latin-1").lower().rsplit(":", 1)[0] if b"]" not in host else \
-            host.decode("latin-1").lower()
+        name = host.decode("latin-1").lower()
+        name = name.rsplit("]", 1)[0] + "]" if name.startswith("[") else name.rsplit(":", 1)[0]
+        name = name.rstrip(".")
         for server in servers:
             if server.matches_name(name):
                 return server

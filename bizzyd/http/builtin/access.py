@@ -64,7 +64,8 @@ def parse_rule(item: Any) -> Rule:
     except ValueError:
         raise ValueError(f"{what!r} is not an address, a CIDR network, 'all' or 'unix:'") \
             from None
-    return Rule(allow, f"{words[0]} {what}", net.version, int(net.network_address),
+    shown = str(net) if "/" in what else what  # host bits dropped, as they are ignored
+    return Rule(allow, f"{words[0]} {shown}", net.version, int(net.network_address),
                 int(net.netmask))
 
 

@@ -49,7 +49,6 @@ _PCRE_NAMED = re.compile(r"\(\?<(?![=!])")
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _ARG_SAFE = "/:@!$'()*,;-._~"
-CTX_KEY = "rewrite.server_done"
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,8 @@ def _rule(source: str, regex: re.Pattern[str], replacement: str, flag: str) -> R
             raise ValueError(f"${name} in {replacement!r} is not a group of {source!r}")
     is_url = replacement.startswith(("http://", "https://"))
     redirect = 301 if flag == "permanent" else 302 if flag == "redirect" or is_url else 0
+    if redirect and not replacement.isascii():
+        raise ValueError(f"a redirect target must be ASCII (percent-encode it): {replacement!r}")
     return Rule(source, regex, replacement, path, args, drop_args, flag, redirect)
 
 
@@ -173,24 +174,18 @@ def _escape_arg(value: str) -> str:
 # -- phase handlers ---------------------------------------------------------------
 
 def server_rewrite(request: Request) -> Any:
-    if request.ctx.get(CTX_KEY):
-        return None
-    request.ctx[CTX_KEY] = True
     return run_rules(request.server.config["rewrite"], request, server_level=True)
 
 
 def location_rewrite(request: Request) -> Any:
-    rules = request.location.config["rewrite"]
-    if rules is request.server.config["rewrite"]:
-        return None  # inherited from the server block: ran in server_rewrite
-    return run_rules(rules, request, server_level=False)
+    return run_rules(request.location.config["rewrite"], request, server_level=False)
 
 
 module = Module(
     name="rewrite",
     directives=[
         Directive("rewrite", Custom("list of [REGEX, REPLACEMENT, FLAG?]", parse_rules,
-                                    dump_rules), [], (SERVER, LOCATION),
+                                    dump_rules), [], (SERVER, LOCATION), inherit=False,
                   doc="Rewrite the path: `[[REGEX, REPLACEMENT, FLAG?], ...]`, FLAG one "
                       "of last, break, redirect (302), permanent (301); `$1`, `$name` "
                       "captures; a replacement ending in `?` drops the query string; an "

@@ -8,12 +8,14 @@ from the filesystem; other locations compile none of these handlers.
 
 Mapping a path to a file: `root` + path, or, with `alias`, the alias + the path
 minus the location's prefix (`/img/` with alias `/data/images/` maps `/img/a.png`
-to `/data/images/a.png`).  In a regex location the alias is the whole file path and
-may use the location's named captures (`$name`).  The result is normalized and
-must stay under the root (or the alias): what leaves it is 404, which also covers
-nginx's "alias without a trailing slash" traversal.  Symbolic links are followed,
-as nginx does by default (`disable_symlinks off`): whoever can create a link in the
-document root already controls what it serves.
+to `/data/images/a.png`; the alias of a prefix ending in `/` is a directory, with
+or without its own trailing slash).  In a regex location the alias is the whole
+file path and may use the location's named captures (`$name`).  The result is
+normalized and must stay under the root (or the alias): what leaves it is 404,
+which also closes nginx's "location without a trailing slash" alias traversal
+(`/img` + `/data/images/` cannot reach `/data/secret` through `/img../secret`).
+Symbolic links are followed, as nginx does by default (`disable_symlinks off`):
+whoever can create a link in the document root already controls what it serves.
 
 Serving (content phase, GET and HEAD only, else 405):
 - a path ending in `/` is a directory: the first `index` name that is a file is an
@@ -28,9 +30,10 @@ Serving (content phase, GET and HEAD only, else 405):
   ranges get the whole file (200).  Content-Type comes from the extension (Python's
   built-in table, the same on every host) or `default_type`.
 
-The body is a `FileBody` (the writer sends it with `loop.sendfile` and closes it):
-files are opened (non-blocking, so a FIFO cannot stall the loop) and stat'ed
-synchronously, as nginx does without aio, and never read into memory.
+The body is a `FileBody`: the protocol's writer sends it (`loop.sendfile`, or in
+pieces where the loop has none) and closes it, also when it is not sent (HEAD).
+Files are opened (non-blocking, so a FIFO cannot stall the loop) and stat'ed
+synchronously, as nginx does without aio; this module never reads them.
 
 `try_files: [$uri, $uri/, /index.html]` (precontent phase) checks each entry but the
 last, in order: an entry ending in `/` must be a directory, others a regular file;
@@ -123,7 +126,11 @@ def file_path(loc: Location, uri: str, captures: Mapping[str, str]) -> str | Non
         return _inside(template.render(lambda name: captures.get(name, "")), base)
     if not uri.startswith(loc.pattern):
         return None
-    return _inside(alias + uri[len(loc.pattern):], alias.rstrip("/"))
+    # `/img/` → `images` is `images/` (the config loader drops the trailing slash of
+    # relative paths); `/img` → `images/` cannot reach `images../` (checked by _inside)
+    base = alias.rstrip("/")
+    joint = "/" if loc.pattern.endswith("/") else ""
+    return _inside(base + joint + uri[len(loc.pattern):], base)
 
 
 def _inside(path: str, base: str) -> str | None:
@@ -234,9 +241,8 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
     if not first:
         n = int(last)
         return (max(0, size - n), size - 1) if n else UNSATISFIABLE
-    start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    start, end = int(first), int(last) if last else size - 1
+    if last and end < start:
         return None
     return (start, min(end, size - 1)) if start < size else UNSATISFIABLE
 
