@@ -119,3 +119,30 @@ def test_module_metric_zones_are_exported(tmp_path, port):
         assert "# TYPE bizzyd_widgets_made_total counter\nbizzyd_widgets_made_total 10" in text
         assert 'bizzyd_widgets_rejects_total{reason="odd"} 2' in text
         assert "# TYPE bizzyd_widgets_queue gauge\nbizzyd_widgets_queue 6" in text
+
+
+
+def get_from(source: str, port: int, path: str) -> int:
+    import socket
+    with socket.socket() as s:
+        s.settimeout(5)
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        return int(s.recv(4096).split(b" ", 2)[1])
+
+
+def test_default_config_protects_status_and_metrics_with_allow_deny(tmp_path, port):
+    """The shipped conf/bizzyd.yaml, on a test port: loopback 127.0.0.1 only."""
+    import yaml
+
+    from bizzyd_proc import ROOT
+
+    config = yaml.safe_load((ROOT / "conf" / "bizzyd.yaml").read_text())
+    config["http"]["servers"][0]["listen"] = [f"127.0.0.1:{port}"]
+    config["worker_processes"] = 1
+    with running(tmp_path, config, port):
+        for path in ("/status", "/metrics"):
+            assert get_from("127.0.0.1", port, path) == 200
+            assert get_from("127.0.0.2", port, path) == 403
+        assert get_from("127.0.0.2", port, "/health") == 200
