@@ -137,6 +137,7 @@ class HttpEngine:
         self._conn_seq = 0
         self._tick_handle: asyncio.TimerHandle | None = None
         self.stats_zone = ctx.zones.get("stats")
+        self.processing: set[int] = set()  # connection ids with a request in a handler
         ctx.flush_stats = self.flush_stats
         ctx.router = router
         self.locations = router.locations()
@@ -203,13 +204,15 @@ class HttpEngine:
         if zone is None:
             return
         reading = writing = waiting = 0
+        busy = self.processing
         for conn in self.connections:
-            if not conn.in_request and not conn.pending:
-                waiting += 1
-            elif conn.deadline and conn.timeout_kind in ("header", "body"):
+            if conn.id in busy or conn.pending or conn.sender is not None \
+                    or conn.flow.write_paused:
+                writing += 1  # being processed or written, as nginx counts it
+            elif conn.in_request:
                 reading += 1  # still receiving the request
             else:
-                writing += 1  # being processed or written, as nginx counts it
+                waiting += 1
         accepted = self.counters["accepted"]
         values = [self.pid, len(self.connections), reading, writing, waiting, accepted,
                   accepted - self.counters.get("dropped", 0)]
@@ -239,6 +242,7 @@ class HttpEngine:
         loc = request.location
         if not reroutes:
             request.start = self.loop.time()
+            self.processing.add(request.conn_id)
         handlers = loc.handlers if loc is not None else request.server.handlers
         start = loc.location_start if loc is not None and reroutes else 0
         result = run_handlers(request, handlers, start) if len(handlers) > start else None
@@ -313,6 +317,7 @@ class HttpEngine:
 
     def finish(self, request: Request, response: Any) -> None:
         """Count the request, then the log phase (after the response is queued)."""
+        self.processing.discard(request.conn_id)
         loc = request.location
         stats = (loc or self.router.unrouted).stats
         seconds = self.loop.time() - request.start

@@ -2,10 +2,25 @@
 
 Theory of operation
 -------------------
-httptools calls back as bytes arrive: on_message_begin, on_url, on_header(s),
-on_headers_complete, on_body, on_message_complete.  Limits are checked in those
+Parsing.  httptools (llhttp, strict mode) calls back as bytes arrive:
+on_message_begin, on_url, on_header(s), on_headers_complete, on_body (decoded
+chunks), on_chunk_header, on_message_complete.  Limits are checked in those
 callbacks (URI and header bytes: 414/431; body: 413) by raising `Reject`, which
 httptools wraps; `data_received` unwraps it and answers with the status.
+
+Framing is strict, because a front proxy that reads a request differently from us
+is how requests are smuggled.  llhttp already rejects: Content-Length together with
+Transfer-Encoding, duplicate or non-decimal Content-Length, a Transfer-Encoding
+whose last coding is not chunked, bad chunk sizes and extensions, bare CR or LF,
+obs-fold, whitespace before the colon, CTLs and NUL in names and values.  We add
+(`on_headers_complete`, `_route`): HTTP/1.1 without exactly one Host, an invalid
+Host, Transfer-Encoding other than exactly `chunked` (one header, one coding) or in
+an HTTP/1.0 request, versions other than 1.0/1.1 (505; llhttp accepts 0.9 and 2.0),
+RTSP/ICE request lines (llhttp reports them as 1.0), fragments in the target, a
+target that is neither origin-form nor an absolute http(s) URI (no CONNECT, no
+`OPTIONS *`), and chunk framing (size lines, extensions) above MAX_CHUNK_FRAMING
+bytes per chunk.  Every rejection answers 4xx with a JSON `reason`, then closes.
+Trailer fields are counted against the header limit and dropped.
 
 Routing happens when the headers are complete (server by Host, location by path),
 so per-location limits apply to the body.  A request is dispatched when its message
@@ -14,12 +29,22 @@ requests run through the phase handlers (sync, or async as a task).
 
 Responses leave in request order.  While `data_received` runs, responses are
 collected in `self.out` and written once at its end (pipelined requests get one
-write).  When a response is still being computed asynchronously, the ones after it
-wait in `self.pending` until it is done.
+write).  A response that is not ready (async handler) or whose body is still being
+sent (a stream, a file) holds a `_Slot` in `self.pending`; everything answered
+after it waits there, and reading is paused until the pipeline is empty again.
+A stream is sent chunked on HTTP/1.1 (close-delimited on 1.0), a file in pieces;
+both await `flow.drain()` when the transport pauses writing.  A retiring worker
+ends a stream at the next chunk boundary.
+
+Once the last request of a connection has been read (Connection: close, HTTP/1.0,
+keepalive_requests, an upgrade we decline, a rejection), input is discarded.
 
 Timeouts use one deadline per connection, checked by the engine's tick (nginx's
-cached clock): header, body, keep-alive idle, send, and the idle grace of a
-retiring worker.  A connection is closed by half-closing (write EOF) and then
+cached clock); `timeout_kind` names what the connection waits for: the request
+header (from its first byte), the body (between two reads), keep-alive idle, a
+send (while the transport is paused for writing), the idle grace of a retiring
+worker, or the linger of a closing connection.  While responses are pending no
+read deadline runs.  A connection is closed by half-closing (write EOF) and then
 discarding input until the peer closes or a short linger expires, so the last
 response is not destroyed by a reset.
 """
@@ -28,14 +53,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from ..stats import HIST
+from .flow import FlowControl
 from .phases import Request
-from .response import CLOSE, KEEP_ALIVE, HTTPError, Response, StaticResponse, error_body
+from .response import (
+    CLOSE,
+    KEEP_ALIVE,
+    NO_BODY_STATUSES,
+    FileBody,
+    HTTPError,
+    Response,
+    StaticResponse,
+    error_body,
+)
 from .router import Location, Router, Server, normalize_path
 
 if TYPE_CHECKING:
@@ -43,6 +79,18 @@ if TYPE_CHECKING:
 
 LINGER = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+TE_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+FILE_PIECE = 256 * 1024
+# Bytes of chunked framing (size line with extensions, CRLFs) allowed per chunk,
+# on average over a request body; a longer chunk-size line is rejected.
+MAX_CHUNK_FRAMING = 1024
+_HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]*").fullmatch
+# Request targets that are neither origin-form nor absolute-form, by their look.
+_TARGET_ERRORS = (
+    (b"*", "asterisk-form targets (OPTIONS *) are not supported"),
+    (b"", "request target must be an absolute path or an http(s) URI"),
+)
 
 
 class Reject(Exception):
@@ -53,18 +101,46 @@ class Reject(Exception):
         self.status, self.reason = status, reason
 
 
+class _Discard(Exception):
+    """Raised when a request begins after the connection's last one: stop parsing."""
+
+
 class _Slot:
-    """A response place in the pipeline, filled when its (async) handler is done."""
+    """A place in the response pipeline.
 
-    __slots__ = ("data", "keep_alive")
+    `data` is None until the (async) handler is done; then the bytes to write (the
+    whole response, or the head of one whose `body`, a stream or a file, follows).
+    """
 
-    def __init__(self) -> None:
-        self.data: bytes | None = None
-        self.keep_alive = False
+    __slots__ = ("data", "keep_alive", "final", "body", "framed", "request", "response")
+
+    def __init__(self, data: bytes | None = None, keep_alive: bool = True,
+                 final: bool = True) -> None:
+        self.data = data
+        self.keep_alive = keep_alive
+        self.final = final  # False for an interim 100 Continue
+        self.body: AsyncIterator[bytes] | FileBody | None = None
+        self.framed = False  # chunked encoding for a stream
+        self.request: Request | None = None
+        self.response: Response | None = None
 
 
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
+
+    __slots__ = (
+        "engine", "servers", "default", "parser", "transport", "flow", "id", "client",
+        # timeouts
+        "deadline", "timeout_kind", "max_header", "keepalive_timeout", "body_timeout",
+        # connection
+        "requests", "read", "out", "pending", "sender", "at_boundary", "in_request",
+        "discarding", "closing", "lingering", "peer_eof", "retiring", "must_close",
+        "good_host",
+        # request
+        "url", "headers", "header_size", "body", "body_size", "max_body", "server",
+        "location", "captures", "path", "version", "chunked_body", "chunks", "wire",
+        "header_count",
+    )
 
     def __init__(self, engine: HttpEngine, servers: Sequence[Server]) -> None:
         self.engine = engine
@@ -72,23 +148,35 @@ class HttpProtocol(asyncio.Protocol):
         self.default: Server = servers[0]
         self.parser = httptools.HttpRequestParser(self)
         self.transport: Any = None
+        self.flow: FlowControl = None  # type: ignore[assignment]  # set in connection_made
         self.id = engine.next_connection_id()
         self.client = ""
-        # connection state
-        self.requests = 0
+        # timeouts: one deadline, checked by the engine's tick
         self.deadline = 0.0
         self.timeout_kind = ""
-        self.out: list[bytes] | None = None
-        self.pending: collections.deque[_Slot] = collections.deque()
-        self.in_request = False
-        self.closing = False
-        self.retiring = False
-        self.reading_paused = False
-        self.writing_paused = False
         limits = self.default.config
         self.max_header = limits["client_max_header_size"]
         self.keepalive_timeout = limits["keepalive_timeout"]
+        self.body_timeout = limits["client_body_timeout"]
+        # connection state
+        self.requests = 0
+        self.read = b""  # the bytes data_received is parsing
+        self.out: list[bytes] | None = None
+        self.pending: collections.deque[_Slot] = collections.deque()
+        self.sender: asyncio.Task[None] | None = None
+        self.at_boundary = False  # the sender waits for the stream's next chunk
+        self.in_request = False  # between a request's first byte and its end
+        self.discarding = False  # the last request was read: ignore input
+        self.closing = False  # close once the pipeline is empty
+        self.lingering = False
+        self.peer_eof = False
+        self.retiring = False
+        self.must_close = False
+        self.good_host = b""  # the last Host value found valid
         # request state
+        self.version = "1.1"
+        self.chunked_body = False
+        self.chunks = self.wire = self.header_count = 0
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -101,21 +189,22 @@ class HttpProtocol(asyncio.Protocol):
         self.server: Server = self.default
         self.location: Location | None = None
         self.captures: dict[str, str] = {}
-        self.path = ""
+        self.path = ""  # set by routing, when the headers are complete
 
     # -- asyncio.Protocol ------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.flow = FlowControl(transport)
         engine = self.engine
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else "unix:"
         if len(engine.connections) >= engine.max_connections:
             engine.log.error("%d worker_connections are not enough, closing *%d",
                              engine.max_connections, self.id)
-            self.closing = True
-            self._write(self._error_response(503, "too many connections"))
-            self._close()
+            self.closing = self.discarding = True
+            transport.write(self._error_response(503, "too many connections"))
+            transport.close()  # not tracked by the engine's tick: no linger
             return
         engine.connections.add(self)
         engine.counters["accepted"] += 1
@@ -125,51 +214,75 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine.connections.discard(self)
-        self.closing = True
+        self.closing = self.discarding = True
         self.deadline = 0.0
+        if self.flow is not None:
+            self.flow.connection_lost()
+        if self.sender is not None and self.at_boundary:
+            self.sender.cancel()  # a stream waiting for its next chunk: nobody listens
 
     def eof_received(self) -> bool:
+        """The peer will send no more: answer what it asked, then close."""
+        self.discarding = self.peer_eof = True
+        if self.pending and not self.closing:
+            self.closing = True
+            return True  # keep the transport open for the pending responses
         return False
 
     def pause_writing(self) -> None:
-        self.writing_paused = True
+        self.flow.pause_writing()
+        self.flow.pause_reading()
         self._set_deadline(self.server.config["send_timeout"], "send")
-        self._pause_reading()
 
     def resume_writing(self) -> None:
-        self.writing_paused = False
-        self.deadline = 0.0
+        self.flow.resume_writing()
+        if self.timeout_kind == "send":
+            self._rearm()
         if not self.pending:
-            self._resume_reading()
+            self.flow.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.discarding:
             return
+        if self.chunked_body:
+            self.wire += len(data)
+        self.read = data
         self.out = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(Reject(400, "protocol upgrade is not supported"))
+            pass  # an upgrade we decline: its request was answered, and it is the last
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if not isinstance(cause, Reject):
-                self.engine.log.exception("*%d parser callback failed", self.id)
-                cause = Reject(500, "internal error")
-            self._reject(cause)
+            self._callback_failed(exc.__context__)
         except httptools.HttpParserError as exc:
-            self._reject(Reject(400, _parser_reason(exc)))
+            if not self.discarding:  # else: bytes after the last request
+                self._reject(Reject(400, _parser_reason(exc)))
+        if self.chunked_body and not self.discarding:
+            self._check_framing()
+        self.read = b""
         out, self.out = self.out, None
         if out:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
-        if self.closing:
+        if self.closing and not self.pending:
             self._close()
+
+    def _callback_failed(self, cause: BaseException | None) -> None:
+        if isinstance(cause, _Discard):
+            return
+        if not isinstance(cause, Reject):
+            self.engine.log.error("*%d parser callback failed", self.id, exc_info=cause)
+            cause = Reject(500, "internal error")
+        self._reject(cause)
 
     # -- httptools callbacks ---------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.discarding:
+            raise _Discard
         self.in_request = True
         if self.timeout_kind != "header":
-            self._set_deadline(self.default.config["client_header_timeout"], "header")
+            self.deadline = self.engine.now + self.default.config["client_header_timeout"]
+            self.timeout_kind = "header"
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -178,43 +291,75 @@ class HttpProtocol(asyncio.Protocol):
             raise Reject(414, "request URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if value[-1:] in b" \t":  # llhttp keeps trailing whitespace (b"" is in too)
+            value = value.rstrip(b" \t")
         self.header_size += len(name) + len(value) + 4
         if self.header_size > self.max_header:
             raise Reject(431, "request header fields too large")
+        self.headers.append((name, value))  # trailers too, dropped at the end
 
     def on_headers_complete(self) -> None:
-        host = expect = None
-        length = 0
+        self.version = version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise Reject(505, f"HTTP/{version} is not supported")  # 0.9, 2.0
+        host = expect = te = None
+        hosts = length = 0
         for name, value in self.headers:
             lname = name.lower()
             if lname == b"host":
                 host = value
+                hosts += 1
             elif lname == b"content-length":
                 length = _content_length(value)
+            elif lname == b"transfer-encoding":
+                if te is not None:
+                    raise Reject(400, "more than one Transfer-Encoding header")
+                te = value
             elif lname == b"expect":
                 expect = value
-        self._route(host)
+            elif lname == b"upgrade" and self.parser.should_upgrade():
+                self.must_close = True  # we do not switch protocols: answer, then close
+        if hosts != 1 and (hosts or version == "1.1"):
+            raise Reject(400, "duplicate Host header" if hosts else "missing Host header")
+        if version == "1.0":
+            self._check_protocol()
+        config = self._route(host)
         if length > self.max_body:
             raise Reject(413, "request body larger than client_max_body_size")
-        if expect is not None:
-            self._expect(expect)
-        self._set_deadline(self.server.config["client_body_timeout"], "body")
+        if te is not None:
+            self._start_chunked(te, version)
+        if length or te is not None:
+            self.body_timeout = config["client_body_timeout"]
+            self._set_deadline(self.body_timeout, "body")
+            if expect is not None and version == "1.1":
+                self._expect(expect)
+        elif expect is not None and version == "1.1" and expect.lower() != b"100-continue":
+            raise Reject(417, "unsupported Expect")
+
+    def on_chunk_header(self) -> None:
+        self.chunks += 1
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
         if self.body_size > self.max_body:
             raise Reject(413, "request body larger than client_max_body_size")
         self.body.append(body)
+        self.deadline = self.engine.now + self.body_timeout
 
     def on_message_complete(self) -> None:
-        if self.closing:
+        if self.discarding:
             return
+        self.in_request = False
+        if self.chunked_body:
+            self.chunked_body = False
+            del self.headers[self.header_count:]  # trailer fields are not merged
         self.deadline = 0.0
         self.requests += 1
         self.engine.counters["requests"] += 1
         loc = self.location
         keep_alive = self._keep_alive(loc)
+        if not keep_alive:
+            self.discarding = True  # this was the connection's last request
         if loc is not None and loc.fast:
             head = self.parser.get_method() == b"HEAD"
             self._respond_bytes(loc.static.render(self.engine.date, self._conn_header(keep_alive),
@@ -226,14 +371,58 @@ class HttpProtocol(asyncio.Protocol):
             self._dispatch(keep_alive)
         self._reset_request()
 
-    # -- routing and dispatch ---------------------------------------------------
+    # -- request checks (what llhttp lets through) -------------------------------
 
-    def _route(self, host: bytes | None) -> None:
+    def _check_protocol(self) -> None:
+        """llhttp parses `RTSP/1.0` and `ICE/1.0` request lines as HTTP/1.0.
+
+        httptools gives no byte offsets, so this looks for the request line in the
+        current read; one split across two reads is not recognised (its framing is
+        HTTP/1.0's anyway).
+        """
+        line = self.url + b" "
+        if line + b"HTTP/" not in self.read and (line + b"RTSP/" in self.read
+                                                 or line + b"ICE/" in self.read):
+            raise Reject(400, "only HTTP is spoken here")
+
+    def _start_chunked(self, te: bytes, version: str) -> None:
+        if version == "1.0":
+            raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if te.strip(b" \t").lower() != b"chunked":
+            raise Reject(400, "Transfer-Encoding other than chunked is not supported")
+        self.chunked_body = True
+        self.chunks = 0
+        self.header_count = len(self.headers)
+        # Framing bytes are counted from here (see _check_framing).  In this read the
+        # body starts after the header section; when no other request ended earlier
+        # in this read, the header section is about `header_size` bytes of it.
+        first = not self.out and not self.pending
+        self.wire = len(self.read) - self.header_size if first else 0
+
+    def _check_framing(self) -> None:
+        """Reject a chunked body whose framing outgrows MAX_CHUNK_FRAMING per chunk.
+
+        `wire` counts the bytes read since the body started (a lower bound: a read in
+        which the body starts after another request is not counted), so the
+        difference to the decoded bytes is the framing: size lines, extensions and
+        CRLFs.  Checked at the end of a read while the body is still incomplete.
+        """
+        trailers = sum(len(n) + len(v) + 4 for n, v in self.headers[self.header_count:])
+        framing = self.wire - self.body_size - trailers
+        if framing > (self.chunks + 1) * MAX_CHUNK_FRAMING:
+            self._reject(Reject(400, "chunk-size line too long"))
+
+    def _route(self, host: bytes | None) -> Any:
         url = self.url
-        raw_path, _, _ = url.partition(b"?")
-        if not raw_path.startswith(b"/"):
-            raise Reject(400, "request target must be an absolute path")
-        path = normalize_path(raw_path)
+        if not url.startswith(b"/"):
+            host, url = _absolute_form(url)
+            self.url = url  # the origin-form part, as nginx's $request_uri
+        if b"#" in url:
+            raise Reject(400, "fragment in the request target")
+        if host is not None and host != self.good_host:
+            _check_host(host)
+            self.good_host = host
+        path = normalize_path(url.partition(b"?")[0])
         if path is None:
             raise Reject(400, "invalid path")
         self.path = path
@@ -243,24 +432,27 @@ class HttpProtocol(asyncio.Protocol):
         config = self.location.config if self.location else server.config
         self.max_body = config["client_max_body_size"]
         self.keepalive_timeout = config["keepalive_timeout"]
+        return config
 
     def _expect(self, expect: bytes) -> None:
         if expect.lower() != b"100-continue":
             raise Reject(417, "unsupported Expect")
-        if self.out is not None:
-            self.out.append(CONTINUE)
+        if self.pending:  # earlier responses first
+            self._queue(_Slot(CONTINUE, final=False))
         else:
-            self.transport.write(CONTINUE)
+            self._write(CONTINUE)
+
+    # -- dispatch ----------------------------------------------------------------
 
     def _keep_alive(self, loc: Location | None) -> bool:
         limit = (loc.config if loc else self.server.config)["keepalive_requests"]
         return (self.parser.should_keep_alive() and not self.retiring
-                and self.requests < limit)
+                and self.requests < limit and not self.must_close)
 
     def _conn_header(self, keep_alive: bool) -> bytes:
         if not keep_alive:
             return CLOSE
-        return KEEP_ALIVE if self.parser.get_http_version() == "1.0" else b""
+        return KEEP_ALIVE if self.version == "1.0" else b""
 
     def _dispatch(self, keep_alive: bool) -> None:
         request = self._make_request(keep_alive)
@@ -270,23 +462,20 @@ class HttpProtocol(asyncio.Protocol):
             result = exc.response()
         except Exception:
             self.engine.log.exception("*%d unhandled error in a handler", self.id)
-            result = Response(500, error_body(500), content_type="application/json")
+            result = _internal_error()
         if isinstance(result, Response | StaticResponse):
             self._respond(request, result, keep_alive)
             return
         slot = _Slot()
-        self.pending.append(slot)
-        self._pause_reading()
-        task = self.engine.loop.create_task(self._finish_async(request, result, slot, keep_alive))
-        self.engine.tasks.add(task)
-        task.add_done_callback(self.engine.tasks.discard)
+        self._queue(slot)
+        self._spawn(self._finish_async(request, result, slot, keep_alive))
 
     def _make_request(self, keep_alive: bool) -> Request:
         method = self.parser.get_method().decode("ascii")
-        _, _, query = self.url.partition(b"?")
+        query = self.url.partition(b"?")[2]
         request = Request(method, self.path, query.decode("latin-1"), self.url,
-                          self.parser.get_http_version(), self.headers,
-                          b"".join(self.body), keep_alive, self.id, self.client)
+                          self.version, self.headers, b"".join(self.body), keep_alive,
+                          self.id, self.client)
         request.server, request.location, request.captures = \
             self.server, self.location, self.captures
         request.process = self.engine.ctx
@@ -300,19 +489,32 @@ class HttpProtocol(asyncio.Protocol):
             response = exc.response()
         except Exception:
             self.engine.log.exception("*%d unhandled error in a handler", self.id)
-            response = Response(500, error_body(500), content_type="application/json")
-        if isinstance(response, Response):
-            response = self.engine.output(request, response)
-        slot.data = self._render(request, response, keep_alive)
-        slot.keep_alive = keep_alive
-        self.engine.finish(request, response)
-        self._flush_pending()
+            response = _internal_error()
+        if not isinstance(response, Response | StaticResponse):
+            self.engine.log.error("*%d handler returned %r, not a Response", self.id, response)
+            response = _internal_error()
+        try:
+            self._respond(request, response, keep_alive, slot)
+        except Exception:
+            self.engine.log.exception("*%d cannot render the response", self.id)
+            self._respond(request, _internal_error(), keep_alive, slot)
+
+    # -- responses -----------------------------------------------------------------
 
     def _respond(self, request: Request, response: Response | StaticResponse,
-                 keep_alive: bool) -> None:
+                 keep_alive: bool, slot: _Slot | None = None) -> None:
+        """Render a response into the pipeline (into its slot, if it holds one)."""
         if isinstance(response, Response):
             response = self.engine.output(request, response)
-        self._respond_bytes(self._render(request, response, keep_alive), keep_alive)
+            if response.stream is not None or response.file is not None:
+                self._respond_with_body(request, response, keep_alive, slot)
+                return
+        data = self._render(request, response, keep_alive)
+        if slot is None:
+            self._respond_bytes(data, keep_alive)
+        else:
+            slot.data, slot.keep_alive = data, keep_alive
+            self._flush_pending()
         self.engine.finish(request, response)
 
     def _render(self, request: Request, response: Response | StaticResponse,
@@ -322,43 +524,189 @@ class HttpProtocol(asyncio.Protocol):
             self.engine.status_counts[response.status // 100] += 1
             return response.render(self.engine.date, self._conn_header(keep_alive),
                                    request.method == "HEAD")
+        head = self._head(request, response, keep_alive)
+        return head if request.method == "HEAD" else head + response.body
+
+    def _head(self, request: Request, response: Response, keep_alive: bool) -> bytes:
         config = request.location.config if request.location else request.server.config
-        head = response.render_head(self.engine.server_header(config), self.engine.date,
-                                    self._conn_header(keep_alive), config["default_type"])
         request.status = response.status
         self.engine.status_counts[response.status // 100] += 1
-        return head if request.method == "HEAD" else head + response.body
+        return response.render_head(self.engine.server_header(config), self.engine.date,
+                                    self._conn_header(keep_alive), config["default_type"])
+
+    def _respond_with_body(self, request: Request, response: Response, keep_alive: bool,
+                           slot: _Slot | None) -> None:
+        """A streamed or file body: the head now, the body by a sender task."""
+        stream = response.stream
+        no_body = request.method == "HEAD" or response.status in NO_BODY_STATUSES
+        framed = stream is not None and request.version == "1.1" \
+            and response.status not in NO_BODY_STATUSES
+        if stream is not None and request.version != "1.1":
+            keep_alive = False  # close-delimited
+        head = self._head(request, response, keep_alive)
+        if stream is not None and not framed:
+            head = head.replace(TE_CHUNKED, b"", 1)
+        if no_body:
+            self._drop_body(stream if stream is not None else response.file)
+            if slot is None:
+                self._respond_bytes(head, keep_alive)
+            else:
+                slot.data, slot.keep_alive = head, keep_alive
+                self._flush_pending()
+            self.engine.finish(request, response)
+            return
+        if slot is None:
+            slot = _Slot()
+            self._queue(slot)
+        slot.data, slot.keep_alive, slot.framed = head, keep_alive, framed
+        slot.body = stream if stream is not None else response.file
+        slot.request, slot.response = request, response
+        self._flush_pending()
 
     def _respond_bytes(self, data: bytes, keep_alive: bool) -> None:
         if self.pending:
-            slot = _Slot()
-            slot.data, slot.keep_alive = data, keep_alive
-            self.pending.append(slot)
+            self._queue(_Slot(data, keep_alive))
             return
-        self._write(data)
+        if self.out is not None:
+            self.out.append(data)
+        elif not self.transport.is_closing():
+            self.transport.write(data)
         self._after_response(keep_alive)
 
+    def _queue(self, slot: _Slot) -> None:
+        self.pending.append(slot)
+        self.flow.pause_reading()
+
     def _flush_pending(self) -> None:
-        while self.pending and self.pending[0].data is not None:
-            slot = self.pending.popleft()
+        pending = self.pending
+        while pending:
+            slot = pending[0]
+            if slot.data is None or self.sender is not None:
+                return
             self._write(slot.data)
-            self._after_response(slot.keep_alive)
-        if not self.pending:
-            if self.closing:
-                self._close()
-            elif not self.writing_paused:
-                self._resume_reading()
+            if slot.body is not None:
+                self.sender = self._spawn(self._send_body(slot))
+                return
+            pending.popleft()
+            if slot.final:
+                self._after_response(slot.keep_alive)
+        self._pipeline_empty()
+
+    def _pipeline_empty(self) -> None:
+        if self.closing:
+            self._close()
+            return
+        self._rearm()
+        if not self.flow.write_paused:
+            self.flow.resume_reading()
 
     def _after_response(self, keep_alive: bool) -> None:
         if not keep_alive:
-            self.closing = True
-            self.pending.clear()
+            self.closing = self.discarding = True
             return
-        if not self.pending:
-            self.in_request = False
-            self._set_deadline(self.keepalive_timeout, "keepalive")
+        if not self.pending and not self.in_request:
             if self.retiring:
                 self._set_deadline(self.engine.idle_grace, "retire")
+            else:
+                self.deadline = self.engine.now + self.keepalive_timeout
+                self.timeout_kind = "keepalive"
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = self.engine.loop.create_task(coro)
+        self.engine.tasks.add(task)
+        task.add_done_callback(self.engine.tasks.discard)
+        return task
+
+    # -- streamed and file bodies ---------------------------------------------------
+
+    async def _send_body(self, slot: _Slot) -> None:
+        """Send the body that follows a head, then let the pipeline go on."""
+        try:
+            if isinstance(slot.body, FileBody):
+                ok = await self._send_file(slot.body)
+            else:
+                ok = await self._send_stream(slot)
+        finally:
+            self.sender = None
+            self.engine.finish(slot.request, slot.response)
+        self.pending.popleft()
+        if not ok:  # the head has gone out: no status can be sent any more
+            self.pending.clear()
+            self.closing = self.discarding = True
+            self.transport.abort()
+            return
+        self._after_response(slot.keep_alive)
+        self._flush_pending()
+
+    async def _send_stream(self, slot: _Slot) -> bool:
+        stream: Any = slot.body
+        transport, framed = self.transport, slot.framed
+        try:
+            while not self.retiring:
+                self.at_boundary = True
+                try:
+                    chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if not (self.retiring or transport.is_closing()):
+                        raise
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    break
+                finally:
+                    self.at_boundary = False
+                if transport.is_closing():
+                    return False
+                if chunk:
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if framed else chunk)
+                    if self.flow.write_paused:
+                        await self.flow.drain()
+        except Exception:
+            self.engine.log.exception("*%d response stream failed", self.id)
+            return False
+        finally:
+            await _aclose(stream, self.engine.log)
+        if transport.is_closing():
+            return False
+        if self.retiring:
+            slot.keep_alive = False
+        if framed:
+            transport.write(LAST_CHUNK)
+        return True
+
+    async def _send_file(self, body: FileBody) -> bool:
+        file, offset, count = body.file, body.offset, body.count
+        transport = self.transport
+        try:
+            try:
+                await self.engine.loop.sendfile(transport, file, offset, count)
+                return True
+            except NotImplementedError:
+                pass  # uvloop has no loop.sendfile: copy through the transport
+            file.seek(offset)
+            while count > 0:
+                data = file.read(min(count, FILE_PIECE))
+                if not data:
+                    raise EOFError(f"the file ended {count} bytes early")
+                count -= len(data)
+                if transport.is_closing():
+                    return False
+                transport.write(data)
+                if self.flow.write_paused:
+                    await self.flow.drain()
+            return True
+        except Exception:
+            self.engine.log.exception("*%d sending a file failed", self.id)
+            return False
+        finally:
+            file.close()
+
+    def _drop_body(self, body: Any) -> None:
+        """A body that will not be sent (HEAD, 204, 304): release it."""
+        if isinstance(body, FileBody):
+            body.file.close()
+        elif hasattr(body, "aclose"):
+            self._spawn(_aclose(body, self.engine.log))
 
     # -- writing, closing, timeouts ---------------------------------------------
 
@@ -375,9 +723,13 @@ class HttpProtocol(asyncio.Protocol):
             self.engine.log.info("*%d client %s sent a bad request: %s", self.id, self.client,
                                  exc.reason)
         self.engine.router.unrouted.stats[exc.status // 100 - 1] += 1
-        self.pending.clear()
+        self.discarding = True
+        data = self._error_response(exc.status, exc.reason)
+        if self.pending:  # after the responses still owed
+            self._queue(_Slot(data, keep_alive=False))
+            return
+        self._write(data)
         self.closing = True
-        self._write(self._error_response(exc.status, exc.reason))
 
     def _error_response(self, status: int, reason: str) -> bytes:
         response = Response(status, error_body(status, reason), content_type="application/json")
@@ -387,19 +739,22 @@ class HttpProtocol(asyncio.Protocol):
     def _close(self) -> None:
         """Half-close, then let the peer close; the engine tick ends a long linger."""
         transport = self.transport
-        self.closing = True
+        self.closing = self.discarding = True
+        if self.out is not None or self.lingering:
+            return  # data_received closes after writing what it collected
         if transport is None or transport.is_closing():
             return
-        if transport.can_write_eof():
-            try:
-                transport.write_eof()
-            except (OSError, RuntimeError):
-                transport.close()
-                return
-            self._resume_reading()
-            self._set_deadline(LINGER, "linger")
-        else:
+        if self.peer_eof or not transport.can_write_eof():
             transport.close()
+            return
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            transport.close()
+            return
+        self.lingering = True
+        self.flow.resume_reading()
+        self._set_deadline(LINGER, "linger")
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -409,40 +764,91 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = self.engine.now + seconds
         self.timeout_kind = kind
 
+    def _rearm(self) -> None:
+        """Set the deadline for what the connection waits for now (after a pause)."""
+        if self.flow.write_paused:
+            self._set_deadline(self.server.config["send_timeout"], "send")
+        elif self.lingering:
+            self._set_deadline(LINGER, "linger")
+        elif self.pending:
+            self.deadline = 0.0  # a handler or a body sender is at work
+        elif self.in_request and self.path:  # routed: the headers are in
+            self._set_deadline(self.body_timeout, "body")
+        elif self.in_request:
+            self._set_deadline(self.default.config["client_header_timeout"], "header")
+        elif self.retiring:
+            self._set_deadline(self.engine.idle_grace, "retire")
+        else:
+            self._set_deadline(self.keepalive_timeout, "keepalive")
+
     def expire(self) -> None:
         """Called by the engine tick when the deadline has passed."""
         kind = self.timeout_kind
         self.deadline = 0.0
-        if kind in ("linger", "send"):
-            self.transport.abort() if kind == "send" else self.transport.close()
+        if kind == "send":
+            self.engine.log.info("*%d client timed out reading the response", self.id)
+            self.transport.abort()
+        elif kind == "linger":
+            self.transport.close()
+        elif self.pending or self.sender is not None:
+            return  # busy: the deadline is set again when the pipeline is empty
         elif kind in ("header", "body") and self.in_request:
-            self.engine.log.info("*%d client timed out reading the request %s", self.id, kind)
+            self.engine.log.info("*%d client timed out sending the request %s", self.id, kind)
             self._reject(Reject(408, f"client timed out sending the request {kind}"))
             self._close()
-        elif not self.in_request and not self.pending:
+        elif not self.in_request:
             self._close()
 
     def retire(self) -> None:
-        """Graceful stop: finish what is in flight, close once idle past the grace."""
+        """Graceful stop: finish what is in flight (a stream ends at its next chunk
+        boundary), close once idle past the grace."""
         self.retiring = True
-        if not self.in_request and not self.pending and not self.closing:
+        if self.sender is not None and self.at_boundary:
+            self.sender.cancel()
+        elif not self.in_request and not self.pending and not self.closing:
             self._set_deadline(self.engine.idle_grace, "retire")
-
-    def _pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.reading_paused and self.transport is not None:
-            self.reading_paused = False
-            self.transport.resume_reading()
 
 
 def _content_length(value: bytes) -> int:
     if not value.strip().isdigit():
         raise Reject(400, "invalid Content-Length")
     return int(value)
+
+
+def _absolute_form(url: bytes) -> tuple[bytes, bytes]:
+    """`http://host[:port]/path?query` → (host, origin-form target).
+
+    RFC 9112 3.2.2: the host of an absolute-form target replaces the Host header.
+    """
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        for prefix, reason in _TARGET_ERRORS:
+            if url.startswith(prefix):
+                raise Reject(400, reason)
+    end = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    authority, target = rest[:end], rest[end:]
+    if not authority or b"@" in authority:
+        raise Reject(400, "invalid authority in the request target")
+    return authority, target if target.startswith(b"/") else b"/" + target
+
+
+def _check_host(host: bytes) -> None:
+    if not _HOST(host) or b".." in host or host.startswith(b"."):
+        raise Reject(400, "invalid Host")
+
+
+def _internal_error() -> Response:
+    return Response(500, error_body(500), content_type="application/json")
+
+
+async def _aclose(stream: Any, log: Any) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:
+        log.exception("closing a response stream failed")
 
 
 def _parser_reason(exc: Exception) -> str:
