@@ -61,7 +61,8 @@ def _table(directives: Iterable[Directive]) -> list[str]:
             "|---|---|---|---|---|", *_rows(directives)]
 
 
-SHIPPED_MODULES: tuple[str, ...] = ()
+SHIPPED_MODULES: tuple[str, ...] = ("modules.database", "modules.status", "modules.gzip",
+                                     "modules.conditional", "modules.cors")
 
 if __name__ == "__main__":
     sys.stdout.write(render(SHIPPED_MODULES))

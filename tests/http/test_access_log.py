@@ -32,7 +32,7 @@ def unbuffered(path: str, **extra: object) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = free_port()
-    config = base_config(port, worker_processes=1, modules=[MODULE])
+    config = base_config(port, worker_processes=1, modules=[])
     config["http"]["log_format"] = LOG_FORMATS
     config["http"]["servers"][0].update({
         "server_name": ["test.example"],
@@ -204,7 +204,7 @@ def test_usr1_reopens_the_file_after_logrotate_renamed_it(server):
 
 
 def test_buffered_lines_are_written_when_the_worker_exits(tmp_path: Path, port):
-    config = base_config(port, worker_processes=1, modules=[MODULE])
+    config = base_config(port, worker_processes=1, modules=[])
     config["http"]["access_log"] = {"path": "logs/access.log", "flush": "1h"}
     config["http"]["servers"][0]["locations"][0]["access_log"] = "off"
     b = Bizzyd(tmp_path, port)
@@ -230,7 +230,7 @@ def test_unknown_format_name_is_reported_and_combined_is_used(server):
 
 
 def test_unknown_variable_is_a_config_error_with_its_line(tmp_path: Path, port):
-    config = base_config(port, modules=[MODULE])
+    config = base_config(port, modules=[])
     config["http"]["log_format"] = {"broken": "$remote_addr $no_such_thing"}
     b = Bizzyd(tmp_path, port)
     b.write_config(config)

@@ -11,4 +11,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "bizzyd.http.builtin.headers",
     "bizzyd.http.builtin.errors",
     "bizzyd.http.builtin.limit_req",
+    "bizzyd.http.builtin.access_log",
 )
