@@ -298,6 +298,13 @@ class Master:
         """Reopen log files (after logrotate moved them) here and in every child."""
         self.log.notice("reopening logs (SIGUSR1)")
         self.log.reopen()
+        ctx = ProcessContext(self.cycle.config, self.log, "master", zones=self.cycle.zones)
+        for module in self.cycle.config.modules:
+            if module.reopen_logs is not None:
+                try:
+                    module.reopen_logs(ctx)
+                except Exception:
+                    self.log.exception("module %s: reopening logs failed", module.name)
         self._signal_children(signal.SIGUSR1)
 
     def handle_usr2(self) -> None:

@@ -291,7 +291,8 @@ class HttpEngine:
         if not loc.body_filters or response.file is not None:
             return response
         if response.stream is not None:
-            response.stream = self._filter_stream(request, response, loc.body_filters)
+            response.stream = self._filter_stream(request, response, response.stream,
+                                                  loc.body_filters)
             return response
         body = response.body
         for body_filter in loc.body_filters:
@@ -301,9 +302,7 @@ class HttpEngine:
 
     @staticmethod
     async def _filter_stream(request: Request, response: Response,
-                             filters: tuple) -> AsyncIterator[bytes]:
-        source = response.stream
-        assert source is not None
+                             source: AsyncIterator[bytes], filters: tuple) -> AsyncIterator[bytes]:
         async for chunk in source:
             for body_filter in filters:
                 chunk = body_filter(request, response, chunk, False)
