@@ -76,3 +76,10 @@ def migrated_dsn(pg_server_dsn: str) -> Iterator[str]:
     with _temporary_database(pg_server_dsn) as dsn:
         asyncio.run(up(dsn, report=lambda line: None))
         yield dsn
+
+
+@pytest.fixture
+def other_fresh_dsn(pg_server_dsn: str) -> Iterator[str]:
+    """A second new, empty database, for tests that compare two."""
+    with _temporary_database(pg_server_dsn) as dsn:
+        yield dsn
