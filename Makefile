@@ -32,9 +32,18 @@ test: venv deps lint
 	BIZZYD_PG_FAST=1 scripts/services start
 	eval "$$(scripts/services env)" && $(PY) -m pytest -q
 
-# Runs bizzyd in the foreground on the default config, logging to the terminal.
+# The demo: local services, schema, demo city (first time only), then bizzyd in the
+# foreground on conf/demo.yaml, logging to the terminal (Ctrl-C stops it).
+DEMO := $(VENV)/bin/bizzyd -p . -c conf/demo.yaml
 demo: venv
-	$(VENV)/bin/bizzyd -p . -c conf/bizzyd.yaml -e stderr
+	scripts/install-deps test
+	scripts/services start
+	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
+	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
+		demo-data --if-empty --hives 2000 --seed 1
+	@echo "bizzyd: http://127.0.0.1:8080/health  /health/db  /status  /metrics"
+	eval "$$(scripts/services env)" && exec $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
+		-e stderr
 
 clean:
 	rm -rf $(VENV) run logs .pytest_cache .ruff_cache

@@ -40,6 +40,7 @@ from .log import LEVELS, Logger, open_log
 from .module import ProcessContext, ProcessRole
 from .process import (
     Heartbeats,
+    die_with_parent,
     drop_privileges,
     looks_like_bizzyd,
     pid_alive,
@@ -454,6 +455,7 @@ class Master:
 
     def _spawn(self, role: str, slot: int, cycle: Cycle) -> None:
         beat_index = self.beats.allocate()
+        self.pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -470,6 +472,7 @@ class Master:
 
     def _child(self, role: str, slot: int, cycle: Cycle, beat_index: int) -> int:
         reset_signals()
+        die_with_parent(self.pid)
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
         config = cycle.config

@@ -9,6 +9,7 @@ one 8-byte slot per child, where the child stores `time.monotonic()` every secon
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import grp
 import mmap
 import os
@@ -25,6 +26,7 @@ MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, 
                   signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU,
                   signal.SIGCHLD)
 _SLOT = struct.Struct("d")
+PR_SET_PDEATHSIG = 1
 
 
 class Heartbeats:
@@ -63,6 +65,20 @@ def reset_signals() -> None:
     for sig in MASTER_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` when the master dies (even by SIGKILL).
+
+    Without it, children of a killed master would keep running, orphaned.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the master died before the request took effect
+        os.kill(os.getpid(), sig)
 
 
 def raise_nofile(limit: int | None) -> str | None:

@@ -496,3 +496,19 @@ def test_workers_drop_privileges_and_raise_nofile(tmp_path, port):
         b.wait_log("reopening logs (SIGUSR1)")
         time.sleep(0.5)
         assert "Permission denied" not in b.log()
+
+
+def test_children_stop_when_the_master_is_killed(tmp_path, port):
+    from bizzyd.shm import SHM_DIR
+    with running(tmp_path, base_config(port), port) as b:
+        workers = wait_for(lambda: len(b.workers()) == 2 and b.workers(), what="workers")
+        segments = list(SHM_DIR.glob(f"bizzyd.{b.pid}.*"))
+        assert segments
+        b.send(signal.SIGKILL)
+        b.proc.wait(5)
+        wait_for(lambda: not any(alive(w) for w in workers), timeout=5,
+                 what="the orphaned workers to exit")
+        b.pid_file.unlink()  # what a kill -9 leaves; the next start removes the rest
+        b.start()
+        assert "removed 2 stale shared memory segment(s)" in b.log()
+        assert not any(p.exists() for p in segments)
