@@ -39,8 +39,9 @@ ends a stream at the next chunk boundary.
 Once the last request of a connection has been read (Connection: close, HTTP/1.0,
 keepalive_requests, an upgrade we decline, a rejection), input is discarded.
 
-Timeouts use one deadline per connection, checked by the engine's tick (nginx's
-cached clock); `timeout_kind` names what the connection waits for: the request
+Timeouts use one deadline per connection, set from and checked by the engine's
+tick (nginx's cached clock; so a timeout fires up to one tick early or late, and no
+timer is created per request); `timeout_kind` names what the connection waits for: the request
 header (from its first byte), the body (between two reads), keep-alive idle, a
 send (while the transport is paused for writing), the idle grace of a retiring
 worker, or the linger of a closing connection.  While responses are pending no
@@ -52,9 +53,9 @@ response is not destroyed by a reset.
 from __future__ import annotations
 
 import asyncio
-import collections
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -85,6 +86,9 @@ FILE_PIECE = 256 * 1024
 # Bytes of chunked framing (size line with extensions, CRLFs) allowed per chunk,
 # on average over a request body; a longer chunk-size line is rejected.
 MAX_CHUNK_FRAMING = 1024
+_OWS = (0x20, 0x09)
+_NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
+_SLASH, _HASH = 0x2F, 0x23
 _HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]*").fullmatch
 # Request targets that are neither origin-form nor absolute-form, by their look.
 _TARGET_ERRORS = (
@@ -162,7 +166,8 @@ class HttpProtocol(asyncio.Protocol):
         self.requests = 0
         self.read = b""  # the bytes data_received is parsing
         self.out: list[bytes] | None = None
-        self.pending: collections.deque[_Slot] = collections.deque()
+        # a list, not a deque (760 bytes each): it is short and mostly empty
+        self.pending: list[_Slot] = []
         self.sender: asyncio.Task[None] | None = None
         self.at_boundary = False  # the sender waits for the stream's next chunk
         self.in_request = False  # between a request's first byte and its end
@@ -183,12 +188,12 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_size = 0
-        self.body: list[bytes] = []
+        self.body: list[bytes] | tuple[()] = ()  # a list once a body is announced
         self.body_size = 0
         self.max_body = 0
         self.server: Server = self.default
         self.location: Location | None = None
-        self.captures: dict[str, str] = {}
+        self.captures: Mapping[str, str] = _NO_CAPTURES  # routing sets the real ones
         self.path = ""  # set by routing, when the headers are complete
 
     # -- asyncio.Protocol ------------------------------------------------------
@@ -246,7 +251,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.chunked_body:
             self.wire += len(data)
-        self.read = data
+        self.read = data  # kept until the next read (on_body drops a large one)
         self.out = []
         try:
             self.parser.feed_data(data)
@@ -259,7 +264,6 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(Reject(400, _parser_reason(exc)))
         if self.chunked_body and not self.discarding:
             self._check_framing()
-        self.read = b""
         out, self.out = self.out, None
         if out:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
@@ -291,7 +295,7 @@ class HttpProtocol(asyncio.Protocol):
             raise Reject(414, "request URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if value[-1:] in b" \t":  # llhttp keeps trailing whitespace (b"" is in too)
+        if value and value[-1] in _OWS:  # llhttp keeps trailing whitespace
             value = value.rstrip(b" \t")
         self.header_size += len(name) + len(value) + 4
         if self.header_size > self.max_header:
@@ -303,12 +307,13 @@ class HttpProtocol(asyncio.Protocol):
         if version != "1.1" and version != "1.0":
             raise Reject(505, f"HTTP/{version} is not supported")  # 0.9, 2.0
         host = expect = te = None
-        hosts = length = 0
+        length = 0
         for name, value in self.headers:
             lname = name.lower()
             if lname == b"host":
+                if host is not None:
+                    raise Reject(400, "duplicate Host header")
                 host = value
-                hosts += 1
             elif lname == b"content-length":
                 length = _content_length(value)
             elif lname == b"transfer-encoding":
@@ -319,8 +324,8 @@ class HttpProtocol(asyncio.Protocol):
                 expect = value
             elif lname == b"upgrade" and self.parser.should_upgrade():
                 self.must_close = True  # we do not switch protocols: answer, then close
-        if hosts != 1 and (hosts or version == "1.1"):
-            raise Reject(400, "duplicate Host header" if hosts else "missing Host header")
+        if host is None and version == "1.1":
+            raise Reject(400, "missing Host header")
         if version == "1.0":
             self._check_protocol()
         config = self._route(host)
@@ -329,6 +334,7 @@ class HttpProtocol(asyncio.Protocol):
         if te is not None:
             self._start_chunked(te, version)
         if length or te is not None:
+            self.body = []
             self.body_timeout = config["client_body_timeout"]
             self._set_deadline(self.body_timeout, "body")
             if expect is not None and version == "1.1":
@@ -343,8 +349,9 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size += len(body)
         if self.body_size > self.max_body:
             raise Reject(413, "request body larger than client_max_body_size")
-        self.body.append(body)
+        self.body.append(body)  # type: ignore[union-attr]
         self.deadline = self.engine.now + self.body_timeout
+        self.read = b""  # only the header section needs the raw bytes
 
     def on_message_complete(self) -> None:
         if self.discarding:
@@ -355,17 +362,18 @@ class HttpProtocol(asyncio.Protocol):
             del self.headers[self.header_count:]  # trailer fields are not merged
         self.deadline = 0.0
         self.requests += 1
-        self.engine.counters["requests"] += 1
+        engine = self.engine
+        engine.counters["requests"] += 1
         loc = self.location
         keep_alive = self._keep_alive(loc)
         if not keep_alive:
             self.discarding = True  # this was the connection's last request
         if loc is not None and loc.fast:
-            head = self.parser.get_method() == b"HEAD"
-            self._respond_bytes(loc.static.render(self.engine.date, self._conn_header(keep_alive),
-                                                  head), keep_alive)
+            static = loc.static
+            self._respond_bytes(static.render(engine.date, self._conn_header(keep_alive),
+                                              self.parser.get_method() == b"HEAD"), keep_alive)
             stats = loc.stats  # served in microseconds: the first duration bucket
-            stats[loc.static.status // 100 - 1] += 1
+            stats[static.status // 100 - 1] += 1
             stats[HIST] += 1
         else:
             self._dispatch(keep_alive)
@@ -414,10 +422,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _route(self, host: bytes | None) -> Any:
         url = self.url
-        if not url.startswith(b"/"):
+        if url[0] != _SLASH:  # llhttp never reports an empty target
             host, url = _absolute_form(url)
             self.url = url  # the origin-form part, as nginx's $request_uri
-        if b"#" in url:
+        if _HASH in url:  # (an int `in` bytes is a memchr; b"#" in url is slower)
             raise Reject(400, "fragment in the request target")
         if host is not None and host != self.good_host:
             _check_host(host)
@@ -521,7 +529,6 @@ class HttpProtocol(asyncio.Protocol):
                 keep_alive: bool) -> bytes:
         if isinstance(response, StaticResponse):
             request.status = response.status
-            self.engine.status_counts[response.status // 100] += 1
             return response.render(self.engine.date, self._conn_header(keep_alive),
                                    request.method == "HEAD")
         head = self._head(request, response, keep_alive)
@@ -530,7 +537,6 @@ class HttpProtocol(asyncio.Protocol):
     def _head(self, request: Request, response: Response, keep_alive: bool) -> bytes:
         config = request.location.config if request.location else request.server.config
         request.status = response.status
-        self.engine.status_counts[response.status // 100] += 1
         return response.render_head(self.engine.server_header(config), self.engine.date,
                                     self._conn_header(keep_alive), config["default_type"])
 
@@ -587,7 +593,7 @@ class HttpProtocol(asyncio.Protocol):
             if slot.body is not None:
                 self.sender = self._spawn(self._send_body(slot))
                 return
-            pending.popleft()
+            pending.pop(0)
             if slot.final:
                 self._after_response(slot.keep_alive)
         self._pipeline_empty()
@@ -629,7 +635,7 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             self.sender = None
             self.engine.finish(slot.request, slot.response)
-        self.pending.popleft()
+        self.pending.pop(0)
         if not ok:  # the head has gone out: no status can be sent any more
             self.pending.clear()
             self.closing = self.discarding = True

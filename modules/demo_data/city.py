@@ -1147,15 +1147,10 @@ class _Builder:
                 role = "operator"
                 operators.append(user_id)
             created = self.ago(rng, 1, 900)
-            self.add(
-                "app_user",
-                user_id,
-                uid,
-                nickname,
-                role,
-                created,
-                created + timedelta(days=rng.randint(0, 30)) if rng.random() < 0.3 else created,
-            )
+            updated = created
+            if rng.random() < 0.3:  # changed since
+                updated = min(created + timedelta(days=rng.randint(1, 30)), self.anchor)
+            self.add("app_user", user_id, uid, nickname, role, created, updated)
         return operators
 
     def build_memberships(self) -> None:

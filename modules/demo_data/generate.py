@@ -9,8 +9,10 @@ Theory of operation
    stream the history (`history.simulate_hive`, hive by hive) into `sensor_report` as
    binary COPY data while the next hives are simulated in a worker thread, and finally
    COPY the per-sensor ingest state, the current occupancy and the hourly rollup that
-   the simulation derived from exactly the rows it wrote.  Nothing is visible until the
-   commit, and a failure leaves the database as it was.
+   the simulation derived from exactly the rows it wrote.  Columns that migration 0004
+   adds (`sensor_ingest_state.v1_tally/v2_tally`, `hive_occupancy.day_*`/`clamps`) are
+   filled when the schema has them; the occupancy is then the day's net, floored at 0.
+   Nothing is visible until the commit, and a failure leaves the database as it was.
 2. Determinism: every value comes from `random.Random` streams seeded with `--seed`,
    every id is explicit (1, 2, ... per table; identity sequences are moved past them
    afterwards), and every timestamp is relative to the anchor: `--now` truncated to the
@@ -227,7 +229,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--if-empty",
         action="store_true",
-        help="do nothing (exit 0, no output) if the database has hives",
+        help="do nothing (exit 0, no output but applied migrations) if the database has hives",
     )
     parser.add_argument(
         "--no-migrate",

@@ -13,8 +13,11 @@ not depend on which other hives exist or in which order they are generated.
    drawn per hive type and leaves by closing time (plus a few minutes).  An arrival that
    finds the hive at capacity is turned away and never counted, so the true occupancy
    never exceeds the capacity and is 0 shortly after closing.  A visitor leaves by the
-   door (sensor) they came in by, so every sensor's own net count stays >= 0.
-   Sessions that began before the window are skipped: every hive is empty at the start.
+   door (sensor) they came in by, so every sensor's own net count stays >= 0.  The
+   bins follow the local clock, so nobody arrives in the last 20 minutes of the real
+   session (a night when clocks go forward is an hour short).  Sessions that began
+   before the window are skipped: every hive is empty at the start.  Hives with two
+   doors use v2 sensors, whose per-event rows keep the summed timeline exact.
 2. **Reports** (one row per v1 report or v2 event, as ingest stores them):
    * v1: cumulative totals (16 bit, wrapping at 65536) after every 5th event (0xFF) and
      on the 30-minute timer since the last report (0x20).  `sensor_local_time` is the
@@ -32,10 +35,16 @@ not depend on which other hives exist or in which order they are generated.
    delta_out` over its rows in `reported_at` order (per second).  Per UTC hour: the sums
    of deltas, the peak (at the hour's start or after any second in it) and the
    time-weighted average.  An hour is written when anything was counted in it or the
-   hive was occupied; `rollup_of` is the definition (the tests use it too).
-4. **Ingest state** per sensor: the v1 totals/time of the last report, the restart
-   baseline, the last v2 counter and event time, lost events and anomalies, as the
-   counting contract's replay of the stored rows gives them.
+   hive was occupied; `rollup_of` is the definition (the tests recompute it apart).
+   This timeline has no daily reset: it is the true occupancy, never below zero.
+4. **Ingest state** per sensor: the readable columns (v1 totals/time of the last
+   report, the restart baseline, the last v2 counter and event time, lost events,
+   anomalies) and the whole `CounterTally` / `EventTally` of `mqtt_ingest.counting`,
+   built with its own classes; both equal the replay of the stored rows.
+5. **Occupancy day** (migration 0004): the day began at the last hive-local `reset_at`
+   boundary at or before the anchor; `day_in`/`day_out` sum the rows since then and
+   `clamps` counts the seconds after which a day's net was below zero
+   (`occupancy_day`).
 
 The `sensor_report` rows are emitted as PostgreSQL binary COPY data (no header), which
 keeps both the encoding and the server's parsing cheap.
@@ -431,9 +440,14 @@ def _visitors(
         count = max(0, round(rng.gauss(expected, math.sqrt(expected))))
         bins = rng.choices(range(len(weights)), weights=weights, k=count)
         arrivals = sorted(opens + b * BIN + int(random_() * BIN) for b in bins)
+        # the bins follow the local clock; when clocks go forward that night the session
+        # is an hour shorter, and nobody arrives in its last 20 minutes
+        last_in = closes - 1200
         inside: list[int] = []  # departure times of those inside (a heap)
         last_out = closes + 600
         for arrival in arrivals:
+            if arrival >= last_in:
+                break
             while inside and inside[0] <= arrival:
                 heapq.heappop(inside)
             if len(inside) >= capacity:
