@@ -90,6 +90,7 @@ def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
             raise ConfigError(f"unknown content handler {lcfg['content']!r} (known: {known})",
                               key + ("content",), config.mark(key + ("content",)))
         loc.content = content[lcfg["content"]]
+    loc.seal()
     return loc
 
 
@@ -128,7 +129,6 @@ class HttpEngine:
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.counters = {"accepted": 0, "requests": 0}
-        self.status_counts = [0] * 6
         self.retiring = False
         self.now = self.loop.time()
         self.date = b""

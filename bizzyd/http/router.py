@@ -46,14 +46,15 @@ class Location:
     state: dict[str, Any] = field(default_factory=dict)
     stats: list[int] = field(default_factory=empty_counters)
 
-    @property
-    def fast(self) -> bool:
-        """Served straight from a pre-rendered response, with no handler to run."""
-        return self.static is not None and not self.handlers and not self.filtered
+    fast: bool = False  # served from `static` with no handler or filter: set by `seal`
 
     @property
     def filtered(self) -> bool:
         return bool(self.header_filters or self.body_filters)
+
+    def seal(self) -> None:
+        """Compute `fast` once the handlers, filters and static response are set."""
+        self.fast = self.static is not None and not self.handlers and not self.filtered
 
 
 def parse_match(match: str) -> tuple[str, str, re.Pattern[str] | None]:

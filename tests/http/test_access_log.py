@@ -197,10 +197,17 @@ def test_usr1_reopens_the_file_after_logrotate_renamed_it(server):
     log = server.prefix / "logs" / "rotate.log"
     log.rename(log.with_name("rotate.log.1"))
     server.send(signal.SIGUSR1)
-    wait_for(log.exists, timeout=5, what="a new rotate.log")
-    fetch(server.port, "/rotate/after")
-    line_with(server, "rotate.log", "/rotate/after")
-    assert ["/rotate/before" in line for line in lines(server, "rotate.log.1")] == [True]
+    wait_for(log.exists, timeout=5, what="a new rotate.log")  # made by the master
+
+    def worker_reopened() -> bool:  # the worker handles USR1 a moment later
+        fetch(server.port, "/rotate/after")
+        time.sleep(0.05)
+        return any("/rotate/after" in line for line in lines(server, "rotate.log"))
+
+    wait_for(worker_reopened, timeout=10, what="the worker to write to the new file")
+    old = lines(server, "rotate.log.1")
+    assert "/rotate/before" in old[0]
+    assert all("/rotate/before" not in line for line in lines(server, "rotate.log"))
 
 
 def test_buffered_lines_are_written_when_the_worker_exits(tmp_path: Path, port):
