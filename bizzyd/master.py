@@ -486,7 +486,8 @@ class Master:
         ids = resolve_user(config["user"], config["group"])
         drop_privileges(ids, config["user"], [config["error_log"]])
         if role != WORKER:
-            return self._role_by_name(config, role).main(ctx)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # relayed log reopen; roles may
+            return self._role_by_name(config, role).main(ctx)  # install their own handler
         listeners = self.listeners.for_slot(slot)
         backlogs = {k: s.backlog for k, s in self.listeners.specs.items()}
         return Worker(ctx, cycle.router, listeners, backlogs,

@@ -185,16 +185,23 @@ class SeqlockTable:
     def __init__(self, zone: Zone) -> None:
         if zone.spec.fields[0][1] != "Q":
             raise ValueError("a seqlock zone's first field must be the 'Q' sequence")
+        if (HEADER.size + zone.slot.size) % 8 or HEADER.size % 8:
+            raise ValueError("seqlock slots must keep the sequence 8-byte aligned")
         self.zone = zone
         self.buf = zone.buf
-        self.seq = struct.Struct("=Q")
+        # native "@Q": one aligned 8-byte memcpy, a single load/store on x86-64 ("=Q"
+        # is packed and unpacked byte by byte, so a reader could see a torn counter)
+        self.seq = struct.Struct("@Q")
         self.slot = zone.slot
+        # the fields after the counter: struct.pack_into zero-fills what it packs before
+        # writing, so packing the whole slot would briefly show an even counter of 0
+        self.rest = struct.Struct("=" + "".join(code for _, code in zone.spec.fields[1:]))
 
     def write(self, index: int, values: Sequence) -> None:
         start = self.zone.offset(index)
         seq = self.seq.unpack_from(self.buf, start)[0]
         self.seq.pack_into(self.buf, start, seq + 1)
-        self.slot.pack_into(self.buf, start, seq + 1, *values)
+        self.rest.pack_into(self.buf, start + self.seq.size, *values)
         self.seq.pack_into(self.buf, start, seq + 2)
 
     def read(self, index: int, retries: int = 1000) -> tuple:

@@ -1,0 +1,246 @@
+"""Live occupancy as Server-Sent Events: `GET /v1/hives/{id}/occupancy/stream`.
+
+Each worker has one `Fanout`: a SUB socket on the bus (`occupancy.changes`) and the
+streams open in this worker, by hive.  The worker subscribes to `hive.<id>` when
+the first stream of a hive opens and unsubscribes when the last one closes, so it
+only receives the changes someone is watching.  A change is decoded once and handed
+to every stream of its hive.
+
+A stream sends (docs/api.md):
+
+    : worker <pid>                  who serves it (also the X-Bizzyd-Worker header)
+    retry: <ms>                     how soon to reconnect
+    id: <sequence>                  one event per change; the sequence is the
+    event: occupancy                hive's slot sequence in the zone, so it only grows
+    data: {...}                     the same JSON as GET .../occupancy
+
+and `: heartbeat` comments every `occupancy.sse_heartbeat`.  On connect the
+current state is sent at once unless the client's `Last-Event-ID` is exactly the
+current sequence (it has seen it already).  A subscription takes a moment to reach
+the publisher, and a slow subscriber may drop messages (PUB high-water mark), so a
+stream also re-reads the zone shortly after it starts and at each heartbeat, and
+sends the state if the zone is ahead of what it sent.
+
+When the worker retires (QUIT, or HUP: the old generation retires), every stream
+ends with a `: reconnect` comment and the chunked body's last chunk, so clients
+reconnect (with Last-Event-ID) to a worker of the new generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import zmq
+
+from bizzyd.bus import OCCUPANCY_CHANGE, Bus, BusError, topic
+from bizzyd.http.phases import Request
+from bizzyd.http.response import HTTPError, Response
+
+from .api import NAME, Api, item, parse_id
+
+RETIRE_POLL = 0.05
+EARLY_CHECKS = (0.2, 1.0)  # seconds after the start of a stream: re-read the zone
+BACKLOG = 64  # changes kept per stream while it is writing (older ones are dropped)
+
+
+def worker_retiring(ctx: Any) -> bool:
+    """Whether this worker was told to stop.  The core does not expose it (yet): read
+    `ctx.retiring` if a core provides it, else the HTTP engine's flag (the engine is
+    the owner of `ctx.flush_stats`)."""
+    flag = getattr(ctx, "retiring", None)
+    if flag is not None:
+        return bool(flag.is_set()) if hasattr(flag, "is_set") else bool(flag)
+    engine = getattr(ctx.flush_stats, "__self__", None)
+    return bool(getattr(engine, "retiring", False))
+
+
+class Listener:
+    """One open stream's inbox."""
+
+    __slots__ = ("hive_id", "changes", "wake")
+
+    def __init__(self, hive_id: int) -> None:
+        self.hive_id = hive_id
+        self.changes: collections.deque[tuple] = collections.deque(maxlen=BACKLOG)
+        self.wake = asyncio.Event()
+
+    def push(self, values: tuple) -> None:
+        self.changes.append(values)
+        self.wake.set()
+
+
+class Fanout:
+    """A worker's bus subscription, fanned out to its streams."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.log = ctx.log
+        self.pid = os.getpid()
+        self.bus = Bus(ctx.config["run_dir"], ctx.config["bus_hwm"], asyncio=True)
+        self.sub = self.bus.subscriber("occupancy.changes", topics=())
+        self.listeners: dict[int, set[Listener]] = {}
+        self.retiring = False
+        self.received = 0
+        self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._receive())
+        self._watch = loop.call_later(RETIRE_POLL, self._check_retiring)
+
+    def add(self, hive_id: int) -> Listener:
+        listener = Listener(hive_id)
+        group = self.listeners.get(hive_id)
+        if group is None:
+            group = self.listeners[hive_id] = set()
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic(hive_id))
+        group.add(listener)
+        return listener
+
+    def remove(self, listener: Listener) -> None:
+        group = self.listeners.get(listener.hive_id)
+        if group is None:
+            return
+        group.discard(listener)
+        if not group:
+            del self.listeners[listener.hive_id]
+            with contextlib.suppress(zmq.ZMQError):
+                self.sub.setsockopt(zmq.UNSUBSCRIBE, topic(listener.hive_id))
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                frames = await self.sub.recv_multipart()
+            except asyncio.CancelledError:
+                raise
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.ETERM:
+                    return
+                self.log.error("occupancy: bus receive failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                values = OCCUPANCY_CHANGE.decode(frames[-1])
+            except BusError as exc:
+                self.log.warning("occupancy: ignoring a bus message: %s", exc)
+                continue
+            self.received += 1
+            # `hive.4` also matches `hive.42`: the decoded id decides
+            for listener in self.listeners.get(values[0], ()):
+                listener.push(values)
+
+    def _check_retiring(self) -> None:
+        if worker_retiring(self.ctx):
+            self.retiring = True
+            for group in self.listeners.values():
+                for listener in group:
+                    listener.wake.set()
+            return
+        self._watch = asyncio.get_running_loop().call_later(RETIRE_POLL,
+                                                            self._check_retiring)
+
+    def close(self) -> None:
+        self.retiring = True
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        self.bus.close()
+
+
+def event(sequence: int | None, data: bytes) -> bytes:
+    head = b"id: %d\n" % sequence if sequence else b""
+    return head + b"event: occupancy\ndata: " + data + b"\n\n"
+
+
+def _last_event_id(request: Request) -> int | None:
+    text = request.header("Last-Event-ID")
+    if text is None:
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() and len(text) <= 20 else -1
+
+
+def occupancy_stream(request: Request) -> Any:
+    """GET /v1/hives/{id}/occupancy/stream"""
+    api: Api = request.process.state[NAME]
+    hive_id = parse_id(request.captures.get("id"))
+    if not hive_id:
+        raise HTTPError(404, "no such hive")
+    if api.fanout is None or api.fanout.retiring:
+        raise HTTPError(503, "this worker is shutting down", [("Retry-After", "1")])
+    last_id = _last_event_id(request)
+    row = api.current(hive_id)
+    if row is not None:
+        first = b"" if last_id == row[0] else event(row[0], item(
+            hive_id, row[2], row[3], row[4], row[5], row[6], b"zone"))
+        return _response(api, hive_id, first, row[0])
+    return _fallback(api, hive_id)
+
+
+async def _fallback(api: Api, hive_id: int) -> Response:
+    found = await api.fetch((hive_id,))
+    if hive_id not in found:
+        raise HTTPError(404, "no such hive")
+    # not in this zone: no sequence to compare with Last-Event-ID; always send the state
+    return _response(api, hive_id, event(None, found[hive_id]), 0)
+
+
+def _response(api: Api, hive_id: int, first: bytes, sent: int) -> Response:
+    fanout = api.fanout
+    listener = fanout.add(hive_id)
+    settings = api.settings
+    hello = b": worker %d\nretry: %d\n\n" % (fanout.pid, int(settings["sse_retry"] * 1000))
+    stream = _events(api, fanout, listener, hello + first, sent, settings["sse_heartbeat"])
+    headers = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
+               ("X-Bizzyd-Worker", str(fanout.pid))]
+    return Response(200, headers=headers, content_type="text/event-stream", stream=stream)
+
+
+async def _events(api: Api, fanout: Fanout, listener: Listener, first: bytes, sent: int,
+                  heartbeat: float) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    checks = [start + delay for delay in EARLY_CHECKS]
+    next_beat = start + heartbeat
+    hive_id = listener.hive_id
+    try:
+        yield first
+        while not fanout.retiring:
+            now = loop.time()
+            due = min(next_beat, checks[0]) if checks else next_beat
+            if not listener.changes:
+                listener.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(listener.wake.wait(), max(0.0, due - now))
+                if fanout.retiring:
+                    break
+            out = []
+            while listener.changes:
+                (_, occ, cap, t_in, t_out, at, seq) = listener.changes.popleft()
+                if seq > sent or sent == 0:
+                    sent = seq
+                    out.append(event(seq, item(hive_id, occ, cap, t_in, t_out, at, b"bus")))
+            now = loop.time()
+            if now >= due:
+                if checks and now >= checks[0]:
+                    checks.pop(0)
+                if now >= next_beat:
+                    out.append(b": heartbeat\n\n")
+                    next_beat = now + heartbeat
+                row = api.current(hive_id)
+                if row is not None and row[0] > sent:
+                    sent = row[0]
+                    out.append(event(row[0], item(hive_id, row[2], row[3], row[4], row[5],
+                                                  row[6], b"zone")))
+            if out:
+                yield b"".join(out)
+        yield b": reconnect (worker retiring)\n\n"
+    finally:
+        fanout.remove(listener)
