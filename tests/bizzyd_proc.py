@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -220,3 +221,18 @@ def running(prefix: Path, config: dict, port: int, env: dict | None = None,
         wait_for(lambda: not b.leftovers(), timeout=5, what="no leftovers")
     finally:
         b.kill_everything()
+
+
+def fetch_raw(port: int, path: str, headers: dict[str, str] | None = None,
+          method: str = "GET") -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request with exactly these headers (plus Host); the raw body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()

@@ -3,13 +3,13 @@ weak ETags with `etag: on`, and its order before gzip."""
 
 from __future__ import annotations
 
-import http.client
 import textwrap
 import zlib
 
 import pytest
 
 from bizzyd_proc import Bizzyd, base_config, free_port
+from bizzyd_proc import fetch_raw as fetch
 
 LAST_MODIFIED = "Mon, 23 Nov 2026 09:00:00 GMT"
 BODY = "a document that does not change " * 20
@@ -53,21 +53,6 @@ def server(tmp_path_factory):
         assert not b.leftovers()
     finally:
         b.kill_everything()
-
-
-def fetch(port: int, path: str, headers: dict[str, str] | None = None,
-          method: str = "GET") -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One request with exactly these headers (plus Host); the raw body."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        conn.endheaders()
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
 
 
 IF_NONE_MATCH = [

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from bizzyd_proc import Bizzyd, base_config, free_port
+from bizzyd_proc import fetch_raw as fetch
 
 APP = "https://app.example.com"
 AUTH_TEST_MODULE = '''
@@ -61,21 +62,6 @@ def server(tmp_path_factory):
         assert not b.leftovers()
     finally:
         b.kill_everything()
-
-
-def fetch(port: int, path: str, headers: dict[str, str] | None = None,
-          method: str = "GET") -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One request with exactly these headers (plus Host); the raw body."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        conn.endheaders()
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
 
 
 def preflight(port: int, path: str, origin: str, method: str,
