@@ -189,29 +189,42 @@ class SeqlockTable:
             raise ValueError("seqlock slots must keep the sequence 8-byte aligned")
         self.zone = zone
         self.buf = zone.buf
-        # native "@Q": one aligned 8-byte memcpy, a single load/store on x86-64 ("=Q"
-        # is packed and unpacked byte by byte, so a reader could see a torn counter)
-        self.seq = struct.Struct("@Q")
+        # The counter is read and written as one item of a 'Q' memoryview: a single
+        # aligned 8-byte load or store.  Not with struct: "=Q" goes byte by byte, and
+        # every pack_into first zero-fills what it packs, so a counter stored with it
+        # is briefly 0, an even value a reader could take for a stable slot.
+        view = memoryview(zone.buf)
+        self.words = view[:len(view) // 8 * 8].cast("Q")
         self.slot = zone.slot
-        # the fields after the counter: struct.pack_into zero-fills what it packs before
-        # writing, so packing the whole slot would briefly show an even counter of 0
         self.rest = struct.Struct("=" + "".join(code for _, code in zone.spec.fields[1:]))
+
+    def release(self) -> None:
+        """Drop the view of the mapping (then the mmap itself may be closed)."""
+        self.words.release()
+
+    def seq_at(self, start: int) -> int:
+        """The counter of the slot at byte offset `start`."""
+        return self.words[start >> 3]
+
+    def set_seq(self, start: int, value: int) -> None:
+        self.words[start >> 3] = value
 
     def write(self, index: int, values: Sequence) -> None:
         start = self.zone.offset(index)
-        seq = self.seq.unpack_from(self.buf, start)[0]
-        self.seq.pack_into(self.buf, start, seq + 1)
-        self.rest.pack_into(self.buf, start + self.seq.size, *values)
-        self.seq.pack_into(self.buf, start, seq + 2)
+        words, word = self.words, start >> 3
+        seq = words[word]
+        words[word] = seq + 1
+        self.rest.pack_into(self.buf, start + 8, *values)
+        words[word] = seq + 2
 
     def read(self, index: int, retries: int = 1000) -> tuple:
         start = self.zone.offset(index)
-        buf, seq_s, slot = self.buf, self.seq, self.slot
+        buf, words, word, slot = self.buf, self.words, start >> 3, self.slot
         for _ in range(retries):
-            before = seq_s.unpack_from(buf, start)[0]
+            before = words[word]
             if before & 1:
                 continue
             row = slot.unpack_from(buf, start)
-            if row[0] == before and seq_s.unpack_from(buf, start)[0] == before:
+            if row[0] == before and words[word] == before:
                 return row[1:]
         raise TimeoutError(f"zone {self.zone.spec.name}: slot {index} kept changing")

@@ -129,8 +129,9 @@ class Manager:
             loop = asyncio.get_running_loop()
             tasks = [loop.create_task(self._apply_loop()),
                      loop.create_task(self._insert_loop()),
-                     loop.create_task(self._reconcile_loop()),
-                     loop.create_task(self._replica_loop())]
+                     loop.create_task(self._reconcile_loop())]
+            if self.settings["memcached"]:
+                tasks.append(loop.create_task(self._replica_loop()))
             for task in tasks:
                 task.add_done_callback(self._task_done)
             await self.stop.wait()
@@ -154,6 +155,8 @@ class Manager:
         if task.cancelled() or self.stop is None or self.stop.is_set():
             return
         exc = task.exception()
+        if exc is None:
+            exc = RuntimeError("returned, but it should run until the stop")
         self.log.error("cache manager: task %s failed: %r; exiting to be respawned",
                        task.get_coro().__name__, exc, exc_info=exc)
         self.how = "fast"
@@ -278,6 +281,8 @@ class Manager:
 
     def _mark_dirty(self, ids: Any) -> None:
         """Hives whose memcached entry must be rewritten (or deleted)."""
+        if not self.settings["memcached"]:
+            return
         self.dirty.update(ids)
         assert self.dirty_event is not None
         self.dirty_event.set()
@@ -425,8 +430,6 @@ class Manager:
 
     async def _replica_loop(self) -> None:
         settings = self.settings
-        if not settings["memcached"]:
-            return
         assert self.dirty_event is not None
         breaker = replica.Breaker(f"cache manager: memcached {settings['memcached']}",
                                   settings["memcached_retry"], self.log)

@@ -87,6 +87,7 @@ FILE_PIECE = 256 * 1024
 # on average over a request body; a longer chunk-size line is rejected.
 MAX_CHUNK_FRAMING = 1024
 _OWS = (0x20, 0x09)
+_QUICK = (b"GET", b"HEAD")  # methods a location's quick content hook may answer
 _NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
 _SLASH, _HASH = 0x2F, 0x23
 _HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]*").fullmatch
@@ -368,16 +369,30 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = self._keep_alive(loc)
         if not keep_alive:
             self.discarding = True  # this was the connection's last request
-        if loc is not None and loc.fast:
+        if loc is None:
+            self._dispatch(keep_alive)
+        elif loc.fast:  # `_respond_static`, inlined: the hottest path
             static = loc.static
             self._respond_bytes(static.render(engine.date, self._conn_header(keep_alive),
                                               self.parser.get_method() == b"HEAD"), keep_alive)
-            stats = loc.stats  # served in microseconds: the first duration bucket
+            stats = loc.stats
             stats[static.status // 100 - 1] += 1
             stats[HIST] += 1
+        elif loc.quick is not None and (method := self.parser.get_method()) in _QUICK \
+                and self.body == () \
+                and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
+            self._respond_static(loc, static, keep_alive, method)
         else:
             self._dispatch(keep_alive)
         self._reset_request()
+
+    def _respond_static(self, loc: Location, static: StaticResponse, keep_alive: bool,
+                        method: bytes) -> None:
+        self._respond_bytes(static.render(self.engine.date, self._conn_header(keep_alive),
+                                          method == b"HEAD"), keep_alive)
+        stats = loc.stats  # served in microseconds: the first duration bucket
+        stats[static.status // 100 - 1] += 1
+        stats[HIST] += 1
 
     # -- request checks (what llhttp lets through) -------------------------------
 

@@ -43,6 +43,9 @@ class Location:
     header_filters: tuple[Callable[..., Any], ...] = ()
     body_filters: tuple[Callable[..., Any], ...] = ()
     content: Callable[..., Any] | None = None
+    # the content handler's `quick(process, location, captures)`, usable here: no
+    # handler or filter in the way (set by `seal`)
+    quick: Callable[..., StaticResponse | None] | None = None
     state: dict[str, Any] = field(default_factory=dict)
     stats: list[int] = field(default_factory=empty_counters)
 
@@ -54,7 +57,9 @@ class Location:
 
     def seal(self) -> None:
         """Compute `fast` once the handlers, filters and static response are set."""
-        self.fast = self.static is not None and not self.handlers and not self.filtered
+        plain = not self.handlers and not self.filtered
+        self.fast = self.static is not None and plain
+        self.quick = getattr(self.content, "quick", None) if plain else None
 
 
 def parse_match(match: str) -> tuple[str, str, re.Pattern[str] | None]:

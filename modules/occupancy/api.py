@@ -79,7 +79,7 @@ class Api:
         self.ready = False  # the zone was seen loaded: from then on it stays loaded
         self.bodies: dict[int, tuple[int, bool, StaticResponse, bytes]] = {}
         self.hits: dict[str | None, tuple[int, int, Any, StaticResponse]] = {}
-        self._buf, self._seq_of = table.buf, table.seq.unpack_from
+        self._words = table.words
         self.unknown: dict[int, float] = {}
         self.fanout: Any = None  # stream.Fanout, set by init_worker
 
@@ -147,7 +147,7 @@ class Api:
     # -- the handlers ---------------------------------------------------------------
 
     def one(self, request: Request) -> Any:
-        """The hot path.  `hits` maps the captured id text to (slot offset, sequence,
+        """The hot path.  `hits` maps the captured id text to (slot counter word, sequence,
         location, pre-rendered response): if the slot's sequence is still the one the
         response was rendered from, the slot has not changed (a seqlock validation
         in one 8-byte read), and the StaticResponse is returned as it is (the writer
@@ -155,7 +155,7 @@ class Api:
         text = request.captures.get("id")
         hit = self.hits.get(text)
         loc = request.location
-        if hit is not None and hit[2] is loc and self._seq_of(self._buf, hit[0])[0] == hit[1]:
+        if hit is not None and hit[2] is loc and self._words[hit[0]] == hit[1]:
             return hit[3]
         static = self.zone_static(text, loc)
         if static is not None:
@@ -179,7 +179,7 @@ class Api:
         if not loc.filtered:
             if len(self.hits) >= BODY_CACHE:
                 self.hits.clear()
-            self.hits[text] = (start, row[0], loc, static)
+            self.hits[text] = (start >> 3, row[0], loc, static)
         return static
 
     def _ready(self) -> bool:
@@ -253,14 +253,13 @@ def quick_occupancy(ctx: Any, location: Any, captures: Mapping[str, str]) -> Any
     """The zone-hit answer without a Request: the pre-rendered StaticResponse, or None
     (then the request takes the normal path through `occupancy`).
 
-    For a core "quick content" hook (proposed, not in the core yet): called straight
-    from the protocol, like a `return` location, for a location with no phase
-    handlers and no filters.  Attached as `occupancy.quick`.
+    The core's quick content hook (docs/modules.md): called straight from the
+    protocol for GET/HEAD on a location with no phase handlers and no filters.
     """
     api: Api = ctx.state[NAME]
     text = captures.get("id")
     hit = api.hits.get(text)
-    if hit is not None and hit[2] is location and api._seq_of(api._buf, hit[0])[0] == hit[1]:
+    if hit is not None and hit[2] is location and api._words[hit[0]] == hit[1]:
         return hit[3]
     return api.zone_static(text, location)
 

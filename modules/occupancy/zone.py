@@ -8,10 +8,8 @@ Layout
     updated_at d | flags I | reserved I                      (56 bytes)
 
 `seq` is the seqlock counter (`bizzyd.shm.SeqlockTable`: odd while a write is in
-progress).  The writer stores the counter on its own and the rest of the slot with
-a second struct: `struct.pack_into` zero-fills its whole extent before writing the
-fields, so a slot packed in one piece shows seq 0 (even) for an instant, and a
-reader would accept a zeroed slot (`SeqlockTable.write` has that flaw).
+progress), loaded and stored as one 8-byte word (`SeqlockTable.words`); the rest of
+the slot is packed with a second struct while the counter is odd.
 
 `reserved` pads the slot to a multiple of 8 bytes so that every slot's `seq` is
 8-byte aligned (an aligned 8-byte load or store is one instruction; an
@@ -132,7 +130,7 @@ class OccupancyTable(SeqlockTable):
         self._base = zone.offset(0)
         self._size = zone.slot_size
         self._row = zone.slot  # the whole slot, seq first
-        self._seq_of, self._row_of = self.seq.unpack_from, self._row.unpack_from
+        self._row_of = self._row.unpack_from
         # everything after the seq: struct's pack_into zero-fills the whole struct
         # before it writes the fields, so packing the seq along with the rest would
         # make it 0 (even!) for a moment and let a reader accept a zeroed slot
@@ -143,12 +141,12 @@ class OccupancyTable(SeqlockTable):
     def read_row(self, index: int, retries: int = 1000) -> tuple:
         """The whole slot (seq first), consistent: the seqlock read of SeqlockTable."""
         start = self._base + index * self._size
-        buf, seq_s, row_s = self.buf, self.seq, self._row
+        buf, words, word, row_s = self.buf, self.words, start >> 3, self._row
         for attempt in range(retries):
-            before = seq_s.unpack_from(buf, start)[0]
+            before = words[word]
             if not before & 1:
                 row = row_s.unpack_from(buf, start)
-                if row[0] == before and seq_s.unpack_from(buf, start)[0] == before:
+                if row[0] == before and words[word] == before:
                     return row
             if attempt >= 16:
                 os.sched_yield()  # the writer may be off-CPU mid-write: let it finish
@@ -181,10 +179,6 @@ class OccupancyTable(SeqlockTable):
         found = self.locate(hive_id)
         return None if found is None else found[1]
 
-    def seq_at(self, start: int) -> int:
-        """The sequence of the slot at byte offset `start` (from `locate`)."""
-        return self._seq_of(self.buf, start)[0]
-
     def locate(self, hive_id: int) -> tuple[int, tuple] | None:
         """(byte offset of the slot, servable row with seq first), or None.
 
@@ -196,13 +190,13 @@ class OccupancyTable(SeqlockTable):
         capacity = self.capacity
         index = (((hive_id * GOLDEN) & MASK64) * capacity) >> 64
         buf, base, size = self.buf, self._base, self._size
-        seq_of, row_of = self._seq_of, self._row_of
+        words, row_of = self.words, self._row_of
         probes = 0
         while probes < capacity:
             start = base + index * size
-            before = seq_of(buf, start)[0]
+            before = words[start >> 3]
             row = row_of(buf, start)
-            if before & 1 or row[0] != before or seq_of(buf, start)[0] != before:
+            if before & 1 or row[0] != before or words[start >> 3] != before:
                 try:
                     row = self.read_row(index)
                 except TimeoutError:
@@ -246,14 +240,14 @@ class OccupancyTable(SeqlockTable):
             if index < 0:
                 return -1, 0
         start = self._base + index * self._size
-        seq = self.seq.unpack_from(self.buf, start)[0]
+        words, word = self.words, start >> 3
+        seq = words[word]
         if seq & 1:  # left odd by a writer that died: resume from the next even value
             seq += 1
-            self.seq.pack_into(self.buf, start, seq)
-        self.seq.pack_into(self.buf, start, seq + 1)
+        words[word] = seq + 1
         self._body.pack_into(self.buf, start + 8, hive_id, occupancy, capacity, total_in,
                              total_out, updated_at, flags, 0)
-        self.seq.pack_into(self.buf, start, seq + 2)
+        words[word] = seq + 2
         return index, seq + 2
 
     def _slot_for_insert(self, hive_id: int) -> int:
@@ -273,10 +267,9 @@ class OccupancyTable(SeqlockTable):
         if hives >= self.limit:
             return -1
         # an empty slot: start its sequence from the clock so it grows across restarts
-        seq = self.seq.unpack_from(self.buf, start)[0]
         seed = seed_sequence()
-        if seed > seq:
-            self.seq.pack_into(self.buf, start, seed)
+        if seed > self.seq_at(start):
+            self.set_seq(start, seed)
         self.meta.set(0, "hives", hives + 1)
         return index
 
@@ -285,12 +278,12 @@ class OccupancyTable(SeqlockTable):
         fixed = []
         for index in range(self.capacity):
             start = self._base + index * self._size
-            seq = self.seq.unpack_from(self.buf, start)[0]
+            seq = self.seq_at(start)
             if seq & 1:
                 row = self._row.unpack_from(self.buf, start)
                 flags = row[R_FLAGS] | FLAG_STALE
                 self._body.pack_into(self.buf, start + 8, *row[1:R_FLAGS], flags, 0)
-                self.seq.pack_into(self.buf, start, seq + 1)
+                self.set_seq(start, seq + 1)
                 fixed.append(index)
         return fixed
 
