@@ -47,6 +47,10 @@ class ProcessContext:
     stats_row: int = 0
     flush_stats: Callable[[], None] | None = None  # a worker's: refresh its stats row
     router: Any = None  # a worker's compiled servers and locations
+    # a worker's graceful stop: `retiring` turns True and each callback of `on_retire`
+    # runs once, before in-flight requests are waited for (end long streams there)
+    retiring: bool = False
+    on_retire: list[Callable[[], None]] = field(default_factory=list)
 
 
 MasterContext = ProcessContext

@@ -60,6 +60,7 @@ class Worker:
         how = await self.stopping
         if how == "graceful":
             set_title("worker process is shutting down")
+            self._retiring()
             await engine.retire(self.ctx.config["worker_shutdown_timeout"])
         else:
             engine.close_listeners()
@@ -85,6 +86,14 @@ class Worker:
                     module.reopen_logs(self.ctx)
                 except Exception:
                     self.ctx.log.exception("module %s: reopening logs failed", module.name)
+
+    def _retiring(self) -> None:
+        self.ctx.retiring = True
+        for callback in self.ctx.on_retire:
+            try:
+                callback()
+            except Exception:
+                self.ctx.log.exception("on_retire callback %r failed", callback)
 
     def _stop(self, how: str) -> None:
         if self.stopping is not None and not self.stopping.done():

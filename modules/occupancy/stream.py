@@ -43,20 +43,8 @@ from bizzyd.http.response import HTTPError, Response
 
 from .api import NAME, Api, item, parse_id
 
-RETIRE_POLL = 0.05
 EARLY_CHECKS = (0.2, 1.0)  # seconds after the start of a stream: re-read the zone
 BACKLOG = 64  # changes kept per stream while it is writing (older ones are dropped)
-
-
-def worker_retiring(ctx: Any) -> bool:
-    """Whether this worker was told to stop.  The core does not expose it (yet): read
-    `ctx.retiring` if a core provides it, else the HTTP engine's flag (the engine is
-    the owner of `ctx.flush_stats`)."""
-    flag = getattr(ctx, "retiring", None)
-    if flag is not None:
-        return bool(flag.is_set()) if hasattr(flag, "is_set") else bool(flag)
-    engine = getattr(ctx.flush_stats, "__self__", None)
-    return bool(getattr(engine, "retiring", False))
 
 
 class Listener:
@@ -87,12 +75,11 @@ class Fanout:
         self.retiring = False
         self.received = 0
         self._task: asyncio.Task[None] | None = None
-        self._watch: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._receive())
-        self._watch = loop.call_later(RETIRE_POLL, self._check_retiring)
+        self.ctx.on_retire.append(self.retire)
 
     def add(self, hive_id: int) -> Listener:
         listener = Listener(hive_id)
@@ -135,20 +122,15 @@ class Fanout:
             for listener in self.listeners.get(values[0], ()):
                 listener.push(values)
 
-    def _check_retiring(self) -> None:
-        if worker_retiring(self.ctx):
-            self.retiring = True
-            for group in self.listeners.values():
-                for listener in group:
-                    listener.wake.set()
-            return
-        self._watch = asyncio.get_running_loop().call_later(RETIRE_POLL,
-                                                            self._check_retiring)
+    def retire(self) -> None:
+        """The worker is stopping gracefully: every stream ends (clients reconnect)."""
+        self.retiring = True
+        for group in self.listeners.values():
+            for listener in group:
+                listener.wake.set()
 
     def close(self) -> None:
         self.retiring = True
-        if self._watch is not None:
-            self._watch.cancel()
         if self._task is not None:
             self._task.cancel()
         self.bus.close()
