@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -579,7 +579,13 @@ class Batch:
     async def _late_v1(self, items: list[V1Item]) -> None:
         keys = [(i.sensor.id, i.reported_at, i.report.total_in, i.report.total_out,
                  int(i.report.report_type)) for i in items]
-        stored = {tuple(r) for r in await self.conn.fetch(STORED_V1_SQL, *zip(*keys, strict=True))}
+        await self._late(items, keys, STORED_V1_SQL, self._recompute_v1)
+
+    async def _late(self, items: Sequence[Any], keys: list[tuple], stored_sql: str,
+                    recompute: Callable[[Any], Awaitable[None]]) -> None:
+        """Late items by natural key: a stored or repeated key is a duplicate, the
+        rest are recomputed into their sensor's history one by one."""
+        stored = {tuple(r) for r in await self.conn.fetch(stored_sql, *zip(*keys, strict=True))}
         seen: set[tuple] = set()
         for item, key in zip(items, keys, strict=True):
             if key in stored or key in seen:
@@ -587,7 +593,7 @@ class Batch:
                 self.out.duplicates += 1
                 continue
             seen.add(key)
-            await self._recompute_v1(item)
+            await recompute(item)
 
     async def _recompute_v1(self, item: V1Item) -> None:
         sensor, late = item.sensor, item.report
@@ -631,15 +637,7 @@ class Batch:
     async def _late_v2(self, items: list[V2Item]) -> None:
         keys = [(i.sensor.id, i.event.timestamp, i.event.counter, int(i.event.event_type))
                 for i in items]
-        stored = {tuple(r) for r in await self.conn.fetch(STORED_V2_SQL, *zip(*keys, strict=True))}
-        seen: set[tuple] = set()
-        for item, key in zip(items, keys, strict=True):
-            if key in stored or key in seen:
-                item.sensor.duplicates += 1
-                self.out.duplicates += 1
-                continue
-            seen.add(key)
-            await self._recompute_v2(item)
+        await self._late(items, keys, STORED_V2_SQL, self._recompute_v2)
 
     async def _recompute_v2(self, item: V2Item) -> None:
         sensor, late = item.sensor, item.event
