@@ -115,7 +115,12 @@ def test_module_metric_zones_are_exported(tmp_path, port):
     config = status_config(port)
     config["modules"].append("widgets")
     with running(tmp_path, config, port, {"PYTHONPATH": str(folder)}):
-        text = http_get(port, "/metrics")[1].decode()
+        # /health answers once one worker is up: wait for both workers' rows
+        def both() -> str | None:
+            text = http_get(port, "/metrics")[1].decode()
+            return text if "bizzyd_widgets_made_total 10" in text else None
+
+        text = wait_for(both, timeout=10, what="both workers' widget rows")
         assert "# TYPE bizzyd_widgets_made_total counter\nbizzyd_widgets_made_total 10" in text
         assert 'bizzyd_widgets_rejects_total{reason="odd"} 2' in text
         assert "# TYPE bizzyd_widgets_queue gauge\nbizzyd_widgets_queue 6" in text
