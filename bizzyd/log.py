@@ -51,7 +51,14 @@ class ReopenableHandler(logging.StreamHandler):
         self.acquire()
         try:
             old = self.stream
-            self.stream = self._open()
+            try:
+                self.stream = self._open()
+            except OSError as exc:  # e.g. a worker's `user` may not create the file
+                with contextlib.suppress(OSError):
+                    old.write(f"{time.strftime('%Y/%m/%d %H:%M:%S')} [error] {os.getpid()}: "
+                              f"cannot reopen {self.target}: {exc}; still writing to the "
+                              f"old file\n")
+                return
             with contextlib.suppress(OSError):
                 old.close()
         finally:
