@@ -143,6 +143,56 @@ def test_ground_truth_with_loss_duplication_reordering_and_two_processes(tmp_pat
         b.kill_everything()
 
 
+def zone_answers(port: int, truth: dict) -> list[str]:
+    """Where the HTTP API (served from the occupancy zone) differs from the truth."""
+    ids = ",".join(truth["hives"])
+    status, body = http_get(port, f"/v1/occupancy?ids={ids}")
+    assert status == 200, body
+    served = {item["hive_id"]: item for item in json.loads(body)["hives"]}
+    out = []
+    for hive, want in truth["hives"].items():
+        item = served.get(int(hive), {})
+        got = (item.get("occupancy"), item.get("total_in"), item.get("total_out"),
+               item.get("source"))
+        exp = (want["expected_occupancy"], want["expected_total_in"],
+               want["expected_total_out"], "zone")
+        if got != exp:
+            out.append(f"hive {hive}: served {got}, truth {exp}")
+    return out
+
+
+def test_ground_truth_served_from_the_occupancy_zone(tmp_path, dsn, tag):
+    """Ingest → bus → cache manager → zone → HTTP, with loss and duplication."""
+    port = free_port()
+    cfg = config(port, dsn, tag)
+    cfg["modules"].append("modules.occupancy")
+    cfg["occupancy"] = {"memcached": ""}
+    cfg["http"]["servers"][0]["locations"].insert(
+        0, {"location": "= /v1/occupancy", "content": "occupancy_many"})
+    b = Bizzyd(tmp_path, port)
+    b.write_config(cfg)
+    try:
+        b.start()
+        b.wait_log("cache manager: writing the occupancy zone")
+        truth = run_sim(dsn, tag, tmp_path, *TRAFFIC, "--loss", "0.03", "--dup", "0.03")
+        settled(dsn, truth)
+        last: list[str] = []
+
+        def served() -> bool:
+            last[:] = zone_answers(port, truth)
+            return not last
+
+        try:
+            wait_for(served, timeout=20, step=0.25, what="the zone to match the truth")
+        except AssertionError:
+            raise AssertionError("\n".join(last)) from None
+        assert truth["messages"]["lost"] > 0 and truth["messages"]["duplicated"] > 0
+        assert b.stop() == 0
+        assert not b.leftovers()
+    finally:
+        b.kill_everything()
+
+
 def publish(tag: str, messages: list[tuple[str, bytes]], retain: bool = False) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{tag}-pub",
                          protocol=paho.MQTTv5)
