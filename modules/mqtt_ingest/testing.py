@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -233,6 +234,19 @@ async def truth_mismatches(dsn: str, truth: dict[str, Any]) -> list[str]:
             out.append(f"hive {hive}: day starts {row['day_start']}, truth {want['day_start']}"
                        " (a reset boundary passed during the run?)")
     return out
+
+
+def settle(dsn: str, truth: dict[str, Any], timeout: float = 40.0, step: float = 0.25) -> None:
+    """Wait (bounded) until Postgres matches the ground truth, then check consistency;
+    AssertionError listing the differences otherwise."""
+    deadline = time.monotonic() + timeout
+    while last := asyncio.run(truth_mismatches(dsn, truth)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout:.0f}s bizzyd still differs from the "
+                                 "ground truth:\n" + "\n".join(last))
+        time.sleep(step)
+    problems = asyncio.run(consistency_problems(dsn))
+    assert problems == [], problems
 
 
 async def execute(dsn: str, sql: str) -> None:

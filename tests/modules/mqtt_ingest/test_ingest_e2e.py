@@ -34,13 +34,12 @@ from modules.mqtt_ingest.codec import (
 )
 from modules.mqtt_ingest.testing import (
     DEFAULT_MQTT_PORT,
-    consistency_problems,
     execute,
     fetch,
     ingest_config,
+    settle,
     sim_command,
     temporary_database_sync,
-    truth_mismatches,
 )
 
 pytestmark = pytest.mark.services
@@ -80,20 +79,6 @@ def run_sim(dsn: str, tag: str, tmp: Path, *extra: str, port: int = DEFAULT_MQTT
     return json.loads((tmp / "truth.json").read_text())
 
 
-def settled(dsn: str, truth: dict, timeout: float = 40.0) -> None:
-    last: list[str] = []
-
-    def matches() -> bool:
-        last[:] = asyncio.run(truth_mismatches(dsn, truth))
-        return not last
-
-    try:
-        wait_for(matches, timeout=timeout, step=0.25, what="bizzyd to match the ground truth")
-    except AssertionError:
-        raise AssertionError("\n".join(last)) from None
-    assert asyncio.run(consistency_problems(dsn)) == []
-
-
 def metrics(port: int) -> dict[str, float]:
     status, body = http_get(port, "/metrics")
     assert status == 200
@@ -122,7 +107,7 @@ def test_ground_truth_with_loss_duplication_reordering_and_two_processes(tmp_pat
         wait_for(lambda: len(ingest_pids(b)) == 2, what="two ingest processes")
         truth = run_sim(dsn, tag, tmp_path, *TRAFFIC, "--loss", "0.03", "--dup", "0.03",
                         "--reorder", "0.02")
-        settled(dsn, truth)
+        settle(dsn, truth)
         m = truth["messages"]
         assert m["lost"] > 0 and m["duplicated"] > 0 and m["restarts"] > 0
         assert any(h["true_occupancy"] != h["expected_occupancy"]
@@ -175,7 +160,7 @@ def test_ground_truth_served_from_the_occupancy_zone(tmp_path, dsn, tag):
         b.start()
         b.wait_log("cache manager: writing the occupancy zone")
         truth = run_sim(dsn, tag, tmp_path, *TRAFFIC, "--loss", "0.03", "--dup", "0.03")
-        settled(dsn, truth)
+        settle(dsn, truth)
         last: list[str] = []
 
         def served() -> bool:
@@ -368,7 +353,7 @@ def test_kill_9_of_the_ingest_process_mid_batch_loses_and_doubles_nothing(tmp_pa
                      what="the master to respawn the ingest process")
         assert sim.wait(60) == 0
         truth = json.loads((tmp_path / "truth.json").read_text())
-        settled(dsn, truth, timeout=60)
+        settle(dsn, truth, timeout=60)
         m = metrics(port)
         assert m["bizzyd_mqtt_ingest_redelivered_total"] > 0  # unacked work came back
         assert m["bizzyd_mqtt_ingest_received_total"] > truth["messages"]["published"]
@@ -401,7 +386,7 @@ def test_kill_9_of_the_whole_bizzyd_then_restart(tmp_path, dsn, tag):
         b.start()
         assert sim.wait(60) == 0
         truth = json.loads((tmp_path / "truth.json").read_text())
-        settled(dsn, truth, timeout=60)
+        settle(dsn, truth, timeout=60)
         assert b.stop() == 0
         assert not b.leftovers()
     finally:
@@ -425,7 +410,7 @@ def test_reload_hands_the_session_over_without_loss(tmp_path, dsn, tag):
                  what="the new generation's ingest process alone")
         assert sim.wait(60) == 0
         truth = json.loads((tmp_path / "truth.json").read_text())
-        settled(dsn, truth)
+        settle(dsn, truth)
         assert b.stop() == 0
     finally:
         if sim is not None and sim.poll() is None:

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from bizzyd_proc import Bizzyd, free_port, http_get, wait_for
+from bizzyd_proc import Bizzyd, free_port, http_get
 from modules.mqtt_ingest.testing import (
-    consistency_problems,
     create_database,
     drop_database,
     ingest_config,
+    settle,
     sim_command,
-    truth_mismatches,
 )
 
 pytestmark = pytest.mark.services
@@ -90,17 +89,7 @@ def run(tmp: Path, dsn: str, mqtt_port: int, outage) -> tuple[Bizzyd, dict]:
         outage()
         assert sim.wait(90) == 0, (tmp / "sim.log").read_text()
         truth = json.loads((tmp / "truth.json").read_text())
-        last: list[str] = []
-
-        def matches() -> bool:
-            last[:] = asyncio.run(truth_mismatches(dsn, truth))
-            return not last
-
-        try:
-            wait_for(matches, timeout=60, step=0.5, what="the ground truth")
-        except AssertionError:
-            raise AssertionError("\n".join(last)) from None
-        assert asyncio.run(consistency_problems(dsn)) == []
+        settle(dsn, truth, timeout=60, step=0.5)
         return b, truth
     except BaseException:
         if sim is not None and sim.poll() is None:

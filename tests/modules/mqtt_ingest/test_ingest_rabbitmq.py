@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -14,11 +13,10 @@ import pytest
 
 from bizzyd_proc import Bizzyd, free_port, wait_for
 from modules.mqtt_ingest.testing import (
-    consistency_problems,
     ingest_config,
+    settle,
     sim_command,
     temporary_database_sync,
-    truth_mismatches,
 )
 
 pytestmark = pytest.mark.services
@@ -65,17 +63,7 @@ def test_ground_truth_through_rabbitmq_with_mqtt_3_1_1(tmp_path, rabbit):
                                   capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr
             truth = json.loads((tmp_path / "truth.json").read_text())
-            last: list[str] = []
-
-            def matches() -> bool:
-                last[:] = asyncio.run(truth_mismatches(dsn, truth))
-                return not last
-
-            try:
-                wait_for(matches, timeout=60, step=0.5, what="the ground truth")
-            except AssertionError:
-                raise AssertionError("\n".join(last)) from None
-            assert asyncio.run(consistency_problems(dsn)) == []
+            settle(dsn, truth, timeout=60, step=0.5)
             assert "(MQTT 3.1.1)" in b.log()
             assert b.stop() == 0
             assert not b.leftovers()
