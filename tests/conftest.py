@@ -29,3 +29,41 @@ def bizzyd(tmp_path: Path, port: int):
         assert not b.leftovers()
     finally:
         b.kill_everything()
+
+
+SHM = Path("/dev/shm")
+
+
+def _segments() -> set[str]:
+    return {p.name for p in SHM.glob("bizzyd.*")}
+
+
+def _ours(pid: int, basetemp: str) -> bool:
+    """Whether a live process is a master this test run started (its prefix is ours)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return basetemp.encode() in cmdline
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = _segments()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No shared-memory segment may outlive the tests: after every master the tests
+    started (including the ones they killed with SIGKILL) /dev/shm must be clean."""
+    before = session.config.stash.get(_BEFORE, set())
+    basetemp = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+    leaked = []
+    for name in sorted(_segments() - before):
+        pid = int(name.split(".")[1]) if name.split(".")[1].isdigit() else 0
+        if not Path(f"/proc/{pid}").exists() or _ours(pid, basetemp):
+            leaked.append(name)
+    if leaked:
+        print(f"\nshared-memory segments left behind by the tests: {', '.join(leaked)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_BEFORE = pytest.StashKey[set]()
