@@ -32,8 +32,10 @@ test: venv deps lint
 	BIZZYD_PG_FAST=1 scripts/services start
 	eval "$$(scripts/services env)" && $(PY) -m pytest -q
 
-# The demo: local services, schema, demo city (first time only), then bizzyd in the
-# foreground on conf/demo.yaml, logging to the terminal (Ctrl-C stops it).
+# The demo: local services, schema, demo city (first time only), then scripts/demo:
+# bizzyd in the foreground on conf/demo.yaml, logging to the terminal, and the sensor
+# simulator (bizzyd-sim) in the background, logging to logs/demo-sim.log. Ctrl-C stops
+# both. Extra simulator flags: make demo DEMO_SIM_ARGS='--rate 40'.
 DEMO := $(VENV)/bin/bizzyd -p . -c conf/demo.yaml
 demo: venv
 	scripts/install-deps test
@@ -41,9 +43,7 @@ demo: venv
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
 		demo-data --if-empty --hives 2000 --seed 1
-	@echo "bizzyd: http://127.0.0.1:8080/health  /health/db  /status  /metrics"
-	eval "$$(scripts/services env)" && exec $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
-		-e stderr
+	DEMO_SIM_ARGS="$(DEMO_SIM_ARGS)" exec scripts/demo
 
 clean:
 	rm -rf $(VENV) run logs .pytest_cache .ruff_cache
@@ -51,7 +51,8 @@ clean:
 docs: venv
 	$(PY) -m bizzyd.config.docs > docs/config.md
 
-# Loopback HTTP benchmark (bizzyd vs uvicorn vs nginx with wrk; see bench/README.md).
+# Benchmarks: loopback HTTP (bizzyd vs uvicorn vs nginx with wrk; see bench/README.md),
+# then MQTT ingest (bench-ingest).
 # Extra flags: make bench BENCH_ARGS='--duration 5 --workers 1'
 BENCH_ARGS ?= --markdown bench/RESULTS.md
 .PHONY: bench-deps
@@ -61,3 +62,12 @@ bench-deps: venv
 
 bench: bench-deps
 	$(PY) bench/http_bench.py $(BENCH_ARGS)
+	$(MAKE) bench-ingest
+
+# MQTT ingest benchmark (publish -> commit -> occupancy zone vs a bare paho subscriber,
+# on the local services; see bench/ingest_bench.py). Appends a section to RESULTS.md.
+INGEST_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-ingest
+bench-ingest: venv
+	scripts/services start
+	eval "$$(scripts/services env)" && $(PY) bench/ingest_bench.py $(INGEST_BENCH_ARGS)

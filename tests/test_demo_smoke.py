@@ -1,0 +1,172 @@
+"""The demo end to end: conf/demo.yaml with a small demo city, the simulator, HTTP.
+
+conf/demo.yaml itself is run (copied into a private prefix with this test's port,
+database, topic prefix and client id), so the demo's module list, mqtt block and
+locations are what is tested: the occupancy endpoints must show the simulator's
+traffic from the shared-memory zone, and the ingest metrics must count it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bizzyd_proc import BIZZYD, ROOT, Bizzyd, fetch_raw, free_port, http_get, wait_for
+from modules.mqtt_ingest.testing import DEFAULT_MQTT_PORT, sim_command, temporary_database_sync
+
+pytestmark = pytest.mark.services
+
+HIVES = 30
+SIM_SENSORS = 20  # the first sensors of the demo city: hives 1 to about 20
+
+
+def test_demo_config_check() -> None:
+    done = subprocess.run([*BIZZYD, "-p", str(ROOT), "-c", str(ROOT / "conf" / "demo.yaml"),
+                           "-t"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "test is successful" in done.stderr
+
+
+def demo_config(port: int, dsn: str, tag: str) -> dict:
+    config = yaml.safe_load((ROOT / "conf" / "demo.yaml").read_text())
+    config.pop("include", None)  # conf/demo.d adds nothing
+    assert {"modules.occupancy", "modules.mqtt_ingest"} <= set(config["modules"])
+    config.update(worker_processes=1, pid="run/bizzyd.pid", error_log="logs/error.log",
+                  error_log_level="info", worker_shutdown_timeout="5s")
+    config["database"]["dsn"] = dsn
+    config["mqtt"].update(port=int(os.environ.get("BIZZYD_MQTT_PORT", DEFAULT_MQTT_PORT)),
+                          topic_prefix=tag, client_id=tag, session_expiry="60s")
+    mc = os.environ.get("BIZZYD_MC_PORT")
+    if mc:
+        config["occupancy"]["memcached"] = f"127.0.0.1:{mc}"
+    (server,) = config["http"]["servers"]
+    server["listen"] = [f"127.0.0.1:{port}"]
+    return config
+
+
+def occupancy(port: int, ids: list[int]) -> dict[int, dict]:
+    status, body = http_get(port, "/v1/occupancy?ids=" + ",".join(map(str, ids)))
+    assert status == 200, body
+    got = json.loads(body)
+    assert got["unknown"] == []
+    return {h["hive_id"]: h for h in got["hives"]}
+
+
+def metric(port: int, name: str) -> float:
+    status, body = http_get(port, "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_demo_with_simulator(tmp_path: Path) -> None:
+    tag = "demo" + secrets.token_hex(4)
+    port = free_port()
+    with temporary_database_sync() as dsn:
+        loaded = subprocess.run(
+            [*BIZZYD, "-p", str(ROOT), "-c", str(ROOT / "conf" / "demo.yaml"), "-g",
+             f"database: {{dsn: '{dsn}'}}", "demo-data", "--hives", str(HIVES), "--seed", "1"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert loaded.returncode == 0, loaded.stderr
+        b = Bizzyd(tmp_path, port)
+        b.write_config(demo_config(port, dsn, tag))
+        try:
+            b.start()
+            b.wait_log("mqtt ingest slot 0: ", timeout=15)
+            wait_for(lambda: metric(port, "bizzyd_mqtt_ingest_connected") == 1, timeout=15,
+                     what="ingest connected")
+            ids = list(range(1, HIVES + 1))
+            wait_for(lambda: all(h["source"] == "zone" for h in occupancy(port, ids).values()),
+                     timeout=15, what="the zone to be loaded")
+            before = occupancy(port, ids)
+
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            sim = subprocess.run(
+                sim_command(dsn, int(os.environ.get("BIZZYD_MQTT_PORT", DEFAULT_MQTT_PORT)),
+                            tag, str(tmp_path / "truth.json"), "--client-id", f"{tag}-sim",
+                            "--sensors", str(SIM_SENSORS), "--duration", "6", "--speed", "600",
+                            "--rate", "150", "--hours", "flat", "--wrap-share", "1",
+                            "--seed", "3"),
+                env=env, capture_output=True, text=True, timeout=90)
+            assert sim.returncode == 0, sim.stderr
+            truth = json.loads((tmp_path / "truth.json").read_text())
+            published = truth["messages"]["published"]
+            assert published > 500
+
+            wait_for(lambda: metric(port, "bizzyd_mqtt_ingest_acked_total") >= published,
+                     timeout=30, what="every message acknowledged")
+            # the zone follows the bus: totals grew for the simulated hives
+            simulated = sorted(int(h) for h in truth["hives"])
+
+            def moved() -> list[int]:
+                now = occupancy(port, simulated)
+                return [h for h in simulated
+                        if now[h]["total_in"] > before[h]["total_in"]
+                        and now[h]["source"] == "zone"]
+
+            wait_for(lambda: len(moved()) >= len(simulated) // 2, timeout=15,
+                     what="occupancy changes in the zone")
+            after = occupancy(port, ids)
+            assert any(after[h]["occupancy"] != before[h]["occupancy"] for h in simulated)
+            # other hives got no reports (the day-reset sweep may still zero their occupancy)
+            assert all(after[h]["total_in"] == before[h]["total_in"]
+                       for h in ids if h not in simulated)
+
+            # one hive, and its stream: the current state at once, from the zone
+            hive = moved()[0]
+            status, body = http_get(port, f"/v1/hives/{hive}/occupancy")
+            assert status == 200 and json.loads(body)["source"] == "zone"
+            status, headers, _ = fetch_raw(port, "/v1/hives/999999/occupancy/stream")
+            assert status == 404
+
+            assert metric(port, "bizzyd_mqtt_ingest_received_total") == published
+            assert metric(port, "bizzyd_mqtt_ingest_occupancy_updates_total") > 0
+
+            # sensor configuration: PUT then GET (loopback is allowed)
+            sensor = "bz2-000005"
+            status, _, body = put(port, f"/v1/sensors/{sensor}/config",
+                                  {"threshold_cm": 180, "reporting_interval_min": 30,
+                                   "status_interval_min": 60, "event_threshold": 5})
+            assert status == 201, body
+            status, body = http_get(port, f"/v1/sensors/{sensor}/config")
+            assert status == 200
+            assert json.loads(body)["pending"]["threshold_cm"] == 180
+
+            assert b.stop() == 0
+            wait_for(lambda: not b.leftovers(), timeout=5, what="no leftovers")
+            assert "Traceback" not in b.log()
+        finally:
+            b.kill_everything()
+            # the retained configuration message of this test's topic prefix
+            clear_retained(f"{tag}/commands/sensor/bz2-000005")
+
+
+def put(port: int, path: str, body: dict) -> tuple[int, object, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("PUT", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def clear_retained(topic: str) -> None:
+    import paho.mqtt.publish as publish
+
+    port = int(os.environ.get("BIZZYD_MQTT_PORT", DEFAULT_MQTT_PORT))
+    try:
+        publish.single(topic, b"", qos=1, retain=True, hostname="127.0.0.1", port=port)
+    except OSError as exc:
+        print(f"could not clear {topic}: {exc}", file=sys.stderr)
