@@ -140,7 +140,7 @@ class HttpProtocol(asyncio.Protocol):
         # connection
         "requests", "read", "out", "pending", "sender", "at_boundary", "in_request",
         "discarding", "closing", "lingering", "peer_eof", "retiring", "must_close",
-        "good_host",
+        "good_host", "fresh", "routed", "header_timeout", "keepalive_requests",
         # request
         "url", "headers", "header_size", "body", "body_size", "max_body", "server",
         "location", "captures", "path", "version", "chunked_body", "chunks", "wire",
@@ -161,6 +161,8 @@ class HttpProtocol(asyncio.Protocol):
         self.timeout_kind = ""
         limits = self.default.config
         self.max_header = limits["client_max_header_size"]
+        self.header_timeout = limits["client_header_timeout"]
+        self.keepalive_requests = limits["keepalive_requests"]
         self.keepalive_timeout = limits["keepalive_timeout"]
         self.body_timeout = limits["client_body_timeout"]
         # connection state
@@ -179,6 +181,10 @@ class HttpProtocol(asyncio.Protocol):
         self.retiring = False
         self.must_close = False
         self.good_host = b""  # the last Host value found valid
+        self.fresh = False  # the current read began at a message boundary
+        # the last routing: (url, host, origin-form url, path, server, location,
+        # captures, config), reused while a connection asks for the same target
+        self.routed: tuple[Any, ...] | None = None
         # request state
         self.version = "1.1"
         self.chunked_body = False
@@ -253,6 +259,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.chunked_body:
             self.wire += len(data)
         self.read = data  # kept until the next read (on_body drops a large one)
+        self.fresh = not self.in_request
         self.out = []
         try:
             self.parser.feed_data(data)
@@ -263,13 +270,22 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self.discarding:  # else: bytes after the last request
                 self._reject(Reject(400, _parser_reason(exc)))
-        if self.chunked_body and not self.discarding:
-            self._check_framing()
+        if self.in_request and not self.discarding:
+            self._request_pending()
         out, self.out = self.out, None
         if out:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
         if self.closing and not self.pending:
             self._close()
+
+    def _request_pending(self) -> None:
+        """A request is incomplete at the end of a read: its header deadline runs from
+        the read in which it began (the clock is the engine's, cached per tick)."""
+        if self.chunked_body:
+            self._check_framing()
+        if not self.path and self.timeout_kind != "header":
+            self.deadline = self.engine.now + self.header_timeout
+            self.timeout_kind = "header"
 
     def _callback_failed(self, cause: BaseException | None) -> None:
         if isinstance(cause, _Discard):
@@ -284,15 +300,12 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.discarding:
             raise _Discard
-        self.in_request = True
-        if self.timeout_kind != "header":
-            self.deadline = self.engine.now + self.default.config["client_header_timeout"]
-            self.timeout_kind = "header"
+        self.in_request = True  # the header deadline is set if the read ends before it
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        self.header_size += len(url)
-        if self.header_size > self.max_header:
+        self.url += url  # in pieces when the target is split across reads
+        self.header_size = size = len(self.url)  # on_url comes before any header
+        if size > self.max_header:
             raise Reject(414, "request URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -304,9 +317,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers.append((name, value))  # trailers too, dropped at the end
 
     def on_headers_complete(self) -> None:
-        self.version = version = self.parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise Reject(505, f"HTTP/{version} is not supported")  # 0.9, 2.0
+        self.version = version = self._http_version()
         host = expect = te = None
         length = 0
         for name, value in self.headers:
@@ -343,6 +354,20 @@ class HttpProtocol(asyncio.Protocol):
         elif expect is not None and version == "1.1" and expect.lower() != b"100-continue":
             raise Reject(417, "unsupported Expect")
 
+    def _http_version(self) -> str:
+        """"1.1" or "1.0" (else 505).  When the message began this read, its request
+        line is the read's first line: " HTTP/1.1" at its end spares get_http_version
+        (which formats a new string)."""
+        read = self.read
+        if self.fresh:
+            self.fresh = False
+            if read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
+                return "1.1"
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise Reject(505, f"HTTP/{version} is not supported")  # 0.9, 2.0
+        return version
+
     def on_chunk_header(self) -> None:
         self.chunks += 1
 
@@ -361,28 +386,38 @@ class HttpProtocol(asyncio.Protocol):
         if self.chunked_body:
             self.chunked_body = False
             del self.headers[self.header_count:]  # trailer fields are not merged
-        self.deadline = 0.0
         self.requests += 1
         engine = self.engine
         engine.counters["requests"] += 1
         loc = self.location
-        keep_alive = self._keep_alive(loc)
+        keep_alive = self._keep_alive()
         if not keep_alive:
             self.discarding = True  # this was the connection's last request
         if loc is None:
+            self.deadline = 0.0
             self._dispatch(keep_alive)
-        elif loc.fast:  # `_respond_static`, inlined: the hottest path
+        elif loc.fast:  # the hottest path
             static = loc.static
-            self._respond_bytes(static.render(engine.date, self._conn_header(keep_alive),
-                                              self.parser.get_method() == b"HEAD"), keep_alive)
+            if keep_alive and self.version == "1.1" and not self.pending \
+                    and self.parser.get_method() != b"HEAD":
+                self.out.append(static.keep_alive_bytes(engine.date))  # type: ignore[union-attr]
+                self.deadline = engine.now + self.keepalive_timeout  # `_after_response`
+                self.timeout_kind = "keepalive"
+            else:
+                self.deadline = 0.0
+                self._respond_bytes(static.render(engine.date, self._conn_header(keep_alive),
+                                                  self.parser.get_method() == b"HEAD"),
+                                    keep_alive)
             stats = loc.stats
-            stats[static.status // 100 - 1] += 1
+            stats[static.status_index] += 1
             stats[HIST] += 1
         elif loc.quick is not None and (method := self.parser.get_method()) in _QUICK \
                 and self.body == () \
                 and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
+            self.deadline = 0.0
             self._respond_static(loc, static, keep_alive, method)
         else:
+            self.deadline = 0.0
             self._dispatch(keep_alive)
         self._reset_request()
 
@@ -391,7 +426,7 @@ class HttpProtocol(asyncio.Protocol):
         self._respond_bytes(static.render(self.engine.date, self._conn_header(keep_alive),
                                           method == b"HEAD"), keep_alive)
         stats = loc.stats  # served in microseconds: the first duration bucket
-        stats[static.status // 100 - 1] += 1
+        stats[static.status_index] += 1
         stats[HIST] += 1
 
     # -- request checks (what llhttp lets through) -------------------------------
@@ -436,7 +471,20 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(Reject(400, "chunk-size line too long"))
 
     def _route(self, host: bytes | None) -> Any:
-        url = self.url
+        routed = self.routed
+        if routed is not None and self.url == routed[0] and host == routed[1]:
+            _, _, self.url, self.path, self.server, self.location, self.captures, config \
+                = routed
+        else:
+            config = self._find_route(self.url, host)
+        self.max_body = config["client_max_body_size"]
+        self.keepalive_timeout = config["keepalive_timeout"]
+        self.keepalive_requests = config["keepalive_requests"]
+        return config
+
+    def _find_route(self, raw: bytes, host: bytes | None) -> Any:
+        """Check the target and Host, pick the server and location (then remembered)."""
+        url, raw_host = raw, host
         if url[0] != _SLASH:  # llhttp never reports an empty target
             host, url = _absolute_form(url)
             self.url = url  # the origin-form part, as nginx's $request_uri
@@ -453,8 +501,7 @@ class HttpProtocol(asyncio.Protocol):
             else self.default
         self.location, self.captures = server.find(path)
         config = self.location.config if self.location else server.config
-        self.max_body = config["client_max_body_size"]
-        self.keepalive_timeout = config["keepalive_timeout"]
+        self.routed = (raw, raw_host, url, path, server, self.location, self.captures, config)
         return config
 
     def _expect(self, expect: bytes) -> None:
@@ -467,10 +514,9 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- dispatch ----------------------------------------------------------------
 
-    def _keep_alive(self, loc: Location | None) -> bool:
-        limit = (loc.config if loc else self.server.config)["keepalive_requests"]
+    def _keep_alive(self) -> bool:
         return (self.parser.should_keep_alive() and not self.retiring
-                and self.requests < limit and not self.must_close)
+                and self.requests < self.keepalive_requests and not self.must_close)
 
     def _conn_header(self, keep_alive: bool) -> bytes:
         if not keep_alive:

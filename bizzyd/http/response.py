@@ -92,11 +92,13 @@ class Response:
 class StaticResponse:
     """A response rendered at config time; `render` adds Date and Connection."""
 
-    __slots__ = ("status", "prefix", "body", "content_type", "extra")
+    __slots__ = ("status", "prefix", "body", "content_type", "extra", "status_index",
+                 "_date", "_keep_alive")
 
     def __init__(self, status: int, body: bytes, content_type: str, server: bytes,
                  extra: Iterable[tuple[str, str]] = ()) -> None:
         self.status = status
+        self.status_index = status // 100 - 1  # its class in a location's stats
         self.content_type = content_type
         self.extra = list(extra)
         lines = [status_line(status), server]
@@ -107,6 +109,8 @@ class StaticResponse:
             lines.append(b"Content-Length: %d\r\n" % len(body))
         self.prefix = b"".join(lines)
         self.body = body
+        self._date: bytes | None = None
+        self._keep_alive = b""
 
     def to_response(self) -> Response:
         """A fresh, mutable Response with the same status, headers and body."""
@@ -116,6 +120,13 @@ class StaticResponse:
     def render(self, date: bytes, connection: bytes, head_only: bool) -> bytes:
         body = b"" if head_only else self.body
         return b"".join((self.prefix, date, connection, b"\r\n", body))
+
+    def keep_alive_bytes(self, date: bytes) -> bytes:
+        """`render(date, b"", False)` (HTTP/1.1 keep-alive), kept while `date` is."""
+        if date is not self._date:
+            self._keep_alive = self.render(date, b"", False)
+            self._date = date
+        return self._keep_alive
 
 
 class HTTPError(Exception):

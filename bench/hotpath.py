@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""In-process driver of bizzyd's HTTP hot path: no sockets, no kernel, repeatable.
+
+Builds the benchmark's config (`return 200` with the 27-byte body; `--access-log`
+adds `access_log: logs/access.log` in a temporary prefix), a worker's engine, and
+feeds one connection wrk's request (`GET / HTTP/1.1` + Host) one read at a time
+(`--depth N`: N requests per read), checking every response; a connection ends
+after `keepalive_requests` (1000) requests like under wrk, and a new one starts.
+
+    bench/hotpath.py                      # µs per request (best of --repeat)
+    bench/hotpath.py --profile            # cProfile, sorted by own time
+    bench/hotpath.py --callgrind          # instructions per request (valgrind)
+
+`--callgrind` runs itself twice under `valgrind --tool=callgrind`, collecting only
+inside the measured loop (run within one `functools.reduce` call, which callgrind
+toggles on), for two request counts; the difference divided by the difference in
+requests is the instruction count per request, free of start-up and noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from http_bench import BODY, bizzyd_config  # noqa: E402
+
+from bizzyd.config import load_config  # noqa: E402
+from bizzyd.http.engine import HttpEngine, build_router  # noqa: E402
+from bizzyd.http.protocol import HttpProtocol  # noqa: E402
+from bizzyd.module import ProcessContext  # noqa: E402
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+
+
+class Transport:
+    """Just enough of a uvloop TCP transport; keeps the last write."""
+
+    def __init__(self) -> None:
+        self.last = b""
+        self.writes = 0
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def write(self, data: bytes) -> None:
+        self.last = data
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class Driver:
+    def __init__(self, access_log: bool, depth: int, prefix: Path) -> None:
+        log = ("http", "logs/access.log") if access_log else None
+        (prefix / "conf").mkdir(parents=True, exist_ok=True)
+        conf = prefix / "conf" / "bizzyd.yaml"
+        conf.write_text(yaml.safe_dump(bizzyd_config(8080, 1, log), sort_keys=False))
+        config = load_config(conf, prefix)
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.ctx = ProcessContext(config, logging.getLogger("hotpath"), "worker",
+                                  loop=self.loop)
+        for module in config.modules:
+            if module.init_worker is not None:
+                module.init_worker(self.ctx)
+        self.engine = HttpEngine(self.ctx, build_router(config))
+        self.engine._tick()
+        self.servers = self.engine.router.servers_for(next(iter(self.engine.router.by_key)))
+        self.data = REQUEST * depth
+        self.depth = depth
+        self.conn: HttpProtocol | None = None
+        self.transport = Transport()
+        self.served = 0
+
+    def connect(self) -> None:
+        self.transport = Transport()
+        self.conn = HttpProtocol(self.engine, self.servers)
+        self.conn.connection_made(self.transport)
+        self.served = 0
+
+    def step(self, _acc: Any = None, _i: Any = None) -> None:
+        """One read of `depth` requests (a new connection after 1000 requests)."""
+        if self.conn is None or self.transport.closed:
+            if self.conn is not None:
+                self.conn.connection_lost(None)
+            self.connect()
+        self.conn.data_received(self.data)  # type: ignore[union-attr]
+
+    def check(self) -> None:
+        self.connect()
+        self.step()
+        last = self.transport.last
+        assert last.startswith(b"HTTP/1.1 200 OK\r\n") and last.endswith(BODY), last
+        assert last.count(b"HTTP/1.1 200") == self.depth, last
+
+    def run(self, reads: int) -> None:
+        functools.reduce(self.step, range(reads), None)
+
+    def close(self) -> None:
+        for module in self.ctx.config.modules:
+            if module.exit_worker is not None:
+                module.exit_worker(self.ctx)
+
+
+def timing(driver: Driver, reads: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        driver.run(reads)
+        best = min(best, time.perf_counter() - t)
+    return best / (reads * driver.depth) * 1e6
+
+
+def callgrind(args: argparse.Namespace) -> None:
+    counts = []
+    small, large = args.reads // 5, args.reads
+    for reads in (small, large):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "cg.out"
+            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                   "--toggle-collect=functools_reduce", sys.executable, __file__,
+                   "--reads", str(reads), "--repeat", "1", "--depth", str(args.depth),
+                   "--warmup", "2000"] + (["--access-log"] if args.access_log else [])
+            subprocess.run(cmd, check=True, capture_output=True)
+            text = out.read_text(errors="replace")
+            match = re.search(r"^summary:\s+(\d+)", text, re.M) \
+                or re.search(r"^totals:\s+(\d+)", text, re.M)
+            assert match, "no totals in the callgrind output"
+            counts.append(int(match.group(1)))
+            if args.keep:
+                Path(args.keep).write_text(text)
+    per = (counts[1] - counts[0]) / ((large - small) * args.depth)
+    print(f"instructions per request: {per:,.0f} "
+          f"({'access log on' if args.access_log else 'access log off'}, depth {args.depth})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reads", type=int, default=50000)
+    p.add_argument("--depth", type=int, default=1, help="requests per read")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=5000)
+    p.add_argument("--access-log", action="store_true")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--callgrind", action="store_true")
+    p.add_argument("--keep", metavar="FILE", help="with --callgrind: keep the larger run's "
+                   "callgrind output (callgrind_annotate FILE)")
+    args = p.parse_args()
+    if args.callgrind:
+        callgrind(args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        driver = Driver(args.access_log, args.depth, Path(tmp))
+        driver.check()
+        for _ in range(args.warmup // args.depth):
+            driver.step()
+        if args.profile:
+            import cProfile
+            import pstats
+            prof = cProfile.Profile()
+            prof.runcall(driver.run, args.reads)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        else:
+            us = timing(driver, args.reads, args.repeat)
+            print(f"{us:.3f} µs per request (best of {args.repeat} x {args.reads} reads, "
+                  f"depth {args.depth}, access log {'on' if args.access_log else 'off'})")
+        driver.close()
+
+
+if __name__ == "__main__":
+    main()
