@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .module import ProcessContext
 
 HEARTBEAT_INTERVAL = 1.0
+FAST_SETTLE = 0.5  # seconds a fast stop gives aborted responses to finish
 
 
 class Worker:
@@ -65,6 +66,8 @@ class Worker:
         else:
             engine.close_listeners()
             engine.abort_all()
+            if engine.tasks:  # aborted responses finish (and are logged) before exit hooks
+                await asyncio.wait(list(engine.tasks), timeout=FAST_SETTLE)
         await self._hooks("exit_worker")
         log.info("worker process exiting (%s stop)", how)
         return 0

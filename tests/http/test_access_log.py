@@ -229,6 +229,49 @@ def test_buffered_lines_are_written_when_the_worker_exits(tmp_path: Path, port):
         b.kill_everything()
 
 
+ENDLESS_MODULE = """
+import asyncio
+from bizzyd.http.response import Response
+from bizzyd.module import Module
+
+async def forever():
+    while True:
+        yield b"tick\\n"
+        await asyncio.sleep(0.05)
+
+def endless(request):
+    return Response(200, stream=forever(), content_type="text/plain")
+
+module = Module(name="endless", content_handlers={"endless": endless})
+"""
+
+
+def test_a_fast_stop_logs_an_open_stream_without_errors(tmp_path: Path, port):
+    """TERM while a response streams: the stream ends, its line is written, and the
+    error log has no traceback (the log phase ran before the logs were closed)."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "endless.py").write_text(ENDLESS_MODULE)
+    config = base_config(port, worker_processes=1, modules=["endless"])
+    config["http"]["access_log"] = {"path": "logs/access.log", "flush": "1h"}
+    config["http"]["servers"][0]["locations"].insert(
+        0, {"location": "= /endless", "content": "endless"})
+    b = Bizzyd(tmp_path, port, {"PYTHONPATH": str(folder)})
+    b.write_config(config)
+    try:
+        b.start()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/endless")
+        response = conn.getresponse()
+        assert response.status == 200 and response.readline() == b"tick\n"
+        assert b.stop(signal.SIGTERM) == 0
+        conn.close()
+        assert any('"GET /endless HTTP/1.1" 200' in line for line in lines(b, "access.log"))
+        assert "Traceback" not in b.log() and "KeyError" not in b.log()
+    finally:
+        b.kill_everything()
+
+
 def test_unknown_format_name_is_reported_and_combined_is_used(server):
     fetch(server.port, "/unknown/x")
     line = line_with(server, "unknown.log", "/unknown/")

@@ -591,7 +591,9 @@ def log_request(request: Request) -> None:
     loc = request.location
     loggers = loc.state.get(STATE_KEY)
     if loggers is None:
-        logs: AccessLogs = request.process.state[STATE_KEY]
+        logs: AccessLogs | None = request.process.state.get(STATE_KEY)
+        if logs is None:  # the worker has already closed its logs (a late fast stop)
+            return
         loggers = loc.state[STATE_KEY] = logs.loggers_for(loc.config["access_log"])
     for line, log_file in loggers:
         log_file.write(line(request))
