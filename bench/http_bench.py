@@ -52,8 +52,14 @@ PIPELINED_SERVERS = ("bizzyd", "nginx")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 T0 = time.monotonic()
 
-# Targets (measured and printed as PASS/FAIL, never asserted).
+# Targets (measured and printed as PASS/FAIL, never asserted).  The issue wrote the
+# µs targets for a machine where nginx's `return 200` costs 4.4 µs CPU/request; its
+# definition of the CPU target is relative ("at least 2.5x uvicorn's requests per
+# CPU-second in the same run"), and the absolute figures are also shown scaled by
+# nginx's cost measured in the same run.
 TARGET_US_PER_REQUEST = 8.0
+TARGET_US_ACCESS_LOG = 10.0
+TARGET_NGINX_US = 4.4
 TARGET_VS_UVICORN = 2.5
 TARGET_P99_MS = 2.0
 TARGET_RSS_MIB = 30.0
@@ -746,6 +752,10 @@ def comparisons(results: list[Result], worker_counts: list[int]) -> list[str]:
                 lines.append(f"{n} worker(s): bizzyd/{peer} requests per CPU-second = "
                              f"{b.per_cpu_second / p.per_cpu_second:.2f}x, requests/s = "
                              f"{b.rps / p.rps:.2f}x")
+        log, u = find(results, "bizzyd+log", n, False), find(results, "uvicorn", n, False)
+        if log and u and u.per_cpu_second:
+            lines.append(f"{n} worker(s): bizzyd+log/uvicorn requests per CPU-second = "
+                         f"{log.per_cpu_second / u.per_cpu_second:.2f}x")
         bp, np_ = find(results, "bizzyd", n, True), find(results, "nginx", n, True)
         if bp and np_ and np_.rps:
             lines.append(f"{n} worker(s), pipelined: bizzyd/nginx requests/s = "
@@ -754,38 +764,62 @@ def comparisons(results: list[Result], worker_counts: list[int]) -> list[str]:
     return lines
 
 
-def targets(results: list[Result], worker_counts: list[int]) -> list[str]:
+def verdict(ok: bool | None) -> str:
+    return "SKIP" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def cpu_targets(b: Result | None, u: Result | None, n: Result | None, label: str,
+                absolute: float) -> list[str]:
+    """The issue's CPU target for one bizzyd run: relative to uvicorn (plain runs
+    only), then the µs figure against the target scaled by nginx's measured cost, then
+    against the absolute target as written."""
+    if b is None:
+        return [f"SKIP  {label}: no 1-worker run"]
     lines = []
+    if u is not None and u.per_cpu_second and label == "return 200":
+        ratio = b.per_cpu_second / u.per_cpu_second
+        lines.append(f"{verdict(ratio >= TARGET_VS_UVICORN)}  {label}, 1 worker: {ratio:.2f}x "
+                     f"uvicorn's requests per CPU-second (the issue's target: ≥ "
+                     f"{TARGET_VS_UVICORN:g}x, peers measured in this run)")
+    if n is not None and n.requests:
+        scaled = absolute * n.us_per_request / TARGET_NGINX_US
+        lines.append(f"{verdict(b.us_per_request <= scaled)}  {label}, 1 worker: "
+                     f"{b.us_per_request:.2f} µs CPU/request (scaled target ≤ {scaled:.1f} µs "
+                     f"= {absolute:g} µs x nginx {n.us_per_request:.2f} µs here / "
+                     f"{TARGET_NGINX_US:g} µs where the target was set)")
+    lines.append(f"{verdict(b.us_per_request <= absolute)}  {label}, 1 worker: "
+                 f"{b.us_per_request:.2f} µs CPU/request (absolute target ≤ {absolute:g} µs, "
+                 f"as written for the faster machine)")
+    return lines
 
-    def verdict(ok: bool | None) -> str:
-        return "SKIP" if ok is None else ("PASS" if ok else "FAIL")
 
-    b1 = find(results, "bizzyd", 1, False)
-    u1 = find(results, "uvicorn", 1, False)
-    if b1:
-        lines.append(f"{verdict(b1.us_per_request <= TARGET_US_PER_REQUEST)}  return 200, "
-                     f"1 worker: {b1.us_per_request:.2f} µs CPU/request "
-                     f"(target ≤ {TARGET_US_PER_REQUEST:g})")
-    else:
-        lines.append("SKIP  return 200 µs CPU/request (no bizzyd 1-worker run)")
-    if b1 and u1:
-        ratio = b1.per_cpu_second / u1.per_cpu_second
-        lines.append(f"{verdict(ratio >= TARGET_VS_UVICORN)}  return 200, 1 worker: "
-                     f"{ratio:.2f}x uvicorn's requests per CPU-second "
-                     f"(target ≥ {TARGET_VS_UVICORN:g}x)")
-    else:
-        lines.append("SKIP  requests per CPU-second vs uvicorn (no 1-worker pair)")
+def p99_targets(b: Result | None, n: Result | None) -> list[str]:
+    if b is None:
+        return ["SKIP  p99 (no bizzyd 1-worker run)"]
+    ms = b.p99_us / 1000
+    lines = [f"{verdict(ms <= TARGET_P99_MS)}  p99 at {b.mode}, 1 worker: {ms:.2f} ms "
+             f"(absolute target ≤ {TARGET_P99_MS:g} ms)"]
+    if n is not None:
+        lines.append(f"{verdict(b.p99_us <= n.p99_us)}  p99 at {b.mode}, 1 worker: {ms:.2f} ms "
+                     f"vs nginx {n.p99_us / 1000:.2f} ms in this run (relative: ≤ nginx's; "
+                     "a comparison, not the issue's target)")
+    return lines
+
+
+def targets(results: list[Result], worker_counts: list[int]) -> list[str]:
+    b1, u1, n1 = (find(results, name, 1, False) for name in ("bizzyd", "uvicorn", "nginx"))
+    lines = cpu_targets(b1, u1, n1, "return 200", TARGET_US_PER_REQUEST)
+    log1 = find(results, "bizzyd+log", 1, False)
+    if log1 is not None:
+        lines += cpu_targets(log1, u1, n1, "return 200 + access log", TARGET_US_ACCESS_LOG)
     for n in worker_counts:
         bp, np_ = find(results, "bizzyd", n, True), find(results, "nginx", n, True)
         if bp and np_:
             lines.append(f"{verdict(bp.rps >= np_.rps)}  {bp.mode}, {n} worker(s): "
                          f"bizzyd {bp.rps:,.0f} req/s vs nginx "
                          f"{np_.rps:,.0f} (target ≥ nginx)")
-    if b1:
-        lines.append(f"{verdict(b1.p99_us / 1000 <= TARGET_P99_MS)}  p99 at "
-                     f"{b1.mode}, 1 worker: {b1.p99_us / 1000:.2f} ms "
-                     f"(target ≤ {TARGET_P99_MS:g} ms)")
-    rss = [k for r in results if r.server == "bizzyd" for k in r.rss_kib]
+    lines += p99_targets(b1, n1)
+    rss = [k for r in results if r.server.startswith("bizzyd") for k in r.rss_kib]
     if rss:
         worst = max(rss) / 1024
         lines.append(f"{verdict(worst <= TARGET_RSS_MIB)}  bizzyd worker RSS after the runs: "
@@ -851,11 +885,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="worker counts, comma-separated (default: 1,2)")
     p.add_argument("--servers", default=",".join(SERVERS), metavar="LIST",
                    help=f"servers to run, comma-separated (default: {','.join(SERVERS)})")
-    p.add_argument("--access-log", nargs="?", const="logs/access.log", default=None,
-                   metavar="VALUE",
-                   help="also run bizzyd with `access_log: VALUE` (default value: "
-                        "logs/access.log) once `bizzyd -T` accepts the directive; until then "
-                        "prints 'not available'")
+    p.add_argument("--access-log", nargs="?", const="logs/access.log",
+                   default="logs/access.log", metavar="VALUE",
+                   help="also run bizzyd with `access_log: VALUE` (default: "
+                        "logs/access.log; 1 worker) when `bizzyd -T` accepts the directive, "
+                        "else prints 'not available'")
+    p.add_argument("--no-access-log", dest="access_log", action="store_const", const=None,
+                   help="skip the bizzyd+log runs")
     p.add_argument("--markdown", type=Path, metavar="FILE",
                    help="append (or replace today's) section in FILE, e.g. bench/RESULTS.md")
     args = p.parse_args(argv)
@@ -953,7 +989,7 @@ def main(argv: list[str] | None = None) -> int:
         plan: list[tuple[str, int]] = []
         for n in args.worker_counts:
             plan += [(name, n) for name in SERVERS if name in args.server_names]
-            if access_log and "bizzyd" in args.server_names:
+            if access_log and "bizzyd" in args.server_names and n == 1:
                 plan.append(("bizzyd+log", n))
         for name, n in plan:
             pin = cpus[0] if cpus and n == 1 else None

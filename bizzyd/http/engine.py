@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config.schema import ConfigError
-from ..stats import DURATION_US, bucket_of
+from ..stats import BUCKETS, DURATION_US, HIST, bucket_of
 from .phases import (
     MAX_REROUTES,
     REROUTE,
@@ -41,6 +41,7 @@ TICK = 1.0
 RETIRING_TICK = 0.1
 LOCATION_PHASES = ("rewrite", "preaccess", "access", "precontent", "content")
 NOT_FOUND_BODY = error_body(404)
+FIRST_BUCKET = BUCKETS[0]
 
 
 def server_header(tokens: bool) -> bytes:
@@ -321,7 +322,7 @@ class HttpEngine:
         stats = (loc or self.router.unrouted).stats
         seconds = self.loop.time() - request.start
         stats[response.status // 100 - 1] += 1
-        stats[bucket_of(seconds)] += 1
+        stats[HIST if seconds <= FIRST_BUCKET else bucket_of(seconds)] += 1
         stats[DURATION_US] += int(seconds * 1_000_000)
         if loc is None or not loc.log_handlers:
             return

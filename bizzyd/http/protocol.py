@@ -88,8 +88,10 @@ FILE_PIECE = 256 * 1024
 MAX_CHUNK_FRAMING = 1024
 _OWS = (0x20, 0x09)
 _QUICK = (b"GET", b"HEAD")  # methods a location's quick content hook may answer
+_RESPONSES = (Response, StaticResponse)
 _NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
-_SLASH, _HASH = 0x2F, 0x23
+_SLASH, _HASH, _QUESTION = 0x2F, 0x23, 0x3F
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]*").fullmatch
 # Request targets that are neither origin-form nor absolute-form, by their look.
 _TARGET_ERRORS = (
@@ -532,7 +534,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             self.engine.log.exception("*%d unhandled error in a handler", self.id)
             result = _internal_error()
-        if isinstance(result, Response | StaticResponse):
+        if isinstance(result, _RESPONSES):
             self._respond(request, result, keep_alive)
             return
         slot = _Slot()
@@ -540,10 +542,12 @@ class HttpProtocol(asyncio.Protocol):
         self._spawn(self._finish_async(request, result, slot, keep_alive))
 
     def _make_request(self, keep_alive: bool) -> Request:
-        method = self.parser.get_method().decode("ascii")
-        query = self.url.partition(b"?")[2]
-        request = Request(method, self.path, query.decode("latin-1"), self.url,
-                          self.version, self.headers, b"".join(self.body), keep_alive,
+        raw = self.parser.get_method()
+        method = _METHODS.get(raw) or raw.decode("ascii")
+        url = self.url
+        query = url.partition(b"?")[2].decode("latin-1") if _QUESTION in url else ""
+        request = Request(method, self.path, query, url, self.version, self.headers,
+                          b"".join(self.body) if self.body else b"", keep_alive,
                           self.id, self.client)
         request.server, request.location, request.captures = \
             self.server, self.location, self.captures

@@ -38,12 +38,13 @@ class Response:
     """Status, headers and a body: bytes, an async iterator of bytes to stream
     (`stream`), or a file range (`file`)."""
 
-    __slots__ = ("status", "headers", "body", "stream", "file")
+    __slots__ = ("status", "headers", "body", "stream", "file", "origin")
 
     def __init__(self, status: int = 200, body: bytes | str = b"",
                  headers: Iterable[tuple[str, str]] = (), content_type: str | None = None,
                  stream: AsyncIterator[bytes] | None = None,
                  file: FileBody | None = None) -> None:
+        self.origin: StaticResponse | None = None  # set by StaticResponse.to_response
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
         self.headers: Headers = list(headers)
@@ -72,6 +73,9 @@ class Response:
     def render_head(self, server: bytes, date: bytes, connection: bytes,
                     default_type: str) -> bytes:
         """Status line and headers, ending with the blank line."""
+        origin = self.origin
+        if origin is not None and origin.renders_as(self, server):
+            return b"".join((origin.head_start, date, origin.head_end, connection, b"\r\n"))
         parts = [status_line(self.status), server, date]
         has_type = False
         for name, value in self.headers:
@@ -93,7 +97,7 @@ class StaticResponse:
     """A response rendered at config time; `render` adds Date and Connection."""
 
     __slots__ = ("status", "prefix", "body", "content_type", "extra", "status_index",
-                 "_date", "_keep_alive")
+                 "_date", "_keep_alive", "server", "headers", "head_start", "head_end")
 
     def __init__(self, status: int, body: bytes, content_type: str, server: bytes,
                  extra: Iterable[tuple[str, str]] = ()) -> None:
@@ -111,11 +115,34 @@ class StaticResponse:
         self.body = body
         self._date: bytes | None = None
         self._keep_alive = b""
+        self.server = server
+        self._response_head()
+
+    def _response_head(self) -> None:
+        """What `to_response().render_head(...)` writes around the Date line, while the
+        response is unchanged; not when it would add the default Content-Type."""
+        response = self.to_response()
+        self.headers = list(response.headers)
+        names = {name.lower() for name, _ in self.headers}
+        self.head_start = status_line(self.status) + self.server
+        self.head_end = None
+        if "content-type" in names or self.status in NO_BODY_STATUSES:
+            head = response.render_head(b"", b"", b"", "")
+            self.head_end = head[len(status_line(self.status)):-2]
+
+    def renders_as(self, response: Response, server: bytes) -> bool:
+        """Whether `response` (from `to_response`) would still render as pre-rendered."""
+        return (self.head_end is not None and response.body is self.body
+                and response.status == self.status and server == self.server
+                and response.headers == self.headers and response.stream is None
+                and response.file is None)
 
     def to_response(self) -> Response:
         """A fresh, mutable Response with the same status, headers and body."""
         kind = self.content_type if self.body else None
-        return Response(self.status, self.body, self.extra, content_type=kind)
+        response = Response(self.status, self.body, self.extra, content_type=kind)
+        response.origin = self
+        return response
 
     def render(self, date: bytes, connection: bytes, head_only: bool) -> bytes:
         body = b"" if head_only else self.body
