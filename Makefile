@@ -52,7 +52,7 @@ docs: venv
 	$(PY) -m bizzyd.config.docs > docs/config.md
 
 # Benchmarks: loopback HTTP (bizzyd vs uvicorn vs nginx with wrk; see bench/README.md),
-# then MQTT ingest (bench-ingest).
+# then the occupancy endpoint (bench-occupancy) and MQTT ingest (bench-ingest).
 # Extra flags: make bench BENCH_ARGS='--duration 5 --workers 1'
 BENCH_ARGS ?= --markdown bench/RESULTS.md
 .PHONY: bench-deps
@@ -62,7 +62,16 @@ bench-deps: venv
 
 bench: bench-deps
 	$(PY) bench/http_bench.py $(BENCH_ARGS)
+	$(MAKE) bench-occupancy
 	$(MAKE) bench-ingest
+
+# GET /v1/hives/{id}/occupancy vs a `return 200` location of the same bizzyd (wrk;
+# target: at least 0.8 of its requests/s). Appends a section to RESULTS.md.
+OCCUPANCY_BENCH_ARGS ?= --rounds 3 --duration 8 --markdown bench/RESULTS.md
+.PHONY: bench-occupancy
+bench-occupancy: bench-deps
+	scripts/services start
+	eval "$$(scripts/services env)" && $(PY) bench/occupancy_bench.py $(OCCUPANCY_BENCH_ARGS)
 
 # MQTT ingest benchmark (publish -> commit -> occupancy zone vs a bare paho subscriber,
 # on the local services; see bench/ingest_bench.py). Appends a section to RESULTS.md.

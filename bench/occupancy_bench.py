@@ -72,8 +72,28 @@ end
 """
 
 
+REPORT: list[str] = []  # what was printed, for --markdown
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+    REPORT.append(message)
+
+
 def progress(message: str) -> None:
-    print(f"  {message}", flush=True)
+    say(f"  {message}")
+
+
+def write_markdown(path: Path, argv: list[str]) -> None:
+    """Append this run's output to a results file, with the date and the machine."""
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip() or "?"
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    head = (f"\n## Occupancy endpoint, {time.strftime('%Y-%m-%d %H:%M')} (git {rev})\n\n"
+            f"`bench/occupancy_bench.py {' '.join(argv)}`; {os.cpu_count()} CPUs, "
+            f"load average at the end {load}.\n\n```\n")
+    with path.open("a") as out:
+        out.write(head + "\n".join(REPORT).strip("\n") + "\n```\n")
 
 
 def free_port() -> int:
@@ -203,12 +223,14 @@ def main() -> int:
                              "pre-rendered response (the core's own per-handler cost)")
     parser.add_argument("--spread", action="store_true",
                         help="each request asks another hive (wrk Lua), not one hive")
+    parser.add_argument("--markdown", type=Path, metavar="FILE",
+                        help="append the output to FILE (e.g. bench/RESULTS.md)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (scripts/install-deps bench)")
     two_cpus = (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
     server_pin, wrk_pin = ("0", "1") if two_cpus else (None, None)
-    print(f"occupancy benchmark: 1 worker, wrk -t1 -c64, {args.duration:g}s per run, "
+    say(f"occupancy benchmark: 1 worker, wrk -t1 -c64, {args.duration:g}s per run, "
           f"{args.rounds} round(s), {args.hives} hives"
           + (", spread over all hives" if args.spread else ", one hive")
           + (f"; server on CPU {server_pin}, wrk on CPU {wrk_pin}" if two_cpus else ""))
@@ -241,7 +263,7 @@ def main() -> int:
                                  + (tmp / "logs/error.log").read_text())
             time.sleep(0.1)
         [worker] = children(proc.pid, "bizzyd: worker process")
-        print(f"  sample: {body.decode().strip()}")
+        say(f"  sample: {body.decode().strip()}")
         done = tmp / "done.lua"
         done.write_text(WRK_DONE)
         spread = tmp / "spread.lua"
@@ -273,21 +295,23 @@ def main() -> int:
                          f"worker CPU {ticks / CLK_TCK * 1e6 / r['requests']:.1f} µs/req")
         rps = {k: t["requests"] / t["seconds"] for k, t in totals.items()}
         ratio = rps["occupancy"] / rps["return 200"]
-        print()
+        say()
         for label, t in totals.items():
-            print(f"  {label:10s} {rps[label]:9.0f} req/s   worker CPU "
+            say(f"  {label:10s} {rps[label]:9.0f} req/s   worker CPU "
                   f"{t['ticks'] / CLK_TCK * 1e6 / t['requests']:5.1f} µs/request   "
                   f"p99 {max(t['p99']) / 1000:.2f} ms")
         verdict = "PASS" if ratio >= TARGET else "FAIL"
-        print(f"  ratio occupancy / return 200: {ratio:.3f} (target >= {TARGET}) {verdict}")
+        say(f"  ratio occupancy / return 200: {ratio:.3f} (target >= {TARGET}) {verdict}")
         cpu = {k: t["ticks"] / t["requests"] for k, t in totals.items()}
-        print(f"  worker CPU per request, return 200 / occupancy: "
+        say(f"  worker CPU per request, return 200 / occupancy: "
               f"{cpu['return 200'] / cpu['occupancy']:.3f} (the same ratio when the worker is "
               f"the bottleneck; steadier on a busy machine)")
         if args.baseline:
-            print(f"  ratio noop handler / return 200: {rps['noop'] / rps['return 200']:.3f}  "
+            say(f"  ratio noop handler / return 200: {rps['noop'] / rps['return 200']:.3f}  "
                   f"(the ceiling for any content handler); occupancy / noop: "
                   f"{rps['occupancy'] / rps['noop']:.3f}")
+        if args.markdown:
+            write_markdown(args.markdown, sys.argv[1:])
         return 0
     finally:
         if proc is not None and proc.poll() is None:
