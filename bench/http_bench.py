@@ -855,7 +855,7 @@ def write_markdown(path: Path, date: str, section: str) -> None:
     text = path.read_text() if path.exists() else header
     pattern = re.compile(rf"^## {re.escape(date)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
+        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text.rstrip("\n") + "\n")
