@@ -37,13 +37,25 @@ class ReopenableHandler(logging.StreamHandler):
 
     def __init__(self, target: str) -> None:
         self.target = target
+        self.owner: tuple[int, int] | None = None  # (uid, gid) to hand new files to
+        # the directory, held open: a child that dropped privileges reopens the file
+        # relative to it, whether or not its new user may traverse the path above
+        self.dir_fd = -1
         super().__init__(self._open())
 
     def _open(self) -> TextIO:
         if self.target == "stderr":
             return sys.stderr
-        Path(self.target).parent.mkdir(parents=True, exist_ok=True)
-        return open(self.target, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        path = Path(self.target)
+        if self.dir_fd < 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644,
+                     dir_fd=self.dir_fd)
+        if self.owner is not None:
+            with contextlib.suppress(OSError):
+                os.fchown(fd, *self.owner)
+        return open(fd, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     def reopen(self) -> None:
         if self.target == "stderr":
@@ -68,6 +80,10 @@ class ReopenableHandler(logging.StreamHandler):
         if self.target != "stderr":
             with contextlib.suppress(OSError):
                 self.stream.close()
+        if self.dir_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.dir_fd)
+            self.dir_fd = -1
         super().close()
 
 
@@ -82,6 +98,13 @@ class Logger(logging.Logger):
         for handler in self.handlers:
             if isinstance(handler, ReopenableHandler):
                 handler.reopen()
+
+    def hand_files_to(self, owner: tuple[int, int] | None) -> None:
+        """Files this logger creates from now on (USR1) go to `owner` (uid, gid): the
+        master's, so that children running as `user` can reopen them."""
+        for handler in self.handlers:
+            if isinstance(handler, ReopenableHandler):
+                handler.owner = owner
 
     def close(self) -> None:
         for handler in list(self.handlers):

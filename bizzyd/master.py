@@ -298,6 +298,8 @@ class Master:
     def handle_usr1(self) -> None:
         """Reopen log files (after logrotate moved them) here and in every child."""
         self.log.notice("reopening logs (SIGUSR1)")
+        config = self.cycle.config
+        self.log.hand_files_to(resolve_user(config["user"], config["group"]))
         self.log.reopen()
         ctx = ProcessContext(self.cycle.config, self.log, "master", zones=self.cycle.zones)
         for module in self.cycle.config.modules:

@@ -30,15 +30,28 @@ def test_reopen_follows_a_rotated_file(tmp_path):
 
 
 def test_a_failed_reopen_keeps_writing_to_the_old_file(tmp_path):
-    """The new file cannot be created (its directory is now a regular file)."""
-    folder = tmp_path / "logs"
-    path = folder / "error.log"
+    """The new file cannot be opened (a directory now has its name)."""
+    path = tmp_path / "logs" / "error.log"
     log = open_log(str(path), "notice", name="t-fail")
     log.notice("before")
-    folder.rename(tmp_path / "logs.old")
-    folder.write_text("not a directory")
+    path.rename(tmp_path / "logs" / "error.log.1")
+    path.mkdir()
     log.reopen()
     log.notice("after")
     log.close()
-    text = (tmp_path / "logs.old" / "error.log").read_text()
+    text = (tmp_path / "logs" / "error.log.1").read_text()
     assert "cannot reopen" in text and "after" in text
+
+
+def test_reopen_works_through_the_directory_when_the_path_above_is_gone(tmp_path):
+    """The directory is held open: a process whose user cannot traverse the prefix
+    (here: the path to it no longer exists) still reopens the file inside it."""
+    path = tmp_path / "a" / "logs" / "error.log"
+    log = open_log(str(path), "notice", name="t-dirfd")
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = tmp_path / "b" / "logs" / "error.log"
+    moved.rename(moved.with_suffix(".log.1"))
+    log.reopen()
+    log.notice("after")
+    log.close()
+    assert "after" in moved.read_text()
