@@ -324,9 +324,13 @@ class HttpEngine:
         stats[response.status // 100 - 1] += 1
         stats[HIST if seconds <= FIRST_BUCKET else bucket_of(seconds)] += 1
         stats[DURATION_US] += int(seconds * 1_000_000)
-        if loc is None or not loc.log_handlers:
-            return
-        for _, handler in loc.log_handlers:
+        if loc is not None and loc.log_handlers:
+            request.response = response
+            self.log_phase(request, loc.log_handlers)
+
+    def log_phase(self, request: Request, handlers: tuple) -> None:
+        """Run the log phase handlers; `request.status` and `request.response` are set."""
+        for _, handler in handlers:
             try:
                 handler(request)
             except Exception:

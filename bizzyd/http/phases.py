@@ -65,7 +65,7 @@ class Request:
 
     __slots__ = ("method", "path", "query", "raw_url", "version", "headers", "body",
                  "keep_alive", "server", "location", "captures", "ctx", "conn_id",
-                 "client", "status", "process", "start")
+                 "client", "status", "response", "process", "start")
 
     def __init__(self, method: str, path: str, query: str, raw_url: bytes, version: str,
                  headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
@@ -78,6 +78,7 @@ class Request:
         self.captures: dict[str, str] = {}
         self.ctx: dict[str, Any] = {}
         self.status = 0
+        self.response: Any = None  # the final response, set before the log phase
         self.process: Any = None  # the worker's ProcessContext (config, log, state)
         self.start = 0.0
 

@@ -413,6 +413,8 @@ class HttpProtocol(asyncio.Protocol):
             stats = loc.stats
             stats[static.status_index] += 1
             stats[HIST] += 1
+            if loc.log_handlers:
+                self._log_static(loc, static, keep_alive)
         elif loc.quick is not None and (method := self.parser.get_method()) in _QUICK \
                 and self.body == () \
                 and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
@@ -430,6 +432,16 @@ class HttpProtocol(asyncio.Protocol):
         stats = loc.stats  # served in microseconds: the first duration bucket
         stats[static.status_index] += 1
         stats[HIST] += 1
+        if loc.log_handlers:
+            self._log_static(loc, static, keep_alive)
+
+    def _log_static(self, loc: Location, static: StaticResponse, keep_alive: bool) -> None:
+        """The log phase of a request answered without the phases: its Request is built
+        only now, for the log handlers."""
+        request = self._make_request(keep_alive)
+        request.status, request.response = static.status, static
+        request.start = self.engine.loop.time()
+        self.engine.log_phase(request, loc.log_handlers)
 
     # -- request checks (what llhttp lets through) -------------------------------
 

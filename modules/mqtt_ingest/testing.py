@@ -22,8 +22,9 @@ import asyncpg
 from bizzyd.bus import OCCUPANCY_UPDATE, Bus
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:55432/bizzyd"
-DEFAULT_MQTT_PORT = 51883
-RABBIT_MQTT_PORT = 51884
+# the brokers `scripts/services` started (its `env` exports these)
+DEFAULT_MQTT_PORT = int(os.environ.get("BIZZYD_MQTT_PORT", "51883"))
+RABBIT_MQTT_PORT = int(os.environ.get("BIZZYD_RABBIT_MQTT_PORT", "51884"))
 
 
 def server_dsn() -> str:

@@ -19,11 +19,10 @@ used by `json`); a missing value is `-` (default) or empty (json).
 
 Per request: the log phase handler looks up the location's compiled (line, file)
 pairs in `location.state` (filled on its first request) and appends each line to
-its file's buffer.  The log phase gets only the request, so a header filter (order
-10000, the last of the chain) keeps the final response in `request.ctx` for
-`$body_bytes_sent`; being a filter, it also keeps the location off the core's
-pre-rendered fast path, which skips the log phase.  `$request_time` is measured
-from `request.start` (set by the engine) with the loop clock.
+its file's buffer.  The core sets `request.status` and `request.response` (the final
+response, for `$body_bytes_sent`) before the log phase, on the pre-rendered and
+quick paths too.  `$request_time` is measured from `request.start` (set by the
+engine) with the loop clock.
 
 Buffers: one per file per worker, written with one `os.write` (O_APPEND: the lines
 of different workers never interleave) when it holds `buffer` bytes, `flush` after
@@ -50,14 +49,12 @@ from typing import Any
 
 from ...config.schema import HTTP, LOCATION, SERVER, Directive
 from ...config.types import Custom, format_duration, format_size, parse_duration, parse_size
-from ...module import Filter, Module, PhaseHandler, ProcessContext
+from ...module import Module, PhaseHandler, ProcessContext
 from ...process import resolve_user
 from ..phases import Request
 from ..response import Response
 
-FILTER_ORDER = 10000
 STATE_KEY = "access_log"
-RESPONSE_KEY = "access_log.response"
 DEFAULT_PATH = "logs/access.log"
 DEFAULT_BUFFER = 64 * 1024
 DEFAULT_FLUSH = 1.0
@@ -128,7 +125,7 @@ def remote_user(authorization: bytes | None) -> str | None:
 
 def body_bytes_sent(r: Request) -> str:
     """Best effort: a bytes body's length, a file range's count; 0 for HEAD and streams."""
-    response = r.ctx.get(RESPONSE_KEY)
+    response = r.response
     if response is None or r.method == "HEAD":
         return "0"
     if isinstance(response, Response):
@@ -581,11 +578,6 @@ def reopen_logs(ctx: ProcessContext) -> None:
         logs.reopen()
 
 
-def keep_response(request: Request, response: Response) -> None:
-    """Header filter, order 10000 (the last): the final response, for the log phase."""
-    request.ctx[RESPONSE_KEY] = response
-
-
 def log_request(request: Request) -> None:
     """Log phase: format the request's lines and buffer them."""
     loc = request.location
@@ -628,7 +620,6 @@ module = Module(
     exit_worker=exit_worker,
     reopen_logs=reopen_logs,
     phase_handlers=[PhaseHandler("log", log_request, applies=_enabled)],
-    header_filters=[Filter(keep_response, FILTER_ORDER, _enabled)],
     doc="nginx's access log: formats compiled at start, buffered per worker, USR1 reopens.",
 )
 

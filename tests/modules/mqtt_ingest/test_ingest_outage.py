@@ -15,6 +15,7 @@ import pytest
 
 from bizzyd_proc import Bizzyd, free_port, http_get
 from modules.mqtt_ingest.testing import (
+    DEFAULT_MQTT_PORT,
     create_database,
     drop_database,
     ingest_config,
@@ -107,7 +108,7 @@ def test_postgres_restarted_during_ingest(tmp_path, private):
         time.sleep(2.0)  # the broker keeps what arrives meanwhile (nothing is acked)
         pg("start")
 
-    b, _ = run(tmp_path, dsn, 51883, outage)
+    b, _ = run(tmp_path, dsn, DEFAULT_MQTT_PORT, outage)
     try:
         assert metric(b.port, "bizzyd_mqtt_ingest_db_errors_total") > 0
         assert "database: connection restored" in b.log() or "retrying in" in b.log()

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from modules.mqtt_ingest.codec import ReportType, decode, parse_topic
 from modules.mqtt_ingest.fleet import FleetSensor
 from modules.mqtt_ingest.sim import generate, parser, publish
+from modules.mqtt_ingest.testing import DEFAULT_MQTT_PORT
 
 ROOT = Path(__file__).resolve().parents[3]
 END = int(datetime(2024, 3, 15, 12, 0, tzinfo=UTC).timestamp())
@@ -117,7 +118,7 @@ def test_publishes_what_it_says_to_the_broker() -> None:
     sim, delivered, _ = generate(fleet(2, 2), args("--duration", "2", "--speed", "600",
                                                    "--rate", "200", "--dup", "0.1",
                                                    "--topic-prefix", "simtest",
-                                                   "--port", "51883",
+                                                   "--port", str(DEFAULT_MQTT_PORT),
                                                    "--client-id", f"simtest-{os.getpid()}"),
                                  END)
     seen: Counter = Counter()
@@ -126,7 +127,7 @@ def test_publishes_what_it_says_to_the_broker() -> None:
                       protocol=paho.MQTTv5)
     sub.on_subscribe = lambda *a: ready.set()
     sub.on_message = lambda c, u, m: seen.update([(m.topic, bytes(m.payload))])
-    sub.connect("127.0.0.1", 51883)
+    sub.connect("127.0.0.1", DEFAULT_MQTT_PORT)
     sub.subscribe("simtest/sensors/#", qos=1)
     sub.loop_start()
     try:
