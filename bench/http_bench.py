@@ -776,11 +776,14 @@ def cpu_targets(b: Result | None, u: Result | None, n: Result | None, label: str
     if b is None:
         return [f"SKIP  {label}: no 1-worker run"]
     lines = []
-    if u is not None and u.per_cpu_second and label == "return 200":
+    if u is not None and u.per_cpu_second:
+        # the issue equates 8 µs with 2.5x uvicorn: 10 µs (access log) is then 2x
+        wanted = TARGET_VS_UVICORN * TARGET_US_PER_REQUEST / absolute
         ratio = b.per_cpu_second / u.per_cpu_second
-        lines.append(f"{verdict(ratio >= TARGET_VS_UVICORN)}  {label}, 1 worker: {ratio:.2f}x "
-                     f"uvicorn's requests per CPU-second (the issue's target: ≥ "
-                     f"{TARGET_VS_UVICORN:g}x, peers measured in this run)")
+        lines.append(f"{verdict(ratio >= wanted)}  {label}, 1 worker: {ratio:.2f}x "
+                     f"uvicorn's requests per CPU-second (target ≥ {wanted:g}x: "
+                     f"{absolute:g} µs where {TARGET_US_PER_REQUEST:g} µs is "
+                     f"{TARGET_VS_UVICORN:g}x; peers measured in this run)")
     if n is not None and n.requests:
         scaled = absolute * n.us_per_request / TARGET_NGINX_US
         lines.append(f"{verdict(b.us_per_request <= scaled)}  {label}, 1 worker: "

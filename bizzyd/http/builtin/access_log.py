@@ -213,6 +213,7 @@ def json_text(s: str | None) -> str:
     return _json(s.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
+MISSING = {"default": "-", "json": ""}  # what each escape mode writes for None
 ESCAPES: dict[str, dict[str, Callable[[Any], str]]] = {
     "default": {"eB": escape_bytes, "eL": escape_latin1, "eU": escape_text},
     "json": {"eB": json_bytes, "eL": json_latin1, "eU": json_text},
@@ -264,11 +265,18 @@ class LogFormat:
             body += ["    now = time()", "    if now >= clock.next:", "        clock.set(now)"]
         if headers:
             body += _header_loop(headers, slots)
+        missing = repr(MISSING[self.escape])
         exprs = [repr(p) if isinstance(p, str) else
-                 p.code.format(h=slots[p.header]) if p.header is not None else p.code
+                 _guarded(p.code, slots[p.header], missing) if p.header is not None else
+                 p.code
                  for p in parts]
         body.append(f"    return ''.join(({', '.join(exprs)},))")
         return "\n".join(body) + "\n"
+
+
+def _guarded(code: str, slot: str, missing: str) -> str:
+    """A header variable's code, skipped when the header is absent (most are)."""
+    return f"({missing} if {slot} is None else {code.format(h=slot)})"
 
 
 def _header_loop(headers: list[bytes], slots: dict[bytes, str]) -> list[str]:
