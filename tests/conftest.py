@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -64,6 +67,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if leaked:
         print(f"\nshared-memory segments left behind by the tests: {', '.join(leaked)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    strays = _stray_masters(basetemp)
+    if strays:
+        print("\nmasters left running by the tests (killed now): "
+              + "; ".join(f"{pid} {title}" for pid, title in strays))
+        for pid, _ in strays:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _stray_masters(basetemp: str) -> list[tuple[int, str]]:
+    """Live masters whose prefix is in this run's temporary directory (a test that
+    failed before its cleanup would leave one serving, holding ports and brokers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"bizzyd: master") and basetemp.encode() in cmdline:
+            found.append((int(proc.name), cmdline.split(b"\0")[0].decode(errors="replace")))
+    return found
 
 
 _BEFORE = pytest.StashKey[set]()

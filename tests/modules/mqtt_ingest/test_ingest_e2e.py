@@ -302,10 +302,10 @@ def test_configuration_push_is_retained_and_applied_by_a_status(tmp_path, dsn, t
         assert shown["reported_configuration_id"] == config_id
         assert b.stop() == 0
     finally:
+        b.kill_everything()  # first: what follows needs the broker, which may be down
         sub.loop_stop()
         # clear the retained message from the shared broker
         publish(tag, [(f"{tag}/commands/sensor/sim-1-0", b"")], retain=True)
-        b.kill_everything()
 
 
 def test_configuration_push_answers_503_when_the_broker_is_unreachable(tmp_path, dsn, tag):
@@ -481,6 +481,6 @@ def test_little_endian_fleet_old_style_restart_and_retained_occupancy(tmp_path, 
         assert got[0].retain and json.loads(got[0].payload) == state
         assert b.stop() == 0
     finally:
+        b.kill_everything()
         sub.loop_stop()
         publish(tag, [(f"{tag}/occupancy/1", b"")], retain=True)
-        b.kill_everything()
