@@ -59,6 +59,7 @@ def build_router(config: Config) -> Router:
         locations = [_location(config, (i, j), lcfg, handlers, server_handlers, content)
                      for j, lcfg in enumerate(scfg["locations"])]
         server = Server(scfg, locations, server_handlers)
+        server.log_handlers = compile_handlers(handlers, ("log",), scfg)
         servers.append(server)
         for spec in scfg["listen"]:
             by_key.setdefault(spec.key, []).append(server)
@@ -324,9 +325,10 @@ class HttpEngine:
         stats[response.status // 100 - 1] += 1
         stats[HIST if seconds <= FIRST_BUCKET else bucket_of(seconds)] += 1
         stats[DURATION_US] += int(seconds * 1_000_000)
-        if loc is not None and loc.log_handlers:
+        log_handlers = loc.log_handlers if loc is not None else request.server.log_handlers
+        if log_handlers:
             request.response = response
-            self.log_phase(request, loc.log_handlers)
+            self.log_phase(request, log_handlers)
 
     def log_phase(self, request: Request, handlers: tuple) -> None:
         """Run the log phase handlers; `request.status` and `request.response` are set."""

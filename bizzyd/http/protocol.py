@@ -807,15 +807,31 @@ class HttpProtocol(asyncio.Protocol):
                                  exc.reason)
         self.engine.router.unrouted.stats[exc.status // 100 - 1] += 1
         self.discarding = True
-        data = self._error_response(exc.status, exc.reason)
+        response = _error(exc.status, exc.reason)
+        data = self._render_error(response)
+        self._log_reject(response)
         if self.pending:  # after the responses still owed
             self._queue(_Slot(data, keep_alive=False))
             return
         self._write(data)
         self.closing = True
 
+    def _log_reject(self, response: Response) -> None:
+        """The log phase of a rejected request (nginx logs its 400s too), with what was
+        read of it: the location's handlers if it was routed, else the server's."""
+        loc = self.location
+        handlers = loc.log_handlers if loc is not None else self.server.log_handlers
+        if not handlers or not self.in_request:
+            return
+        request = self._make_request(False)
+        request.status, request.response = response.status, response
+        request.start = self.engine.loop.time()
+        self.engine.log_phase(request, handlers)
+
     def _error_response(self, status: int, reason: str) -> bytes:
-        response = Response(status, error_body(status, reason), content_type="application/json")
+        return self._render_error(_error(status, reason))
+
+    def _render_error(self, response: Response) -> bytes:
         return response.render_head(self.engine.server_header(self.default.config),
                                     self.engine.date, CLOSE, "") + response.body
 
@@ -918,6 +934,10 @@ def _absolute_form(url: bytes) -> tuple[bytes, bytes]:
 def _check_host(host: bytes) -> None:
     if not _HOST(host) or b".." in host or host.startswith(b"."):
         raise Reject(400, "invalid Host")
+
+
+def _error(status: int, reason: str) -> Response:
+    return Response(status, error_body(status, reason), content_type="application/json")
 
 
 def _internal_error() -> Response:

@@ -88,6 +88,9 @@ class Server:
                  handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()) -> None:
         self.config = config
         self.handlers = handlers
+        # the log phase of requests that have no location (404, rejected requests)
+        self.log_handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
+        self.state: dict[str, Any] = {}  # like Location.state, for those requests
         self.names = [n.lower() for n in config["server_name"]]
         self.locations = list(locations)
         self.exact = {loc.pattern: loc for loc in locations if loc.kind == "exact"}

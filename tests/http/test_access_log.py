@@ -1,5 +1,6 @@
 """The access log over real sockets: exact lines (combined, json, custom), escaping,
-buffering and the flush interval, USR1 reopen, `off`, and the flush on exit."""
+buffering and the flush interval, USR1 reopen, `off`, the flush on exit, and requests
+that have no location or were rejected."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import time
 from datetime import datetime
@@ -59,7 +61,7 @@ def server(tmp_path_factory):
             {"location": "/off/", "return": [200, "hello"], "access_log": False},
             {"location": "/unknown/", "return": [200, "hello"],
              "access_log": unbuffered("logs/unknown.log", format="nosuch")},
-            {"location": "/", "return": [404, "nope"]},
+            {"location": "/elsewhere", "return": [404, "nope"]},
         ],
     })
     b = Bizzyd(tmp_path_factory.mktemp("access_log"), port)
@@ -171,6 +173,30 @@ def test_off_location_is_not_logged_while_its_server_is(server):
     assert '"GET /elsewhere HTTP/1.1" 404 4' in line_with(server, "server.log", "/elsewhere")
     assert not any("/off/" in line for line in lines(server, "server.log"))
     assert not any("/health" in line for line in lines(server, "server.log"))
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        return sock.recv(65536)
+
+
+def test_a_request_with_no_location_is_logged_by_its_server(server):
+    assert fetch(server.port, "/nowhere/x") == 404
+    assert re.search(r'"GET /nowhere/x HTTP/1\.1" 404 \d+ "-" "-"$',
+                     line_with(server, "server.log", "/nowhere/x"))
+
+
+def test_a_rejected_request_is_logged_with_what_was_read(server):
+    answer = raw_exchange(server.port, b"GET /rejected HTTP/1.1\r\nHost: t\r\n"
+                                       b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert " 400 " in line_with(server, "server.log", "/rejected")
+    big = raw_exchange(server.port, b"POST /combined/big HTTP/1.1\r\nHost: t\r\n"
+                                    b"Content-Length: 999999999\r\n\r\n")
+    assert big.startswith(b"HTTP/1.1 413 ")
+    line = line_with(server, "combined.log", "/combined/big")  # routed: its location's log
+    assert re.search(r'"POST /combined/big HTTP/1\.1" 413 \d+ ', line)
 
 
 def test_buffered_lines_are_written_after_the_flush_interval(server):

@@ -21,7 +21,9 @@ Per request: the log phase handler looks up the location's compiled (line, file)
 pairs in `location.state` (filled on its first request) and appends each line to
 its file's buffer.  The core sets `request.status` and `request.response` (the final
 response, for `$body_bytes_sent`) before the log phase, on the pre-rendered and
-quick paths too.  `$request_time` is measured from `request.start` (set by the
+quick paths too.  A request without a location (404) uses its server's
+`access_log` and `Server.state`; a rejected request (400, 408, 413, ...) is logged
+with what was read of it.  `$request_time` is measured from `request.start` (set by the
 engine) with the loop clock.
 
 Buffers: one per file per worker, written with one `os.write` (O_APPEND: the lines
@@ -588,13 +590,13 @@ def reopen_logs(ctx: ProcessContext) -> None:
 
 def log_request(request: Request) -> None:
     """Log phase: format the request's lines and buffer them."""
-    loc = request.location
-    loggers = loc.state.get(STATE_KEY)
+    scope = request.location or request.server  # the server's: a request with no location
+    loggers = scope.state.get(STATE_KEY)
     if loggers is None:
         logs: AccessLogs | None = request.process.state.get(STATE_KEY)
         if logs is None:  # the worker has already closed its logs (a late fast stop)
             return
-        loggers = loc.state[STATE_KEY] = logs.loggers_for(loc.config["access_log"])
+        loggers = scope.state[STATE_KEY] = logs.loggers_for(scope.config["access_log"])
     for line, log_file in loggers:
         log_file.write(line(request))
 
