@@ -155,6 +155,15 @@ def install_stop(loop: asyncio.AbstractEventLoop, ctx: Any,
         signal.signal(sig, signal.SIG_IGN)
 
 
+async def pause(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep; True when told to stop meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 class Loader:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -166,15 +175,6 @@ class Loader:
     def _on_stop(self, how: str) -> None:
         assert self.stop is not None
         self.stop.set()
-
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep; True when told to stop meanwhile."""
-        assert self.stop is not None
-        try:
-            await asyncio.wait_for(self.stop.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
 
     async def run(self) -> int:
         self.stop = asyncio.Event()
@@ -198,14 +198,14 @@ class Loader:
                         log.error("cache loader: cannot load the occupancy zone (%s); the "
                                   "cache manager will load it when Postgres is back", exc)
                         return 1
-                    if await self._pause(RETRY):
+                    if await pause(self.stop, RETRY):
                         return 0
         finally:
             await db.close()
         queried = time.monotonic()
         lock = WriterLock(zone.meta)
         while not lock.try_acquire():  # a manager of the previous generation may write
-            if await self._pause(0.05):
+            if await pause(self.stop, 0.05):
                 return 0
         try:
             if zone.loaded():

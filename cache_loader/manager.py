@@ -64,6 +64,7 @@ from .loader import (
     SyncResult,
     install_stop,
     mark_deleted,
+    pause,
     row_values,
     sync_rows,
 )
@@ -104,14 +105,6 @@ class Manager:
             self.how = how
         if self.stop is not None:
             self.stop.set()
-
-    async def _pause(self, seconds: float) -> bool:
-        assert self.stop is not None
-        try:
-            await asyncio.wait_for(self.stop.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
 
     async def run(self) -> int:
         self.stop = asyncio.Event()
@@ -168,7 +161,7 @@ class Manager:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings["load_timeout"]
         while not zone.loaded() and loop.time() < deadline:
-            if await self._pause(0.05):
+            if await pause(self.stop, 0.05):
                 return False
         waiting_since = loop.time()
         told = False
@@ -177,7 +170,7 @@ class Manager:
                 log.notice("cache manager: waiting for the previous writer (pid %d) to exit",
                            zone.meta.get(0, "writer_pid"))
                 told = True
-            if await self._pause(0.05):
+            if await pause(self.stop, 0.05):
                 return False
         zone.meta.set(0, "writer_pid", os.getpid())
         repaired = zone.repair()

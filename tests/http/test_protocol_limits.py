@@ -157,8 +157,12 @@ def test_the_server_stops_reading_from_a_client_that_does_not_read(server):
     with s:
         sender = threading.Thread(target=s.sendall, args=(request * n,), daemon=True)
         sender.start()
-        time.sleep(1.5)
-        unread = server_rx_queue(server.port, s.getsockname()[1])
+        # a server that kept reading would keep its receive queue short; one that
+        # stopped lets it fill (how fast depends on the machine's load: poll)
+        deadline, unread = time.monotonic() + 10, 0
+        while unread <= 500_000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            unread = server_rx_queue(server.port, s.getsockname()[1])
         assert unread > 500_000, f"the server kept reading ({unread} bytes unread)"
         seen, tail = 0, b""
         while seen < n:
