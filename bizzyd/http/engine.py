@@ -196,6 +196,8 @@ class HttpEngine:
         self.date = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
         for conn in [c for c in self.connections if c.deadline and c.deadline <= now]:
             conn.expire()
+        for conn in [c for c in self.connections if c.sender is not None and c.at_boundary]:
+            conn.check_peer()
         self.flush_stats()
         self._tick_handle = self.loop.call_later(RETIRING_TICK if self.retiring else TICK,
                                                  self._tick)

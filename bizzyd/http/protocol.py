@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -236,12 +237,40 @@ class HttpProtocol(asyncio.Protocol):
             self.sender.cancel()  # a stream waiting for its next chunk: nobody listens
 
     def eof_received(self) -> bool:
-        """The peer will send no more: answer what it asked, then close."""
+        """The peer will send no more: answer what it asked, then close.  A stream
+        (Server-Sent Events) is not answered to the end: a client that closed its side
+        during one has gone away (nginx's 499), so it ends at its next chunk boundary."""
         self.discarding = self.peer_eof = True
+        if self.sender is not None and not isinstance(self.pending[0].body, FileBody):
+            self.engine.log.info("*%d client closed the connection during a stream", self.id)
+            self.closing = True
+            if self.at_boundary:
+                self.transport.close()
+                self.sender.cancel()
+            return True
         if self.pending and not self.closing:
             self.closing = True
             return True  # keep the transport open for the pending responses
         return False
+
+    def check_peer(self) -> None:
+        """Called by the engine tick for a stream waiting for its next chunk: reading
+        is paused while a response is owed, so look for the client's FIN with a peek
+        (as nginx's test_reading does) and end the stream if it came."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        sock = socket.socket(fileno=transport.get_extra_info("socket").fileno())
+        try:
+            gone = not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            gone = False  # nothing to read: the client is still there
+        except OSError:
+            gone = True  # reset
+        finally:
+            sock.detach()
+        if gone and not self.peer_eof:
+            self.eof_received()
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()
@@ -726,6 +755,8 @@ class HttpProtocol(asyncio.Protocol):
         transport, framed = self.transport, slot.framed
         try:
             while not self.retiring:
+                if self.peer_eof:
+                    return False  # the client has gone (eof_received)
                 self.at_boundary = True
                 try:
                     chunk = await anext(stream)

@@ -281,6 +281,20 @@ def test_the_log_phase_runs_when_the_stream_is_done(server):
              what="the log phase of the stream")
 
 
+def test_a_client_that_closes_its_side_ends_an_event_stream(server):
+    with Conn(server) as c:
+        c.get("/events/closed")
+        assert c.head()[0] == 200
+        assert c.line() == b"9"  # the first event's chunk: "data: 0\n\n"
+        c.sock.shutdown(socket.SHUT_WR)  # as a browser closing an EventSource does
+        started = time.monotonic()
+        c.until_closed()
+        assert time.monotonic() - started < 3.0, "the stream outlived its client"
+    wait_for(lambda: "/events/closed" in state(server)["logged"], timeout=5,
+             what="the log phase of the ended stream")
+    server.wait_log("client closed the connection during a stream", timeout=5)
+
+
 def test_send_timeout_aborts_a_client_that_stops_reading(server):
     with Conn(server, rcvbuf=16384) as c:
         c.get("/stream/endless?n=100000&size=65536")
