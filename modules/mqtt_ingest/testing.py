@@ -8,75 +8,27 @@ tables the tests compare.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from bizzyd.bus import OCCUPANCY_UPDATE, Bus
+from modules.database.testing import (  # noqa: F401  (re-exported for the ingest tests)
+    DEFAULT_PG,
+    create_database,
+    drop_database,
+    server_dsn,
+    temporary_database,
+    temporary_database_sync,
+    with_database,
+)
 
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:55432/bizzyd"
 # the brokers `scripts/services` started (its `env` exports these)
 DEFAULT_MQTT_PORT = int(os.environ.get("BIZZYD_MQTT_PORT", "51883"))
 RABBIT_MQTT_PORT = int(os.environ.get("BIZZYD_RABBIT_MQTT_PORT", "51884"))
-
-
-def server_dsn() -> str:
-    return os.environ.get("BIZZYD_PG_DSN", DEFAULT_PG)
-
-
-def with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
-
-
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def create_database(server: str | None = None) -> str:
-    """A new database with every migration applied; returns its DSN."""
-    from modules.database.migrate import up
-
-    server = server or server_dsn()
-    name = f"bizzyd_t_{secrets.token_hex(6)}"
-    await _admin(server, f'CREATE DATABASE "{name}"')
-    dsn = with_database(server, name)
-    await up(dsn, report=lambda line: None)
-    return dsn
-
-
-async def drop_database(dsn: str, server: str | None = None) -> None:
-    name = urlsplit(dsn).path.lstrip("/")
-    await _admin(server or server_dsn(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.asynccontextmanager
-async def temporary_database(server: str | None = None) -> AsyncIterator[str]:
-    """A new migrated database, dropped afterwards."""
-    dsn = await create_database(server)
-    try:
-        yield dsn
-    finally:
-        await drop_database(dsn, server)
-
-
-@contextlib.contextmanager
-def temporary_database_sync(server: str | None = None) -> Iterator[str]:
-    dsn = asyncio.run(create_database(server))
-    try:
-        yield dsn
-    finally:
-        asyncio.run(drop_database(dsn, server))
 
 
 def ingest_config(http_port: int, dsn: str, mqtt: dict[str, Any], **extra: Any) -> dict:

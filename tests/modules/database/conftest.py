@@ -7,57 +7,33 @@ running, the tests fail (they are never skipped: `make test` starts the server).
 """
 
 import asyncio
-import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from modules.database.migrate import up
-
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:55432/bizzyd"
-
-
-def _server_dsn() -> str:
-    return os.environ.get("BIZZYD_PG_DSN", DEFAULT_DSN)
-
-
-def _with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
-
-
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from modules.database.testing import admin, check_server, new_name, server_dsn, with_database
 
 
 @pytest.fixture(scope="session")
 def pg_server_dsn() -> str:
     """DSN of the Postgres server (its maintenance database); fail if none is running."""
-    dsn = _server_dsn()
-    try:
-        asyncio.run(_admin(dsn, "SELECT 1"))
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"no usable Postgres at {dsn} (make test starts it; by hand: "
-                    f"make services): {exc}")
+    dsn = server_dsn()
+    problem = check_server(dsn)
+    if problem:
+        pytest.fail(problem)
     return dsn
 
 
 @contextmanager
-def _temporary_database(server_dsn: str) -> Iterator[str]:
-    name = f"bizzyd_t_{secrets.token_hex(6)}"
-    asyncio.run(_admin(server_dsn, f'CREATE DATABASE "{name}"'))
+def _temporary_database(server: str) -> Iterator[str]:
+    name = new_name()
+    asyncio.run(admin(server, f'CREATE DATABASE "{name}"'))
     try:
-        yield _with_database(server_dsn, name)
+        yield with_database(server, name)
     finally:
-        asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -1,29 +1,17 @@
 """Fixtures for the demo data tests: fresh throw-away databases on the test Postgres.
 
 The server comes from ``BIZZYD_PG_DSN`` (``scripts/services start postgres`` serves the
-default below).  Databases are named ``bizzyd_t_<random>`` and dropped afterwards.  When
-the variable is unset and no server runs, the tests are skipped; when it is set, an
-unreachable server is a failure.
+default, see modules/database/testing.py).  Databases are named ``bizzyd_t_<random>``
+and dropped afterwards.  No usable server is a failure, never a skip.
 """
 
 import asyncio
-import os
-import secrets
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:55432/bizzyd"
-
-
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from modules.database.testing import admin, check_server, new_name, server_dsn, with_database
 
 
 async def _owner(dsn: str, database: str) -> str | None:
@@ -38,14 +26,11 @@ async def _owner(dsn: str, database: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def pg_server_dsn() -> str:
-    """DSN of the Postgres server (its maintenance database); skip if none is running."""
-    dsn = os.environ.get("BIZZYD_PG_DSN", DEFAULT_DSN)
-    try:
-        asyncio.run(_admin(dsn, "SELECT 1"))
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        if "BIZZYD_PG_DSN" in os.environ:
-            pytest.fail(f"Postgres at BIZZYD_PG_DSN is not usable: {exc}")
-        pytest.skip(f"no Postgres at {dsn} (run scripts/services start postgres): {exc}")
+    """DSN of the Postgres server (its maintenance database); fail if none is running."""
+    dsn = server_dsn()
+    problem = check_server(dsn)
+    if problem:
+        pytest.fail(problem)
     return dsn
 
 
@@ -57,10 +42,10 @@ class Databases:
         self.names: list[str] = []
 
     def new(self) -> str:
-        name = f"bizzyd_t_{secrets.token_hex(6)}"
-        asyncio.run(_admin(self.server_dsn, f'CREATE DATABASE "{name}"'))
+        name = new_name()
+        asyncio.run(admin(self.server_dsn, f'CREATE DATABASE "{name}"'))
         self.names.append(name)
-        return urlunsplit(urlsplit(self.server_dsn)._replace(path="/" + name))
+        return with_database(self.server_dsn, name)
 
     def drop_all_of(self, role: str) -> None:
         """Drop the databases `role` owns (before the role itself can be dropped)."""
@@ -68,13 +53,13 @@ class Databases:
             owner = asyncio.run(_owner(self.server_dsn, name))
             if owner == role:
                 asyncio.run(
-                    _admin(self.server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    admin(self.server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 )
                 self.names.remove(name)
 
     def drop_all(self) -> None:
         for name in self.names:
-            asyncio.run(_admin(self.server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(admin(self.server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
