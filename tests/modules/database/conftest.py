@@ -13,17 +13,7 @@ from contextlib import contextmanager
 import pytest
 
 from modules.database.migrate import up
-from modules.database.testing import admin, check_server, new_name, server_dsn, with_database
-
-
-@pytest.fixture(scope="session")
-def pg_server_dsn() -> str:
-    """DSN of the Postgres server (its maintenance database); fail if none is running."""
-    dsn = server_dsn()
-    problem = check_server(dsn)
-    if problem:
-        pytest.fail(problem)
-    return dsn
+from modules.database.testing import admin, new_name, with_database
 
 
 @contextmanager

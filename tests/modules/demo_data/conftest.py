@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import asyncpg
 import pytest
 
-from modules.database.testing import admin, check_server, new_name, server_dsn, with_database
+from modules.database.testing import admin, new_name, with_database
 
 
 async def _owner(dsn: str, database: str) -> str | None:
@@ -22,16 +22,6 @@ async def _owner(dsn: str, database: str) -> str | None:
         )
     finally:
         await conn.close()
-
-
-@pytest.fixture(scope="session")
-def pg_server_dsn() -> str:
-    """DSN of the Postgres server (its maintenance database); fail if none is running."""
-    dsn = server_dsn()
-    problem = check_server(dsn)
-    if problem:
-        pytest.fail(problem)
-    return dsn
 
 
 class Databases:
