@@ -39,9 +39,8 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float
         time.sleep(step)
 
 
-def children_of(pid: int) -> list[tuple[int, str]]:
-    """(pid, title) of the live children of a process."""
-    out = []
+def processes() -> Iterator[tuple[int, str, str]]:
+    """(pid, /proc/pid/stat, command line with spaces) of every process still there."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -50,9 +49,16 @@ def children_of(pid: int) -> list[tuple[int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
         except OSError:
             continue
+        yield int(entry.name), stat, cmdline
+
+
+def children_of(pid: int) -> list[tuple[int, str]]:
+    """(pid, title) of the live children of a process."""
+    out = []
+    for child, stat, cmdline in processes():
         fields = stat.rsplit(")", 1)[1].split()
         if int(fields[1]) == pid and fields[0] != "Z":
-            out.append((int(entry.name), cmdline))
+            out.append((child, cmdline))
     return sorted(out)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bizzyd_proc import Bizzyd, base_config, free_port  # noqa: E402
+from bizzyd_proc import Bizzyd, base_config, free_port, processes  # noqa: E402
 
 
 @pytest.fixture
@@ -81,15 +81,9 @@ def _stray_masters(basetemp: str) -> list[tuple[int, str]]:
     """Live masters whose prefix is in this run's temporary directory (a test that
     failed before its cleanup would leave one serving, holding ports and brokers)."""
     found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(b"bizzyd: master") and basetemp.encode() in cmdline:
-            found.append((int(proc.name), cmdline.split(b"\0")[0].decode(errors="replace")))
+    for pid, _, cmdline in processes():
+        if cmdline.startswith("bizzyd: master") and basetemp in cmdline:
+            found.append((pid, cmdline))
     return found
 
 

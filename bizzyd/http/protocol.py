@@ -443,7 +443,7 @@ class HttpProtocol(asyncio.Protocol):
             stats[static.status_index] += 1
             stats[HIST] += 1
             if loc.log_handlers:
-                self._log_static(loc, static, keep_alive)
+                self._log_answered(loc.log_handlers, static, keep_alive)
         elif loc.quick is not None and (method := self.parser.get_method()) in _QUICK \
                 and self.body == () \
                 and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
@@ -462,15 +462,16 @@ class HttpProtocol(asyncio.Protocol):
         stats[static.status_index] += 1
         stats[HIST] += 1
         if loc.log_handlers:
-            self._log_static(loc, static, keep_alive)
+            self._log_answered(loc.log_handlers, static, keep_alive)
 
-    def _log_static(self, loc: Location, static: StaticResponse, keep_alive: bool) -> None:
-        """The log phase of a request answered without the phases: its Request is built
-        only now, for the log handlers."""
+    def _log_answered(self, handlers: tuple, response: Response | StaticResponse,
+                      keep_alive: bool) -> None:
+        """The log phase of a request answered without the phases (pre-rendered, quick
+        or rejected): its Request is built only now, for the log handlers."""
         request = self._make_request(keep_alive)
-        request.status, request.response = static.status, static
+        request.status, request.response = response.status, response
         request.start = self.engine.loop.time()
-        self.engine.log_phase(request, loc.log_handlers)
+        self.engine.log_phase(request, handlers)
 
     # -- request checks (what llhttp lets through) -------------------------------
 
@@ -852,12 +853,8 @@ class HttpProtocol(asyncio.Protocol):
         read of it: the location's handlers if it was routed, else the server's."""
         loc = self.location
         handlers = loc.log_handlers if loc is not None else self.server.log_handlers
-        if not handlers or not self.in_request:
-            return
-        request = self._make_request(False)
-        request.status, request.response = response.status, response
-        request.start = self.engine.loop.time()
-        self.engine.log_phase(request, handlers)
+        if handlers and self.in_request:
+            self._log_answered(handlers, response, False)
 
     def _error_response(self, status: int, reason: str) -> bytes:
         return self._render_error(_error(status, reason))
