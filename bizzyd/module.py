@@ -78,12 +78,23 @@ class PhaseHandler:
     `applies(config)` (the location's merged config, or the server's for the
     post_read and server_rewrite phases) says whether the handler is compiled into
     that location's list at all; None means everywhere.
+
+    `record=True` (log phase only): the handler is given the request's log record,
+    a plain tuple in the order of `bizzyd.http.phases.LOG_FIELDS`, instead of the
+    Request.  On the pre-rendered and quick paths no Request is built for it: a
+    per-request logger or counter that needs no more than the record costs a tuple.
     """
 
     phase: str
     handler: Callable[..., Any]
     order: int = 500
     applies: Callable[[Mapping[str, Any]], bool] | None = None
+    record: bool = False
+
+    def __post_init__(self) -> None:
+        if self.record and self.phase != "log":
+            raise ValueError(f"PhaseHandler {self.handler!r}: record=True is for the log "
+                             f"phase, not {self.phase!r}")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +25,11 @@ from .phases import (
     MAX_REROUTES,
     REROUTE,
     SERVER_PHASES,
+    Record,
     Request,
     compile_handlers,
+    compile_log_handlers,
+    record_of,
     run_handlers,
 )
 from .protocol import HttpProtocol
@@ -59,7 +62,7 @@ def build_router(config: Config) -> Router:
         locations = [_location(config, (i, j), lcfg, handlers, server_handlers, content)
                      for j, lcfg in enumerate(scfg["locations"])]
         server = Server(scfg, locations, server_handlers)
-        server.log_handlers = compile_handlers(handlers, ("log",), scfg)
+        set_log_handlers(server, handlers, scfg)
         servers.append(server)
         for spec in scfg["listen"]:
             by_key.setdefault(spec.key, []).append(server)
@@ -81,7 +84,7 @@ def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
     loc = Location(match, lcfg, kind, pattern, regex)
     loc.handlers = server_handlers + compile_handlers(handlers, LOCATION_PHASES, lcfg)
     loc.location_start = len(server_handlers)
-    loc.log_handlers = compile_handlers(handlers, ("log",), lcfg)
+    set_log_handlers(loc, handlers, lcfg)
     loc.header_filters = compile_filters(config, "header_filters", lcfg)
     loc.body_filters = compile_filters(config, "body_filters", lcfg)
     if lcfg["return"] is not None:
@@ -94,6 +97,14 @@ def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
         loc.content = content[lcfg["content"]]
     loc.seal()
     return loc
+
+
+def set_log_handlers(scope: Location | Server, handlers: Sequence[Any],
+                     config: Mapping[str, Any]) -> None:
+    """A location's or a server's log phase: its handlers, and what they are given."""
+    scope.log_handlers = compile_log_handlers(handlers, config)
+    scope.log_records = any(takes_record for takes_record, _ in scope.log_handlers)
+    scope.log_requests = any(not takes_record for takes_record, _ in scope.log_handlers)
 
 
 def compile_filters(config: Config, kind: str, lcfg: dict[str, Any]) -> tuple:
@@ -327,16 +338,19 @@ class HttpEngine:
         stats[response.status // 100 - 1] += 1
         stats[HIST if seconds <= FIRST_BUCKET else bucket_of(seconds)] += 1
         stats[DURATION_US] += int(seconds * 1_000_000)
-        log_handlers = loc.log_handlers if loc is not None else request.server.log_handlers
-        if log_handlers:
+        scope = loc if loc is not None else request.server
+        if scope.log_handlers:
             request.response = response
-            self.log_phase(request, log_handlers)
+            record = record_of(request, response, seconds) if scope.log_records else None
+            self.log_phase(scope.log_handlers, request, record, request.conn_id)
 
-    def log_phase(self, request: Request, handlers: tuple) -> None:
-        """Run the log phase handlers; `request.status` and `request.response` are set."""
-        for _, handler in handlers:
+    def log_phase(self, handlers: tuple, request: Request | None, record: Record | None,
+                  conn_id: int) -> None:
+        """Run the log phase handlers: the Request (its `status` and `response` set)
+        to those that take it, the record to those that take a record."""
+        for takes_record, handler in handlers:
             try:
-                handler(request)
+                handler(record if takes_record else request)
             except Exception:
-                self.log.exception("*%d log phase handler %r failed", request.conn_id, handler)
+                self.log.exception("*%d log phase handler %r failed", conn_id, handler)
 

@@ -20,12 +20,15 @@ for the matched location.  A handler is called as `handler(request)` and returns
 A location's handler list is compiled once per config: a `PhaseHandler` whose
 `applies(location_config)` is false for a location is not in its list, so a plain
 `return` location runs no handler at all.  `log` handlers run after the response
-is written; their return value is ignored.
+is written; their return value is ignored.  A log handler declared with
+`record=True` is given a log record (LOG_FIELDS, below) instead of the Request.
 """
 
 from __future__ import annotations
 
 import inspect
+import time
+from collections import namedtuple
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -91,6 +94,35 @@ class Request:
         return None
 
 
+# A log record: what the log phase knows of an answered request, as a plain tuple
+# (cheaper to build than any object: the core builds one per logged request on paths
+# that build no Request).  `LogRecord(*record)` names the fields.
+LOG_FIELDS = ("client", "method", "raw_url", "path", "version", "headers", "status",
+              "body_bytes", "conn_id", "server", "location", "duration", "time", "process")
+LogRecord = namedtuple("LogRecord", LOG_FIELDS)
+Record = tuple
+
+
+def record_of(request: Request, response: Any, duration: float) -> Record:
+    """The log record of a request answered through the phases."""
+    return (request.client, request.method, request.raw_url, request.path, request.version,
+            request.headers, response.status, body_bytes(response, request.method == "HEAD"),
+            request.conn_id, request.server, request.location, duration, time.time(),
+            request.process)
+
+
+def body_bytes(response: Any, head: bool) -> int:
+    """Best effort: a bytes body's length, a file range's count; 0 for HEAD and streams."""
+    if head:
+        return 0
+    if isinstance(response, Response):
+        if response.file is not None:
+            return response.file.count
+        if response.stream is not None:
+            return 0
+    return len(response.body)  # a StaticResponse too
+
+
 def compile_handlers(handlers: Sequence[Any], phases: Sequence[str],
                      location_config: Any) -> tuple[tuple[int, Handler], ...]:
     """The (phase index, handler) list for some phases, in phase then `order` order."""
@@ -102,6 +134,15 @@ def compile_handlers(handlers: Sequence[Any], phases: Sequence[str],
             continue
         out.append((PHASE_INDEX[ph.phase], ph.handler))
     return tuple(out)
+
+
+def compile_log_handlers(handlers: Sequence[Any],
+                         config: Any) -> tuple[tuple[bool, Handler], ...]:
+    """The log phase's (takes a record, handler) pairs for a location's or a server's
+    config, in `order` order."""
+    ordered = sorted((h for h in handlers if h.phase == "log"), key=lambda h: h.order)
+    return tuple((h.record, h.handler) for h in ordered
+                 if h.applies is None or h.applies(config))
 
 
 def run_handlers(request: Request, handlers: Sequence[tuple[int, Handler]],

@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,7 @@ import httptools
 
 from ..stats import HIST
 from .flow import FlowControl
-from .phases import Request
+from .phases import Request, body_bytes
 from .response import (
     CLOSE,
     KEEP_ALIVE,
@@ -88,6 +89,7 @@ FILE_PIECE = 256 * 1024
 # on average over a request body; a longer chunk-size line is rejected.
 MAX_CHUNK_FRAMING = 1024
 _OWS = (0x20, 0x09)
+_time = time.time
 _QUICK = (b"GET", b"HEAD")  # methods a location's quick content hook may answer
 _RESPONSES = (Response, StaticResponse)
 _NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
@@ -443,7 +445,7 @@ class HttpProtocol(asyncio.Protocol):
             stats[static.status_index] += 1
             stats[HIST] += 1
             if loc.log_handlers:
-                self._log_answered(loc.log_handlers, static, keep_alive)
+                self._log_answered(loc, static, keep_alive)
         elif loc.quick is not None and (method := self.parser.get_method()) in _QUICK \
                 and self.body == () \
                 and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
@@ -462,16 +464,26 @@ class HttpProtocol(asyncio.Protocol):
         stats[static.status_index] += 1
         stats[HIST] += 1
         if loc.log_handlers:
-            self._log_answered(loc.log_handlers, static, keep_alive)
+            self._log_answered(loc, static, keep_alive)
 
-    def _log_answered(self, handlers: tuple, response: Response | StaticResponse,
+    def _log_answered(self, scope: Location | Server, response: Response | StaticResponse,
                       keep_alive: bool) -> None:
         """The log phase of a request answered without the phases (pre-rendered, quick
-        or rejected): its Request is built only now, for the log handlers."""
-        request = self._make_request(keep_alive)
-        request.status, request.response = response.status, response
-        request.start = self.engine.loop.time()
-        self.engine.log_phase(request, handlers)
+        or rejected): what its log handlers take is built only now, a record (a tuple)
+        or a Request."""
+        record = request = None
+        if scope.log_records:
+            raw = self.parser.get_method()
+            sent = 0 if raw == b"HEAD" else len(response.body) \
+                if response.__class__ is StaticResponse else body_bytes(response, False)
+            record = (self.client, _METHODS.get(raw) or raw.decode("ascii"), self.url,
+                      self.path, self.version, self.headers, response.status, sent, self.id,
+                      self.server, self.location, 0.0, _time(), self.engine.ctx)
+        if scope.log_requests:
+            request = self._make_request(keep_alive)
+            request.status, request.response = response.status, response
+            request.start = self.engine.loop.time()
+        self.engine.log_phase(scope.log_handlers, request, record, self.id)
 
     # -- request checks (what llhttp lets through) -------------------------------
 
@@ -851,10 +863,9 @@ class HttpProtocol(asyncio.Protocol):
     def _log_reject(self, response: Response) -> None:
         """The log phase of a rejected request (nginx logs its 400s too), with what was
         read of it: the location's handlers if it was routed, else the server's."""
-        loc = self.location
-        handlers = loc.log_handlers if loc is not None else self.server.log_handlers
-        if handlers and self.in_request:
-            self._log_answered(handlers, response, False)
+        scope = self.location or self.server
+        if scope.log_handlers and self.in_request:
+            self._log_answered(scope, response, False)
 
     def _error_response(self, status: int, reason: str) -> bytes:
         return self._render_error(_error(status, reason))

@@ -38,7 +38,9 @@ class Location:
     regex: re.Pattern[str] | None = None
     static: StaticResponse | None = None
     handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
-    log_handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
+    log_handlers: tuple[tuple[bool, Callable[..., Any]], ...] = ()  # (takes a record, h)
+    log_records: bool = False  # some log handler takes a record
+    log_requests: bool = False  # some log handler takes the Request
     location_start: int = 0  # index of the first location-phase handler
     header_filters: tuple[Callable[..., Any], ...] = ()
     body_filters: tuple[Callable[..., Any], ...] = ()
@@ -89,7 +91,8 @@ class Server:
         self.config = config
         self.handlers = handlers
         # the log phase of requests that have no location (404, rejected requests)
-        self.log_handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
+        self.log_handlers: tuple[tuple[bool, Callable[..., Any]], ...] = ()
+        self.log_records = self.log_requests = False
         self.state: dict[str, Any] = {}  # like Location.state, for those requests
         self.names = [n.lower() for n in config["server_name"]]
         self.locations = list(locations)

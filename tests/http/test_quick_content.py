@@ -1,9 +1,11 @@
 """A content handler's `quick` hook: answered straight from the protocol for GET and
 HEAD on a location with no handler or filter; everything else takes the full path.
-The log phase runs for requests answered quickly or from a pre-rendered `return`."""
+The log phase runs for requests answered quickly or from a pre-rendered `return`,
+for handlers that take the Request and for those that take a log record."""
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from bizzyd_proc import base_config, free_port, running
 QUICK_MODULE = '''
 """Test module: `item` answers quickly for even ids, through the handler for odd."""
 import json
+import time
+from bizzyd.http.phases import LogRecord
 from bizzyd.http.response import Response, StaticResponse
 from bizzyd.module import Module, PhaseHandler
 
@@ -37,12 +41,22 @@ def log(request):
     logged.append([request.method, request.path, request.status,
                    len(request.response.body)])
 
+def record(record):
+    r = LogRecord(*record)
+    r.process.state.setdefault("records", []).append(
+        [r.method, r.path, r.raw_url.decode(), r.status, r.body_bytes,
+         r.location.match if r.location else None, r.server.config["server_name"][0],
+         r.client, r.version, 0 <= r.duration < 5, abs(r.time - time.time()) < 60,
+         dict((k.decode(), v.decode()) for k, v in r.headers).get("X-Tag")])
+
 def logged(request):
-    return Response(200, json.dumps(request.process.state.get("logged", [])),
+    key = "records" if request.query == "records" else "logged"
+    return Response(200, json.dumps(request.process.state.get(key, [])),
                     content_type="application/json")
 
 module = Module(name="quicktest", content_handlers={"item": item, "logged": logged},
-                phase_handlers=[PhaseHandler("log", log)])
+                phase_handlers=[PhaseHandler("log", log),
+                                PhaseHandler("log", record, record=True)])
 '''
 
 
@@ -116,3 +130,42 @@ def test_the_access_log_logs_a_quick_answer(client, prefix):
     line = log.read_text().splitlines()[-1]
     assert line.endswith(f'"GET /logged/10?x=1 HTTP/1.1" 200 {len(answer.content)} "-" '
                          '"quick-agent"')
+
+
+def test_a_record_log_handler_gets_every_kind_of_answer(client):
+    """`record=True`: the handler gets a log record (LOG_FIELDS) for pre-rendered,
+    quick, phase-served, HEAD, location-less and rejected requests alike."""
+    tag = {"X-Tag": "rec"}
+    client.get("/health?a=1", headers=tag)
+    quick = client.get("/q/12", headers=tag)
+    client.head("/q/14", headers=tag)
+    client.post("/q/5", content=b"xy", headers=tag)
+    assert client.get("/nowhere", headers=tag).status_code == 404
+    records = [r for r in client.get("/logged?records").json() if r[-1] == "rec"]
+    by_path = {r[1]: r for r in records}
+    assert by_path["/health"] == ["GET", "/health", "/health?a=1", 200, 2, "= /health",
+                                  "_", "127.0.0.1", "1.1", True, True, "rec"]
+    assert by_path["/q/12"][3:5] == [200, len(quick.content)]
+    assert by_path["/q/14"][0] == "HEAD" and by_path["/q/14"][4] == 0
+    assert by_path["/q/5"][:5] == ["POST", "/q/5", "/q/5", 200, len("slow POST 5")]
+    assert by_path["/q/5"][5] == "~ ^/q/(?<id>[0-9]+)$"
+    assert by_path["/nowhere"][3] == 404 and by_path["/nowhere"][5] is None
+    assert len(records) == 5
+
+
+def test_a_record_log_handler_gets_a_rejected_request(client):
+    with socket.create_connection(("127.0.0.1", client.base_url.port), timeout=5) as s:
+        s.sendall(b"GET /q/2 HTTP/1.1\r\nHost: x\r\nX-Tag: rejected\r\n"
+                  b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 400")
+    records = client.get("/logged?records").json()
+    rejected = [r for r in records if r[-1] == "rejected"]
+    # rejected before routing: no path and no location yet, the raw target is kept
+    assert len(rejected) == 1 and rejected[0][:4] == ["GET", "", "/q/2", 400]
+    assert rejected[0][4] > 0 and rejected[0][5] is None  # its error page; no location
+
+
+def test_record_is_for_the_log_phase_only():
+    from bizzyd.module import PhaseHandler
+    with pytest.raises(ValueError, match="record=True is for the log phase"):
+        PhaseHandler("access", print, record=True)
