@@ -79,21 +79,24 @@ class PhaseHandler:
     post_read and server_rewrite phases) says whether the handler is compiled into
     that location's list at all; None means everywhere.
 
-    `record=True` (log phase only): the handler is given the request's log record,
-    a plain tuple in the order of `bizzyd.http.phases.LOG_FIELDS`, instead of the
-    Request.  On the pre-rendered and quick paths no Request is built for it: a
-    per-request logger or counter that needs no more than the record costs a tuple.
+    `records=True` (log phase only): instead of `handler(request)` per request, the
+    handler is called as `handler(records)` once per event-loop iteration, with the
+    log records of the requests answered in it (a list of plain tuples in the order
+    of `bizzyd.http.phases.LOG_FIELDS`; `LogRecord(*record)` names them), and once
+    more before `exit_worker`.  On the pre-rendered and quick paths no Request is
+    built for it: a per-request logger or counter costs a tuple per request, and
+    does its work in a batch, with warm caches.
     """
 
     phase: str
     handler: Callable[..., Any]
     order: int = 500
     applies: Callable[[Mapping[str, Any]], bool] | None = None
-    record: bool = False
+    records: bool = False
 
     def __post_init__(self) -> None:
-        if self.record and self.phase != "log":
-            raise ValueError(f"PhaseHandler {self.handler!r}: record=True is for the log "
+        if self.records and self.phase != "log":
+            raise ValueError(f"PhaseHandler {self.handler!r}: records=True is for the log "
                              f"phase, not {self.phase!r}")
 
 

@@ -68,6 +68,7 @@ class Worker:
             engine.abort_all()
             if engine.tasks:  # aborted responses finish (and are logged) before exit hooks
                 await asyncio.wait(list(engine.tasks), timeout=FAST_SETTLE)
+        engine.drain_log()
         await self._hooks("exit_worker")
         log.info("worker process exiting (%s stop)", how)
         return 0

@@ -101,10 +101,9 @@ def _location(config: Config, index: tuple[int, int], lcfg: dict[str, Any],
 
 def set_log_handlers(scope: Location | Server, handlers: Sequence[Any],
                      config: Mapping[str, Any]) -> None:
-    """A location's or a server's log phase: its handlers, and what they are given."""
-    scope.log_handlers = compile_log_handlers(handlers, config)
-    scope.log_records = any(takes_record for takes_record, _ in scope.log_handlers)
-    scope.log_requests = any(not takes_record for takes_record, _ in scope.log_handlers)
+    """A location's or a server's log phase: its handlers, by what they are given."""
+    scope.log_requests, scope.log_records = compile_log_handlers(handlers, config)
+    scope.log_handlers = bool(scope.log_requests or scope.log_records)
 
 
 def compile_filters(config: Config, kind: str, lcfg: dict[str, Any]) -> tuple:
@@ -144,6 +143,7 @@ class HttpEngine:
         self.counters = {"accepted": 0, "requests": 0}
         self.retiring = False
         self.now = self.loop.time()
+        self.log_queue: dict[tuple, list[Record]] = {}
         self.date = b""
         self._headers = {True: server_header(True), False: server_header(False)}
         self._servers: list[asyncio.AbstractServer] = []
@@ -339,18 +339,40 @@ class HttpEngine:
         stats[HIST if seconds <= FIRST_BUCKET else bucket_of(seconds)] += 1
         stats[DURATION_US] += int(seconds * 1_000_000)
         scope = loc if loc is not None else request.server
-        if scope.log_handlers:
+        if scope.log_records:
+            self.queue_record(scope.log_records, record_of(request, response, seconds))
+        if scope.log_requests:
             request.response = response
-            record = record_of(request, response, seconds) if scope.log_records else None
-            self.log_phase(scope.log_handlers, request, record, request.conn_id)
+            self.log_phase(scope.log_requests, request)
 
-    def log_phase(self, handlers: tuple, request: Request | None, record: Record | None,
-                  conn_id: int) -> None:
-        """Run the log phase handlers: the Request (its `status` and `response` set)
-        to those that take it, the record to those that take a record."""
-        for takes_record, handler in handlers:
+    def log_phase(self, handlers: tuple, request: Request) -> None:
+        """Run the log handlers that take the Request (`status`, `response` set)."""
+        for handler in handlers:
             try:
-                handler(record if takes_record else request)
+                handler(request)
             except Exception:
-                self.log.exception("*%d log phase handler %r failed", conn_id, handler)
+                self.log.exception("*%d log phase handler %r failed", request.conn_id,
+                                   handler)
+
+    def queue_record(self, handlers: tuple, record: Record) -> None:
+        """A record for the log handlers that take records: they are given this loop
+        iteration's records in one call, once the iteration's I/O is done."""
+        queue = self.log_queue
+        if not queue:
+            self.loop.call_soon(self.drain_log)
+        records = queue.get(handlers)
+        if records is None:
+            records = queue[handlers] = []
+        records.append(record)
+
+    def drain_log(self) -> None:
+        """Hand the queued records to their handlers (also called before exit_worker)."""
+        queue, self.log_queue = self.log_queue, {}
+        for handlers, records in queue.items():
+            for handler in handlers:
+                try:
+                    handler(records)
+                except Exception:
+                    self.log.exception("log phase handler %r failed on %d record(s)",
+                                       handler, len(records))
 

@@ -21,7 +21,7 @@ A location's handler list is compiled once per config: a `PhaseHandler` whose
 `applies(location_config)` is false for a location is not in its list, so a plain
 `return` location runs no handler at all.  `log` handlers run after the response
 is written; their return value is ignored.  A log handler declared with
-`record=True` is given a log record (LOG_FIELDS, below) instead of the Request.
+`records=True` is given log records (LOG_FIELDS, below) in batches instead.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ class Request:
 
 
 # A log record: what the log phase knows of an answered request, as a plain tuple
-# (cheaper to build than any object: the core builds one per logged request on paths
-# that build no Request).  `LogRecord(*record)` names the fields.
+# (cheaper to build than any object: the core builds one per logged request, also on
+# paths that build no Request).  `LogRecord(*record)` names the fields.
 LOG_FIELDS = ("client", "method", "raw_url", "path", "version", "headers", "status",
               "body_bytes", "conn_id", "server", "location", "duration", "time", "process")
 LogRecord = namedtuple("LogRecord", LOG_FIELDS)
@@ -137,12 +137,13 @@ def compile_handlers(handlers: Sequence[Any], phases: Sequence[str],
 
 
 def compile_log_handlers(handlers: Sequence[Any],
-                         config: Any) -> tuple[tuple[bool, Handler], ...]:
-    """The log phase's (takes a record, handler) pairs for a location's or a server's
-    config, in `order` order."""
-    ordered = sorted((h for h in handlers if h.phase == "log"), key=lambda h: h.order)
-    return tuple((h.record, h.handler) for h in ordered
-                 if h.applies is None or h.applies(config))
+                         config: Any) -> tuple[tuple[Handler, ...], tuple[Handler, ...]]:
+    """A location's or a server's log phase, in `order` order: the handlers that take
+    the Request, and those that take batches of records."""
+    ordered = [h for h in sorted(handlers, key=lambda h: h.order)
+               if h.phase == "log" and (h.applies is None or h.applies(config))]
+    return (tuple(h.handler for h in ordered if not h.records),
+            tuple(h.handler for h in ordered if h.records))
 
 
 def run_handlers(request: Request, handlers: Sequence[tuple[int, Handler]],

@@ -471,7 +471,6 @@ class HttpProtocol(asyncio.Protocol):
         """The log phase of a request answered without the phases (pre-rendered, quick
         or rejected): what its log handlers take is built only now, a record (a tuple)
         or a Request."""
-        record = request = None
         if scope.log_records:
             raw = self.parser.get_method()
             sent = 0 if raw == b"HEAD" else len(response.body) \
@@ -479,11 +478,12 @@ class HttpProtocol(asyncio.Protocol):
             record = (self.client, _METHODS.get(raw) or raw.decode("ascii"), self.url,
                       self.path, self.version, self.headers, response.status, sent, self.id,
                       self.server, self.location, 0.0, _time(), self.engine.ctx)
+            self.engine.queue_record(scope.log_records, record)
         if scope.log_requests:
             request = self._make_request(keep_alive)
             request.status, request.response = response.status, response
             request.start = self.engine.loop.time()
-        self.engine.log_phase(scope.log_handlers, request, record, self.id)
+            self.engine.log_phase(scope.log_requests, request)
 
     # -- request checks (what llhttp lets through) -------------------------------
 

@@ -38,9 +38,9 @@ class Location:
     regex: re.Pattern[str] | None = None
     static: StaticResponse | None = None
     handlers: tuple[tuple[int, Callable[..., Any]], ...] = ()
-    log_handlers: tuple[tuple[bool, Callable[..., Any]], ...] = ()  # (takes a record, h)
-    log_records: bool = False  # some log handler takes a record
-    log_requests: bool = False  # some log handler takes the Request
+    log_handlers: bool = False  # the log phase has a handler here: one of
+    log_requests: tuple[Callable[..., Any], ...] = ()  # those taking the Request,
+    log_records: tuple[Callable[..., Any], ...] = ()  # those taking batches of records
     location_start: int = 0  # index of the first location-phase handler
     header_filters: tuple[Callable[..., Any], ...] = ()
     body_filters: tuple[Callable[..., Any], ...] = ()
@@ -91,8 +91,9 @@ class Server:
         self.config = config
         self.handlers = handlers
         # the log phase of requests that have no location (404, rejected requests)
-        self.log_handlers: tuple[tuple[bool, Callable[..., Any]], ...] = ()
-        self.log_records = self.log_requests = False
+        self.log_handlers = False
+        self.log_requests: tuple[Callable[..., Any], ...] = ()
+        self.log_records: tuple[Callable[..., Any], ...] = ()
         self.state: dict[str, Any] = {}  # like Location.state, for those requests
         self.names = [n.lower() for n in config["server_name"]]
         self.locations = list(locations)

@@ -41,13 +41,15 @@ def log(request):
     logged.append([request.method, request.path, request.status,
                    len(request.response.body)])
 
-def record(record):
-    r = LogRecord(*record)
-    r.process.state.setdefault("records", []).append(
-        [r.method, r.path, r.raw_url.decode(), r.status, r.body_bytes,
-         r.location.match if r.location else None, r.server.config["server_name"][0],
-         r.client, r.version, 0 <= r.duration < 5, abs(r.time - time.time()) < 60,
-         dict((k.decode(), v.decode()) for k, v in r.headers).get("X-Tag")])
+def record(records):
+    state = records[0][-1].state
+    state["calls"] = call = state.get("calls", 0) + 1
+    for r in map(LogRecord._make, records):
+        state.setdefault("records", []).append(
+            [r.method, r.path, r.raw_url.decode(), r.status, r.body_bytes,
+             r.location.match if r.location else None, r.server.config["server_name"][0],
+             r.client, r.version, 0 <= r.duration < 5, abs(r.time - time.time()) < 60,
+             dict((k.decode(), v.decode()) for k, v in r.headers).get("X-Tag"), call])
 
 def logged(request):
     key = "records" if request.query == "records" else "logged"
@@ -56,7 +58,7 @@ def logged(request):
 
 module = Module(name="quicktest", content_handlers={"item": item, "logged": logged},
                 phase_handlers=[PhaseHandler("log", log),
-                                PhaseHandler("log", record, record=True)])
+                                PhaseHandler("log", record, records=True)])
 '''
 
 
@@ -133,7 +135,7 @@ def test_the_access_log_logs_a_quick_answer(client, prefix):
 
 
 def test_a_record_log_handler_gets_every_kind_of_answer(client):
-    """`record=True`: the handler gets a log record (LOG_FIELDS) for pre-rendered,
+    """`records=True`: the handler gets log records (LOG_FIELDS) for pre-rendered,
     quick, phase-served, HEAD, location-less and rejected requests alike."""
     tag = {"X-Tag": "rec"}
     client.get("/health?a=1", headers=tag)
@@ -141,7 +143,7 @@ def test_a_record_log_handler_gets_every_kind_of_answer(client):
     client.head("/q/14", headers=tag)
     client.post("/q/5", content=b"xy", headers=tag)
     assert client.get("/nowhere", headers=tag).status_code == 404
-    records = [r for r in client.get("/logged?records").json() if r[-1] == "rec"]
+    records = [r[:-1] for r in client.get("/logged?records").json() if r[-2] == "rec"]
     by_path = {r[1]: r for r in records}
     assert by_path["/health"] == ["GET", "/health", "/health?a=1", 200, 2, "= /health",
                                   "_", "127.0.0.1", "1.1", True, True, "rec"]
@@ -159,13 +161,29 @@ def test_a_record_log_handler_gets_a_rejected_request(client):
                   b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n")
         assert s.recv(4096).startswith(b"HTTP/1.1 400")
     records = client.get("/logged?records").json()
-    rejected = [r for r in records if r[-1] == "rejected"]
+    rejected = [r for r in records if r[-2] == "rejected"]
     # rejected before routing: no path and no location yet, the raw target is kept
     assert len(rejected) == 1 and rejected[0][:4] == ["GET", "", "/q/2", 400]
     assert rejected[0][4] > 0 and rejected[0][5] is None  # its error page; no location
 
 
-def test_record_is_for_the_log_phase_only():
+def test_records_of_one_read_reach_the_handler_in_one_call(client):
+    """Five pipelined requests are answered in one read: their records come in one
+    call, at the end of that loop iteration."""
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Tag: pipelined\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", client.base_url.port), timeout=5) as s:
+        s.sendall(request * 5)
+        answers = b""
+        while answers.count(b"HTTP/1.1 200") < 5 or not answers.endswith(b"ok"):
+            chunk = s.recv(65536)
+            assert chunk, "connection closed early"
+            answers += chunk
+    records = client.get("/logged?records").json()
+    calls = [r[-1] for r in records if r[-2] == "pipelined"]
+    assert len(calls) == 5 and len(set(calls)) == 1
+
+
+def test_records_is_for_the_log_phase_only():
     from bizzyd.module import PhaseHandler
-    with pytest.raises(ValueError, match="record=True is for the log phase"):
-        PhaseHandler("access", print, record=True)
+    with pytest.raises(ValueError, match="records=True is for the log phase"):
+        PhaseHandler("access", print, records=True)

@@ -17,27 +17,26 @@ Values a client controls are escaped: nginx's `\\xHH` for `"`, `\\` and bytes
 outside 0x20..0x7e (`escape: default`), or JSON string escaping (`escape: json`,
 used by `json`); a missing value is `-` (default) or empty (json).
 
-Per request: the log phase handler takes the request's log record (`record=True`:
-a plain tuple of LOG_FIELDS, which the core builds instead of a Request on the
-pre-rendered and quick paths), looks up the location's (line, file) pairs in
-`location.state` (filled on its first request) and queues (line, record) on each
-file.  A request without a location (404) uses its server's `access_log` and
-`Server.state`; a rejected request (400, 408, 413, ...) is logged with what was read
-of it.  The record carries what the variables need: the body size, the duration
-(`$request_time`, from the engine's loop clock) and the wall time of the answer
-(`$time_local`), so formatting can wait.
+Per request: the core builds the request's log record (a plain tuple of LOG_FIELDS;
+no Request on the pre-rendered and quick paths) and hands the records of each loop
+iteration to the log phase handler in one call (`records=True`).  For each record,
+the handler looks up the location's (line, file) pairs in `location.state` (filled
+on its first request) and queues (line, record) on each file.  A request without a
+location (404) uses its server's `access_log` and `Server.state`; a rejected request
+(400, 408, 413, ...) is logged with what was read of it.  The record carries what
+the variables need: the body size, the duration (`$request_time`, from the engine's
+loop clock) and the wall time of the answer (`$time_local`), so formatting can wait.
 
-Formatting: a file's records are formatted together, when BATCH (128) are queued
-(fewer for a small buffer: one per BATCH_BYTES of it), on its flush timer, on USR1
-and at exit.  A batch runs with warm caches, where formatting each line between two
-requests ran with the caches the kernel and the request left: measured on a
-`return 200` with the `combined` log, that halved the log's cost per request.  A
-record that fails to format is logged as an error and dropped; the rest of its
-batch is kept.
+Formatting happens in that call, a loop iteration's records together (about 60 per
+call under 64 busy connections): the line function runs with warm caches, where one
+line between two requests ran with the caches the kernel and the request had left.
+On `return 200` with the `combined` log that cut the log's cost per request by a
+third (bench/RESULTS.md).  A record that fails to format is logged as an error and
+dropped; the others are kept.
 
 Buffers: one per file per worker, written with one `os.write` (O_APPEND: the lines
 of different workers never interleave) when it holds `buffer` bytes, `flush` after
-its first record (a loop timer armed only while something is buffered), on USR1
+its first line (a loop timer armed only while something is buffered), on USR1
 (`reopen_logs`: flush, then reopen the path, for logrotate) and on exit_worker.
 `buffer: 0` writes every line at once.  The first `access_log` naming a file
 decides its buffer and flush.  The master (init_master) creates the files, owned
@@ -76,8 +75,6 @@ _FIELD = re.compile(r"\br\.([a-z_]+)")  # in a line's source: r.<field> → r[<i
 FIELD_INDEX = {name: i for i, name in enumerate(LOG_FIELDS)}
 CONN_ID, SERVER, LOCATION, PROCESS = (FIELD_INDEX[f] for f in
                                       ("conn_id", "server", "location", "process"))
-BATCH = 128  # records formatted together (in a run with warm caches), at most,
-BATCH_BYTES = 512  # and one per this many bytes of the file's buffer
 
 
 # -- variables -------------------------------------------------------------------
@@ -428,14 +425,11 @@ def all_specs(config: Any) -> Iterator[LogSpec]:
 # -- files ----------------------------------------------------------------------------
 
 class LogFile:
-    """One access log of one worker: records waiting to be formatted (up to BATCH),
-    formatted lines waiting to be written (up to `buffer` bytes), one os.write."""
+    """One access log of one worker: buffered lines, written with one os.write."""
 
     def __init__(self, path: str, buffer: int, flush: float, ctx: ProcessContext) -> None:
         self.path, self.buffer, self.interval = path, buffer, flush
         self.loop, self.log = ctx.loop, ctx.log
-        self.batch = max(1, min(BATCH, buffer // BATCH_BYTES))
-        self.pending: list[tuple[Callable[[Record], str], Record]] = []
         self.lines: list[str] = []
         self.size = 0
         self.timer: Any = None
@@ -451,45 +445,18 @@ class LogFile:
             self.log.error("cannot open access log %s: %s", self.path, exc.strerror)
             return -1
 
-    def add(self, line: Callable[[Record], str], record: Record) -> None:
-        """A record to log with `line`; it is formatted with the next batch."""
-        pending = self.pending
-        pending.append((line, record))
-        if len(pending) >= self.batch:
-            self._format()
-        elif self.timer is None and self.loop is not None:
-            self.timer = self.loop.call_later(self.interval, self.flush)
-
-    def _format(self) -> None:
-        pending, self.pending = self.pending, []
-        try:
-            lines = [line(record) for line, record in pending]
-        except Exception:
-            lines = self._format_each(pending)
-        self.lines += lines
-        self.size += sum(map(len, lines))
+    def write(self, text: str) -> None:
+        self.lines.append(text)
+        self.size += len(text)
         if self.size >= self.buffer:
             self.flush()
         elif self.timer is None and self.loop is not None:
             self.timer = self.loop.call_later(self.interval, self.flush)
 
-    def _format_each(self, pending: list) -> list[str]:
-        """A batch with a record that fails to format: the others are kept."""
-        lines = []
-        for line, record in pending:
-            try:
-                lines.append(line(record))
-            except Exception:
-                self.log.exception("*%s access log %s: cannot format a record",
-                                   record[CONN_ID], self.path)
-        return lines
-
     def flush(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.pending:
-            self._format()  # which calls flush again when the buffer is full
         if not self.lines:
             return
         data = "".join(self.lines).encode("utf-8", "replace")
@@ -625,17 +592,23 @@ def reopen_logs(ctx: ProcessContext) -> None:
         logs.reopen()
 
 
-def log_record(record: Record) -> None:
-    """Log phase: queue the record for each target of its location (or server)."""
-    scope = record[LOCATION] or record[SERVER]  # the server's: a request with no location
-    loggers = scope.state.get(STATE_KEY)
-    if loggers is None:
-        logs: AccessLogs | None = record[PROCESS].state.get(STATE_KEY)
-        if logs is None:  # the worker has already closed its logs (a late fast stop)
-            return
-        loggers = scope.state[STATE_KEY] = logs.loggers_for(scope.config["access_log"])
-    for line, log_file in loggers:
-        log_file.add(line, record)
+def log_records(records: list[Record]) -> None:
+    """Log phase, for a loop iteration's records: format each for each target of its
+    location (or server) and buffer the lines."""
+    for record in records:
+        scope = record[LOCATION] or record[SERVER]  # the server's: no location
+        loggers = scope.state.get(STATE_KEY)
+        if loggers is None:
+            logs: AccessLogs | None = record[PROCESS].state.get(STATE_KEY)
+            if logs is None:  # the worker has already closed its logs (a late fast stop)
+                return
+            loggers = scope.state[STATE_KEY] = logs.loggers_for(scope.config["access_log"])
+        for line, log_file in loggers:
+            try:
+                log_file.write(line(record))
+            except Exception:
+                log_file.log.exception("*%s access log %s: cannot format a record",
+                                       record[CONN_ID], log_file.path)
 
 
 def _enabled(config: Mapping[str, Any]) -> bool:
@@ -666,7 +639,7 @@ module = Module(
     init_worker=init_worker,
     exit_worker=exit_worker,
     reopen_logs=reopen_logs,
-    phase_handlers=[PhaseHandler("log", log_record, applies=_enabled, record=True)],
+    phase_handlers=[PhaseHandler("log", log_records, applies=_enabled, records=True)],
     doc="nginx's access log: formats compiled at start, buffered per worker, USR1 reopens.",
 )
 
