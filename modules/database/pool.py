@@ -22,8 +22,12 @@ import asyncpg
 
 from bizzyd.http.response import HTTPError
 
+# asyncpg raises InternalClientError ("cannot switch to state 15; another operation
+# (2) is in progress") when the server ends the session in the middle of a transaction
+# (a Postgres shutdown): a connection failure, and that connection is unusable.
 CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
-                     asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+                     asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                     asyncpg.InternalClientError)
 
 
 class DatabaseUnavailable(HTTPError):
@@ -68,7 +72,11 @@ class Database:
         try:
             pool = await self._get_pool()
             async with pool.acquire(timeout=self.settings["connect_timeout"]) as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.InternalClientError:
+                    conn.terminate()  # its protocol state is broken: not back to the pool
+                    raise
         except CONNECTION_ERRORS as exc:
             self._failed(exc)
             raise DatabaseUnavailable(self.backoff, self.last_error) from exc
