@@ -241,6 +241,7 @@ def test_one_worker_holds_10000_idle_keep_alive_connections(tmp_path):
             print(f"\nworker RSS: {before} KiB before, {after} KiB with {count} idle keep-alive "
                   f"connections (+{(after - before) / count * 1024:.0f} bytes each); "
                   f"opened in {time.monotonic() - started:.1f}s")
+            assert after - before <= 60 * 1024, "10,000 idle connections took over 60 MiB"
             for s in held[::50]:  # every connection still answers: a sample
                 s.sendall(request)
             for s in held[::50]:
