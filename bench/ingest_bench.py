@@ -291,7 +291,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=51883, help="mosquitto")
+    p.add_argument("--port", type=int, default=21883, help="mosquitto")
     p.add_argument("--no-memcached", action="store_true",
                    help="no memcached replica (occupancy.memcached empty)")
     p.add_argument("--markdown", default=None, help="append the results to this file")
@@ -348,7 +348,7 @@ def main() -> int:
             "session_expiry": "60s"}, error_log_level="notice")
         config["modules"] += ["modules.status", "modules.occupancy"]
         mc = "" if args.no_memcached else "127.0.0.1:" + os.environ.get("BIZZYD_MC_PORT",
-                                                                        "51211")
+                                                                        "21211")
         config["occupancy"] = {"memcached": mc}
         config["http"]["servers"][0]["locations"].insert(
             0, {"location": "= /metrics", "content": "metrics"})

@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from modules.database.migrate import up  # noqa: E402
 
-SERVER_DSN = os.environ.get("BIZZYD_PG_DSN", "postgresql://postgres@127.0.0.1:55432/bizzyd")
-MEMCACHED = os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:51211")
+SERVER_DSN = os.environ.get("BIZZYD_PG_DSN", "postgresql://postgres@127.0.0.1:25432/bizzyd")
+MEMCACHED = os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211")
 TARGET = 0.8
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 OK_BODY = '{"ok":true}'

@@ -15,7 +15,7 @@ from bizzyd.module import Module, ProcessContext
 from . import migrate
 from .pool import Database, DatabaseUnavailable
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:55432/bizzyd"
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:25432/bizzyd"
 
 DIRECTIVES = (
     Directive("database", Block((

@@ -1,7 +1,7 @@
 """bizzyd-sim: a sensor fleet on MQTT, with the occupancy bizzyd should end up showing.
 
-    python -m modules.mqtt_ingest.sim --dsn postgresql://postgres@127.0.0.1:55432/bizzyd \\
-        --port 51883 --duration 60 --speed 120 --rate 500 --loss 0.01 --dup 0.01 \\
+    python -m modules.mqtt_ingest.sim --dsn postgresql://postgres@127.0.0.1:25432/bizzyd \\
+        --port 21883 --duration 60 --speed 120 --rate 500 --loss 0.01 --dup 0.01 \\
         --truth truth.json
 
 Theory of operation
@@ -526,7 +526,7 @@ def parser() -> argparse.ArgumentParser:
                     "bizzyd should show (ground truth).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("fleet")
-    g.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:55432/bizzyd",
+    g.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:25432/bizzyd",
                    help="Postgres with the hives and sensors")
     g.add_argument("--sensors", type=int, default=0, help="use the first N sensors (0: all)")
     g.add_argument("--fleet-prefix", default=None,

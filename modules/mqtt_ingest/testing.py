@@ -27,8 +27,8 @@ from modules.database.testing import (  # noqa: F401  (re-exported for the inges
 )
 
 # the brokers `scripts/services` started (its `env` exports these)
-DEFAULT_MQTT_PORT = int(os.environ.get("BIZZYD_MQTT_PORT", "51883"))
-RABBIT_MQTT_PORT = int(os.environ.get("BIZZYD_RABBIT_MQTT_PORT", "51884"))
+DEFAULT_MQTT_PORT = int(os.environ.get("BIZZYD_MQTT_PORT", "21883"))
+RABBIT_MQTT_PORT = int(os.environ.get("BIZZYD_RABBIT_MQTT_PORT", "21884"))
 
 
 def ingest_config(http_port: int, dsn: str, mqtt: dict[str, Any], **extra: Any) -> dict:

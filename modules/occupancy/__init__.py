@@ -4,7 +4,7 @@ endpoints that read it.
     modules: [modules.database, modules.occupancy]
     occupancy:
       zone_capacity: 65536
-      memcached: 127.0.0.1:51211
+      memcached: 127.0.0.1:21211
     http:
       servers:
         - locations:
@@ -62,7 +62,7 @@ DIRECTIVES = (
         Directive("load_timeout", Duration(), "30s",
                   doc="How long the cache manager waits for the cache loader before it "
                       "loads the zone itself."),
-        Directive("memcached", Custom("HOST:PORT or empty", _address), "127.0.0.1:51211",
+        Directive("memcached", Custom("HOST:PORT or empty", _address), "127.0.0.1:21211",
                   doc="memcached server of the replica (HOST:PORT); empty: no replica."),
         Directive("memcached_prefix", Str(), "bizzyd:occ:",
                   doc="Key prefix of the replica's entries (the hive id follows)."),

@@ -21,8 +21,8 @@ from bizzyd.bus import OCCUPANCY_UPDATE, Bus
 from bizzyd_proc import ROOT, base_config, children_of, free_port
 from modules.database.migrate import up
 
-SERVER_DSN = os.environ.get("BIZZYD_PG_DSN", "postgresql://postgres@127.0.0.1:55432/bizzyd")
-MEMCACHED = os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:51211")
+SERVER_DSN = os.environ.get("BIZZYD_PG_DSN", "postgresql://postgres@127.0.0.1:25432/bizzyd")
+MEMCACHED = os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211")
 
 LOCATIONS = [
     {"location": "~ ^/v1/hives/(?<id>[0-9]+)/occupancy$", "content": "occupancy"},
