@@ -140,10 +140,11 @@ def compile_log_handlers(handlers: Sequence[Any],
                          config: Any) -> tuple[tuple[Handler, ...], tuple[Handler, ...]]:
     """A location's or a server's log phase, in `order` order: the handlers that take
     the Request, and those that take batches of records."""
-    ordered = [h for h in sorted(handlers, key=lambda h: h.order)
-               if h.phase == "log" and (h.applies is None or h.applies(config))]
-    return (tuple(h.handler for h in ordered if not h.records),
-            tuple(h.handler for h in ordered if h.records))
+    def compiled(records: bool) -> tuple[Handler, ...]:
+        chosen = [h for h in handlers if h.phase == "log" and h.records == records]
+        return tuple(handler for _, handler in compile_handlers(chosen, ("log",), config))
+
+    return compiled(False), compiled(True)
 
 
 def run_handlers(request: Request, handlers: Sequence[tuple[int, Handler]],

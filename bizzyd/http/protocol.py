@@ -473,11 +473,10 @@ class HttpProtocol(asyncio.Protocol):
         or a Request."""
         if scope.log_records:
             raw = self.parser.get_method()
-            sent = 0 if raw == b"HEAD" else len(response.body) \
-                if response.__class__ is StaticResponse else body_bytes(response, False)
             record = (self.client, _METHODS.get(raw) or raw.decode("ascii"), self.url,
-                      self.path, self.version, self.headers, response.status, sent, self.id,
-                      self.server, self.location, 0.0, _time(), self.engine.ctx)
+                      self.path, self.version, self.headers, response.status,
+                      body_bytes(response, raw == b"HEAD"), self.id, self.server,
+                      self.location, 0.0, _time(), self.engine.ctx)
             self.engine.queue_record(scope.log_records, record)
         if scope.log_requests:
             request = self._make_request(keep_alive)
@@ -587,7 +586,7 @@ class HttpProtocol(asyncio.Protocol):
             result = exc.response()
         except Exception:
             self.engine.log.exception("*%d unhandled error in a handler", self.id)
-            result = _internal_error()
+            result = _error(500)
         if isinstance(result, _RESPONSES):
             self._respond(request, result, keep_alive)
             return
@@ -616,15 +615,15 @@ class HttpProtocol(asyncio.Protocol):
             response = exc.response()
         except Exception:
             self.engine.log.exception("*%d unhandled error in a handler", self.id)
-            response = _internal_error()
+            response = _error(500)
         if not isinstance(response, Response | StaticResponse):
             self.engine.log.error("*%d handler returned %r, not a Response", self.id, response)
-            response = _internal_error()
+            response = _error(500)
         try:
             self._respond(request, response, keep_alive, slot)
         except Exception:
             self.engine.log.exception("*%d cannot render the response", self.id)
-            self._respond(request, _internal_error(), keep_alive, slot)
+            self._respond(request, _error(500), keep_alive, slot)
 
     # -- responses -----------------------------------------------------------------
 
@@ -975,12 +974,8 @@ def _check_host(host: bytes) -> None:
         raise Reject(400, "invalid Host")
 
 
-def _error(status: int, reason: str) -> Response:
+def _error(status: int, reason: str | None = None) -> Response:
     return Response(status, error_body(status, reason), content_type="application/json")
-
-
-def _internal_error() -> Response:
-    return Response(500, error_body(500), content_type="application/json")
 
 
 async def _aclose(stream: Any, log: Any) -> None:
