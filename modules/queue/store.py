@@ -142,6 +142,11 @@ class Message:
     def __post_init__(self) -> None:
         self.md5 = md5_of(self.body)
 
+    @property
+    def received(self) -> bool:
+        """Whether it has a receipt (a receive handed it out since it was last moved)."""
+        return not self.receipt_handle.endswith("0" * 32)
+
 
 @dataclass(frozen=True)
 class Stats:

@@ -1,25 +1,19 @@
-"""Fixtures of the queue tests: a migrated throw-away database per test module, and a
-way to run a scenario against a real `Queues` (pool + LISTEN connection) on it."""
+"""Fixtures of the queue tests (helpers in queue_support.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bizzyd.log import stderr_log
-from modules.database.pool import Database
-from modules.database.testing import temporary_database_sync
-from modules.queue.store import Queues, Wakeups
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-pytestmark = pytest.mark.services
+from queue_support import queue_config, run_queues  # noqa: E402
 
-
-def db_settings(dsn: str) -> dict:
-    return {"dsn": dsn, "pool_min_size": 1, "pool_max_size": 4, "statement_timeout": 5.0,
-            "connect_timeout": 2.0, "reconnect_max_backoff": 1.0}
+from modules.database.testing import temporary_database_sync  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,31 +22,20 @@ def queue_dsn(pg_server_dsn: str) -> Iterator[str]:
         yield dsn
 
 
-Scenario = Callable[[Queues], Awaitable[Any]]
-
-
-def run_queues(dsn: str, scenario: Scenario, rescue_interval: float = 0.2,
-               listen: bool = True, timeout: float = 60) -> Any:
-    """Run `scenario(queues)` on a fresh event loop with its own pool and listener."""
-
-    async def main() -> Any:
-        log = stderr_log("info")
-        db = Database(db_settings(dsn), log)
-        wakeups = Wakeups(dsn, log) if listen else None
-        if wakeups is not None:
-            wakeups.start()
-            await asyncio.wait_for(wakeups.connected.wait(), 10)
-        try:
-            return await asyncio.wait_for(scenario(Queues(db, wakeups, rescue_interval)),
-                                          timeout)
-        finally:
-            if wakeups is not None:
-                await wakeups.close()
-            await db.close()
-
-    return asyncio.run(main())
-
-
 @pytest.fixture
 def run(queue_dsn: str) -> Callable[..., Any]:
     return lambda scenario, **kw: run_queues(queue_dsn, scenario, **kw)
+
+
+@pytest.fixture(scope="module")
+def queue_server(tmp_path_factory, queue_dsn: str):
+    """A bizzyd (2 workers) serving the queue on a migrated database, for one module."""
+    from bizzyd_proc import free_port, running
+
+    port, denied = free_port(), free_port()
+    prefix = tmp_path_factory.mktemp("queue")
+    with running(prefix, queue_config(port, queue_dsn, denied), port) as b:
+        b.denied_port = denied
+        yield b
+
+
