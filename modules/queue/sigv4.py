@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping, Sequence
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = 300  # seconds between the request's X-Amz-Date and our clock
@@ -58,13 +58,13 @@ def _authorization(header: str) -> tuple[str, list[str], list[str], str]:
     parts = credential.split("/")
     if len(parts) != 5 or parts[4] != "aws4_request":
         raise AuthError("IncompleteSignature", "malformed credential scope")
-    return parts[0], parts[1:], signed.split(";"), signature
+    return parts[0], parts[1:4], signed.split(";"), signature
 
 
 def canonical_request(method: str, raw_path: str, query: str,
                       headers: Mapping[str, list[str]], signed: Sequence[str],
                       payload_hash: str) -> str:
-    path = quote(unquote(raw_path) or "/", safe="/~")
+    path = quote(raw_path or "/", safe="/~")  # the encoded path, encoded again (not S3)
     pairs = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~"))
                    for k, v in parse_qsl(query, keep_blank_values=True))
     canonical_query = "&".join(f"{k}={v}" for k, v in pairs)
