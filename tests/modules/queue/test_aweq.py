@@ -7,6 +7,7 @@ import json
 import uuid
 
 import pytest
+
 from bizzyd_proc import fetch_raw
 
 pytestmark = pytest.mark.services
