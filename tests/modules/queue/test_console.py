@@ -30,7 +30,7 @@ def browser():
 
 def test_console_shows_depths_peeks_redrives_and_purges(queue_server, browser):
     sqs = boto_client(queue_server.port)
-    dlq = sqs.create_queue(QueueName="console-dlq")["QueueUrl"]
+    sqs.create_queue(QueueName="console-dlq")
     policy = ('{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:console-dlq",'
               '"maxReceiveCount":1}')
     work = sqs.create_queue(QueueName="console-work", Attributes={
