@@ -64,6 +64,7 @@ bench: bench-deps
 	$(PY) bench/http_bench.py $(BENCH_ARGS)
 	$(MAKE) bench-occupancy
 	$(MAKE) bench-ingest
+	$(MAKE) bench-queue
 
 # GET /v1/hives/{id}/occupancy vs a `return 200` location of the same bizzyd (wrk;
 # target: at least 0.8 of its requests/s). Appends a section to RESULTS.md.
@@ -76,6 +77,14 @@ bench-occupancy: bench-deps
 # MQTT ingest benchmark (publish -> commit -> occupancy zone vs a bare paho subscriber,
 # on the local services; see bench/ingest_bench.py). Appends a section to RESULTS.md.
 INGEST_BENCH_ARGS ?= --markdown bench/RESULTS.md
+# Queue benchmark: send + receive + delete in batches of 10, 4 producers + 4 consumers,
+# through the SQS endpoint vs a plain SKIP LOCKED script (bench/queue_bench.py).
+QUEUE_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-queue
+bench-queue: venv
+	scripts/services start
+	eval "$$(scripts/services env)" && $(PY) bench/queue_bench.py $(QUEUE_BENCH_ARGS)
+
 .PHONY: bench-ingest
 bench-ingest: venv
 	scripts/services start

@@ -19,7 +19,7 @@ The ceiling does the same with asyncpg: INSERT of 10 rows + NOTIFY, and consumer
 `DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 10) RETURNING` (receive
 and delete in one statement, no HTTP), waiting on LISTEN when the table is empty.
 
-    .venv/bin/python bench/queue_bench.py [--duration 10] [--rate 2000]
+    .venv/bin/python bench/queue_bench.py [--duration 10] [--rate 1000]
         [--markdown bench/RESULTS.md]
 
 Needs the local services (`scripts/services start`). Goals: >= 5,000 messages/s and
@@ -253,7 +253,7 @@ def bizzyd_config(port: int, dsn: str) -> dict:
         "worker_processes": 2, "error_log": "logs/error.log", "error_log_level": "notice",
         "database": {"dsn": dsn, "pool_max_size": 8},
         "queue": {"sqs_credentials": [f"{KEY}:{SECRET}"]},
-        "http": {"servers": [{"listen": [f"127.0.0.1:{port}"], "locations": [
+        "http": {"servers": [{"listen": [f"127.0.0.1:{port} reuseport"], "locations": [
             {"location": "= /health", "return": [200, "ok"]},
             {"location": "= /", "content": "sqs"}]}]},
     }
@@ -298,7 +298,7 @@ def write_markdown(path: Path, argv: list[str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rate", type=float, default=2000.0,
+    parser.add_argument("--rate", type=float, default=1000.0,
                         help="total messages/s of the latency phase")
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
