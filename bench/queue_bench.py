@@ -89,12 +89,16 @@ class Client:
         self.writer.write(f"POST / HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n"
                           .encode() + body)
         status_line = await self.reader.readline()
-        length = 0
+        length, close = 0, False
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
             if name.lower() == b"content-length":
                 length = int(value)
+            close = close or (name.lower() == b"connection" and b"close" in value.lower())
         data = await self.reader.readexactly(length)
+        if close:  # keepalive_requests reached: the next call opens a new connection
+            self.writer.close()
+            self.writer = None
         if b" 200 " not in status_line:
             raise RuntimeError(f"{action}: {status_line!r} {data[:200]!r}")
         return json.loads(data)
@@ -176,8 +180,44 @@ class Ceiling:
                 pass
 
 
-def make(system: tuple) -> Sqs | Ceiling:
-    return Sqs(*system[1:]) if system[0] == "sqs" else Ceiling(system[1])
+class Direct:
+    """The queue module's Python API in the benchmark's own processes (no HTTP)."""
+
+    shared: dict[str, object] = {}
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    async def queues(self):  # one pool and LISTEN connection per process
+        if "queues" not in self.shared:
+            from bizzyd.log import stderr_log
+            from modules.database.pool import Database
+            from modules.queue.store import Queues, Wakeups
+            log = stderr_log("error")
+            db = Database({"dsn": self.dsn, "pool_min_size": 1, "pool_max_size": 8,
+                           "statement_timeout": 5.0, "connect_timeout": 5.0,
+                           "reconnect_max_backoff": 1.0}, log)
+            wakeups = Wakeups(self.dsn, log)
+            wakeups.start()
+            self.shared["queues"] = Queues(db, wakeups)
+        return self.shared["queues"]
+
+    async def send(self, bodies: list[str]) -> None:
+        from modules.queue.store import SendEntry
+        await (await self.queues()).send_batch("bench", [SendEntry(b) for b in bodies])
+
+    async def take(self) -> list[str]:
+        q = await self.queues()
+        got = await q.receive("bench", BATCH, wait_seconds=2)
+        if got:
+            await q.delete_batch("bench", [m.receipt_handle for m in got])
+        return [m.body for m in got]
+
+
+def make(system: tuple) -> Sqs | Ceiling | Direct:
+    if system[0] == "sqs":
+        return Sqs(*system[1:])
+    return Ceiling(system[1]) if system[0] == "ceiling" else Direct(system[1])
 
 
 # -- producer and consumer processes -------------------------------------------------
@@ -313,6 +353,10 @@ def main() -> int:
         sqs = ("sqs", port, url)
         report("bizzyd SQS (HTTP)", phase(sqs, args.duration, 0),
                phase(sqs, args.duration, args.rate), args.rate)
+
+        direct = ("direct", dsn)
+        report("queue API in-process", phase(direct, args.duration, 0),
+               phase(direct, args.duration, args.rate), args.rate)
 
         async def table() -> None:
             conn = await asyncpg.connect(dsn)
