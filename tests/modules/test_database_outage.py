@@ -3,32 +3,13 @@ while it is down, 200 again afterwards, without restarting bizzyd."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from bizzyd_proc import ROOT, base_config, free_port, http_get, running, wait_for
+from bizzyd_proc import base_config, free_port, http_get, running, wait_for
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def private_postgres(tmp_path):
-    """A Postgres of this test's own (stopping the shared one would disturb others)."""
-    env = {**os.environ, "BIZZYD_STATE_DIR": str(tmp_path / "state"),
-           "BIZZYD_PG_PORT": str(free_port()), "BIZZYD_PG_FAST": "1"}
-
-    def services(*args: str) -> None:
-        subprocess.run([str(ROOT / "scripts" / "services"), *args, "postgres"], env=env,
-                       check=True, timeout=120, capture_output=True)
-
-    services("start")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{env['BIZZYD_PG_PORT']}/bizzyd", services
-    finally:
-        services("stop")
 
 
 def status_and_headers(port: int) -> tuple[int, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from queue_support import boto_client, queue_config, run_queues
 
-from bizzyd_proc import ROOT, alive, free_port, running, wait_for
+from bizzyd_proc import alive, free_port, running, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -147,23 +147,6 @@ def test_reload_and_kill_9_lose_no_acknowledged_message(tmp_path: Path, queue_ds
         send(port, "after restart")  # and it serves again
 
 
-@pytest.fixture
-def private_postgres(tmp_path):
-    """A Postgres of this test's own (stopping the shared one would disturb others)."""
-    env = {**os.environ, "BIZZYD_STATE_DIR": str(tmp_path / "state"),
-           "BIZZYD_PG_PORT": str(free_port()), "BIZZYD_PG_FAST": "1"}
-
-    def services(*args: str) -> None:
-        subprocess.run([str(ROOT / "scripts" / "services"), *args, "postgres"], env=env,
-                       check=True, timeout=120, capture_output=True)
-
-    services("start")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{env['BIZZYD_PG_PORT']}/bizzyd", services
-    finally:
-        services("stop")
-
-
 def test_postgres_restart_gives_503_with_retry_after_then_resumes(tmp_path: Path,
                                                                     private_postgres):
     import asyncio
@@ -219,3 +202,26 @@ def test_postgres_restart_gives_503_with_retry_after_then_resumes(tmp_path: Path
         poller.join(20)
         assert [m["Body"] for m in result[0]["Messages"]] == ["after"]
         assert time.monotonic() - start < 3
+
+
+def test_a_reload_ends_waiting_long_polls_at_once(tmp_path: Path, queue_dsn: str):
+    """A long poll on a retiring worker answers (empty) right away, so the client polls
+    again on the new generation instead of holding the old one for up to 20 s."""
+    port = free_port()
+    config = queue_config(port, queue_dsn, rescue_interval="30s")
+    with running(tmp_path, config, port) as b:
+        sqs = boto_client(port)
+        url = sqs.create_queue(QueueName="retire")["QueueUrl"]
+        result: list = []
+        poller = threading.Thread(target=lambda: result.append(sqs.receive_message(
+            QueueUrl=url, WaitTimeSeconds=20)), daemon=True)
+        poller.start()
+        time.sleep(0.5)  # the poll is waiting inside bizzyd (nothing to await from here)
+        start = time.monotonic()
+        b.send(signal.SIGHUP)
+        poller.join(25)
+        assert result and "Messages" not in result[0]
+        assert time.monotonic() - start < 5
+        sqs.send_message(QueueUrl=url, MessageBody="new generation")
+        assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"][0]["Body"] == \
+            "new generation"
