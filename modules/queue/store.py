@@ -379,7 +379,7 @@ class Queues:
         """Create a queue, or return the existing one if `settings` agree with it
         (else QueueNameExists). Settings: see `SETTINGS`."""
         check_name(name)
-        values = await self._settings(settings)
+        values = await self._settings(settings, fifo=name.endswith(".fifo"), name=name)
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 "INSERT INTO queue (name, fifo) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING "
@@ -419,7 +419,7 @@ class Queues:
 
     async def configure(self, name: str, **settings: Any) -> QueueInfo:
         info = await self.get(name, fresh=True)
-        values = await self._settings(settings, info)
+        values = await self._settings(settings, fifo=info.fifo, name=name)
         async with self.db.connection() as conn:
             await self._update(conn, info.id, values)
         return await self.get(name, fresh=True)
@@ -437,8 +437,8 @@ class Queues:
             status = await conn.execute("DELETE FROM queue_message WHERE queue_id = $1", info.id)
         return int(status.split()[-1])
 
-    async def _settings(self, settings: Mapping[str, Any],
-                        current: QueueInfo | None = None) -> dict[str, Any]:
+    async def _settings(self, settings: Mapping[str, Any], fifo: bool,
+                        name: str) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for key, value in settings.items():
             if key not in SETTINGS:
@@ -452,14 +452,14 @@ class Queues:
                     raise InvalidParameterValue("content_dedup must be true or false")
                 values[key] = value
             else:
-                values[key] = await self._dead_letter_id(value, current)
+                values[key] = await self._dead_letter_id(value, fifo, name)
         return values
 
-    async def _dead_letter_id(self, name: Any, current: QueueInfo | None) -> int | None:
-        if name is None or name == "":
+    async def _dead_letter_id(self, dlq_name: Any, fifo: bool, name: str) -> int | None:
+        if dlq_name is None or dlq_name == "":
             return None
-        dlq = await self.get(name)
-        if current is not None and (dlq.fifo != current.fifo or dlq.id == current.id):
+        dlq = await self.get(dlq_name)
+        if dlq.fifo != fifo or dlq.name == name:
             raise InvalidParameterValue("a dead-letter queue must be another queue of the "
                                         "same type (standard or FIFO)")
         return dlq.id

@@ -161,6 +161,10 @@ def test_dead_letter_queue_and_redrive(run):
         assert back.body == "poison" and back.receive_count == 1
         with pytest.raises(InvalidParameterValue, match="same type"):
             await q.configure(name, dead_letter_queue=name)
+        with pytest.raises(InvalidParameterValue, match="same type"):
+            await q.create(fresh(".fifo"), dead_letter_queue=dlq, max_receives=1)
+        with pytest.raises(QueueDoesNotExist):
+            await q.configure(name, dead_letter_queue=fresh())
 
     run(scenario)
 
