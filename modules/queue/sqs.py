@@ -352,7 +352,7 @@ class Sqs:
         for e in entries:
             try:
                 entry = self._entry(e)
-                self.queues._check_entry(info, entry)
+                self.queues.check_entry(info, entry)
                 good.append((e["Id"], entry))
             except (SqsError, QueueError) as exc:
                 failed.append(_failure(e["Id"], exc))

@@ -218,12 +218,15 @@ class Wakeups:
         backoff = 0.5
         while not self.closing:
             lost = asyncio.Event()
+            conn = None
             try:
                 conn = await asyncpg.connect(self.dsn, timeout=5)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._notified)
             except (OSError, TimeoutError, asyncpg.PostgresError,
                     asyncpg.InterfaceError) as exc:
+                if conn is not None:
+                    conn.terminate()
                 self.log.error("queue: LISTEN connection failed: %s; retrying in %.1fs",
                                exc, backoff)
                 await asyncio.sleep(backoff)
@@ -486,7 +489,7 @@ class Queues:
             raise InvalidParameterValue(f"a batch has 1 to {MAX_BATCH} entries")
         info = await self.get(name)
         for e in entries:
-            self._check_entry(info, e)
+            self.check_entry(info, e)
         if info.fifo:
             return await self._send_fifo(info, entries)
         ids = [uuid.uuid4() for _ in entries]
@@ -509,7 +512,8 @@ class Queues:
             raise QueueDoesNotExist(f"the queue {info.name} does not exist") from None
 
     @staticmethod
-    def _check_entry(info: QueueInfo, e: SendEntry) -> None:
+    def check_entry(info: QueueInfo, e: SendEntry) -> None:
+        """Raise InvalidParameterValue if `e` cannot be sent to the queue."""
         if not isinstance(e.body, str) or not e.body:
             raise InvalidParameterValue("the message body must be a non-empty string")
         if "\x00" in e.body:
