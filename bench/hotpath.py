@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import logging
 import re
 import subprocess
 import sys
@@ -34,58 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import uvloop
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from http_bench import BODY, bizzyd_config  # noqa: E402
 
-from bizzyd.config import load_config  # noqa: E402
-from bizzyd.http.engine import HttpEngine, build_router  # noqa: E402
 from bizzyd.http.protocol import HttpProtocol  # noqa: E402
-from bizzyd.module import ProcessContext  # noqa: E402
+from bizzyd.http.testing import InProcessWorker, Transport  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
-
-
-class Transport:
-    """Just enough of a uvloop TCP transport; keeps the last write."""
-
-    def __init__(self) -> None:
-        self.last = b""
-        self.writes = 0
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else None
-
-    def write(self, data: bytes) -> None:
-        self.last = data
-        self.writes += 1
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.closed = True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def _next_iteration() -> None:
@@ -95,20 +52,9 @@ async def _next_iteration() -> None:
 class Driver:
     def __init__(self, access_log: bool, depth: int, prefix: Path, iteration: int = 64) -> None:
         log = ("http", "logs/access.log") if access_log else None
-        (prefix / "conf").mkdir(parents=True, exist_ok=True)
-        conf = prefix / "conf" / "bizzyd.yaml"
-        conf.write_text(yaml.safe_dump(bizzyd_config(8080, 1, log), sort_keys=False))
-        config = load_config(conf, prefix)
-        self.loop = uvloop.new_event_loop()
+        self.worker = InProcessWorker(bizzyd_config(8080, 1, log), prefix)
+        self.loop, self.ctx, self.engine = self.worker.loop, self.worker.ctx, self.worker.engine
         asyncio.set_event_loop(self.loop)
-        self.ctx = ProcessContext(config, logging.getLogger("hotpath"), "worker",
-                                  loop=self.loop)
-        for module in config.modules:
-            if module.init_worker is not None:
-                module.init_worker(self.ctx)
-        self.engine = HttpEngine(self.ctx, build_router(config))
-        self.engine._tick()
-        self.servers = self.engine.router.servers_for(next(iter(self.engine.router.by_key)))
         self.data = REQUEST * depth
         self.depth = depth
         self.iteration = iteration
@@ -117,9 +63,7 @@ class Driver:
         self.served = 0
 
     def connect(self) -> None:
-        self.transport = Transport()
-        self.conn = HttpProtocol(self.engine, self.servers)
-        self.conn.connection_made(self.transport)
+        self.conn, self.transport = self.worker.connect(keep=False)
         self.served = 0
 
     def step(self, _acc: Any = None, i: int = 0) -> None:
@@ -144,9 +88,7 @@ class Driver:
         functools.reduce(self.step, range(reads), None)
 
     def close(self) -> None:
-        for module in self.ctx.config.modules:
-            if module.exit_worker is not None:
-                module.exit_worker(self.ctx)
+        self.worker.close()
 
 
 def timing(driver: Driver, reads: int, repeat: int) -> float:

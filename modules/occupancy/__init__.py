@@ -114,12 +114,6 @@ def exit_worker(ctx: ProcessContext) -> None:
     state.close()
 
 
-def _roles() -> tuple:
-    from cache_loader import roles
-
-    return roles
-
-
 module = Module(
     name=NAME,
     directives=DIRECTIVES,
@@ -127,7 +121,7 @@ module = Module(
     check=check,
     init_worker=init_worker,
     exit_worker=exit_worker,
-    roles=_roles(),
+    requires=("cache_loader",),  # the loader and manager processes of the zone
     content_handlers={"occupancy": occupancy, "occupancy_many": occupancy_many,
                       "occupancy_stream": occupancy_stream},
     doc=__doc__ or "",
