@@ -13,6 +13,7 @@ when the log records queued by those reads are handed to their handlers.
     bench/hotpath.py                      # µs per request (best of --repeat)
     bench/hotpath.py --profile            # cProfile, sorted by own time
     bench/hotpath.py --callgrind          # instructions per request (valgrind)
+    bench/hotpath.py --bare [--callgrind] # the same for bench/bare_server.py's protocol
 
 `--callgrind` runs itself twice under `valgrind --tool=callgrind`, collecting only
 inside the measured loop (run within one `functools.reduce` call, which callgrind
@@ -33,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -47,6 +50,41 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 
 async def _next_iteration() -> None:
     """Nothing: running it lets the loop run the callbacks that are due."""
+
+
+class BareDriver:
+    """bench/bare_server.py's protocol on the same transport: the floor for bizzyd."""
+
+    def __init__(self, depth: int) -> None:
+        import bare_server
+
+        self.loop = uvloop.new_event_loop()
+        self.clock = bare_server.Clock(self.loop)
+        self.protocol = bare_server.Bare
+        self.data = REQUEST * depth
+        self.depth = depth
+        self.transport = Transport()
+        self.conn: Any = None
+        self.served = 0
+
+    def step(self, _acc: Any = None, i: int = 0) -> None:
+        if self.served % 1000 == 0:  # a new connection per 1000 requests, as bizzyd's
+            self.conn = self.protocol(self.clock)
+            self.conn.connection_made(self.transport)
+        self.conn.data_received(self.data)
+        self.served += self.depth
+
+    def check(self) -> None:
+        self.step()
+        last = self.transport.last
+        assert last.startswith(b"HTTP/1.1 200 OK\r\n") and last.endswith(BODY), last
+        assert last.count(b"HTTP/1.1 200") == self.depth, last
+
+    def run(self, reads: int) -> None:
+        functools.reduce(self.step, range(reads), None)
+
+    def close(self) -> None:
+        self.loop.close()
 
 
 class Driver:
@@ -110,7 +148,8 @@ def callgrind(args: argparse.Namespace) -> None:
                    "--toggle-collect=functools_reduce", sys.executable, __file__,
                    "--reads", str(reads), "--repeat", "1", "--depth", str(args.depth),
                    "--warmup", "2000", "--iteration", str(args.iteration)] \
-                + (["--access-log"] if args.access_log else [])
+                + (["--access-log"] if args.access_log else []) \
+                + (["--bare"] if args.bare else [])
             subprocess.run(cmd, check=True, capture_output=True)
             text = out.read_text(errors="replace")
             match = re.search(r"^summary:\s+(\d+)", text, re.M) \
@@ -120,8 +159,13 @@ def callgrind(args: argparse.Namespace) -> None:
             if args.keep:
                 Path(args.keep).write_text(text)
     per = (counts[1] - counts[0]) / ((large - small) * args.depth)
-    print(f"instructions per request: {per:,.0f} "
-          f"({'access log on' if args.access_log else 'access log off'}, depth {args.depth})")
+    print(f"instructions per request: {per:,.0f} ({describe(args)})")
+
+
+def describe(args: argparse.Namespace) -> str:
+    what = "bare uvloop+httptools" if args.bare else \
+        f"bizzyd, access log {'on' if args.access_log else 'off'}"
+    return f"{what}, depth {args.depth}"
 
 
 def main() -> None:
@@ -133,6 +177,8 @@ def main() -> None:
     p.add_argument("--iteration", type=int, default=64, metavar="N",
                    help="reads per event-loop iteration (default: 64)")
     p.add_argument("--access-log", action="store_true")
+    p.add_argument("--bare", action="store_true",
+                   help="drive bench/bare_server.py's protocol instead of bizzyd's")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--callgrind", action="store_true")
     p.add_argument("--keep", metavar="FILE", help="with --callgrind: keep the larger run's "
@@ -142,7 +188,8 @@ def main() -> None:
         callgrind(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        driver = Driver(args.access_log, args.depth, Path(tmp), args.iteration)
+        driver: Any = BareDriver(args.depth) if args.bare else \
+            Driver(args.access_log, args.depth, Path(tmp), args.iteration)
         driver.check()
         for _ in range(args.warmup // args.depth):
             driver.step()
@@ -155,7 +202,7 @@ def main() -> None:
         else:
             us = timing(driver, args.reads, args.repeat)
             print(f"{us:.3f} µs per request (best of {args.repeat} x {args.reads} reads, "
-                  f"depth {args.depth}, access log {'on' if args.access_log else 'off'})")
+                  f"{describe(args)})")
         driver.close()
 
 

@@ -97,8 +97,8 @@ _NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
 _SLASH, _HASH, _QUESTION = 0x2F, 0x23, 0x3F
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # RFC 3986 3.2.2-3.2.3: IP-literal / IPv4address / reg-name, then an optional port
-_HOST = re.compile(rb"(?:\[([0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)"
-                   rb"(?::([0-9]*))?").fullmatch
+_HOST = re.compile(rb"(?:\[(?:([0-9A-Fa-f:.]+)|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
+                   rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::([0-9]*))?").fullmatch
 _UNDERSCORE = 0x5F
 # Header fields looked at when the header section is complete, as bits.  All but
 # Upgrade are singletons: a second one is refused (RFC 9110 5.3: fields that are not
@@ -107,8 +107,8 @@ _F_HOST, _F_LENGTH, _F_TE, _F_EXPECT, _F_UPGRADE, _F_SINGLE = (1 << i for i in r
 _FIELDS = {b"host": _F_HOST, b"content-length": _F_LENGTH, b"transfer-encoding": _F_TE,
            b"expect": _F_EXPECT, b"upgrade": _F_UPGRADE} | {
     name: _F_SINGLE << i for i, name in enumerate((
-        b"content-type", b"authorization", b"proxy-authorization", b"if-modified-since",
-        b"if-unmodified-since", b"if-range", b"range"))}
+        b"content-type", b"content-range", b"authorization", b"proxy-authorization",
+        b"if-modified-since", b"if-unmodified-since", b"if-range", b"range"))}
 # RFC 9110 6.5.1: fields a sender must not put in a trailer section (framing, routing,
 # request modifiers, authentication, content format)
 _NOT_IN_TRAILERS = frozenset((
@@ -1057,7 +1057,7 @@ def _check_host(host: bytes) -> None:
     match = _HOST(host)
     if match is None or b".." in host or host.startswith(b"."):
         raise Reject(400, "invalid Host")
-    literal, port = match.groups()
+    literal, port = match.groups()  # an IPv6 literal (not IPvFuture), the port
     if port and int(port) > 65535:
         raise Reject(400, "invalid Host port")
     if literal is not None:
