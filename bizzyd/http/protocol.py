@@ -216,7 +216,8 @@ class HttpProtocol(asyncio.Protocol):
         self.good_host = b""  # the last Host value found valid
         self.fresh = False  # the current read began at a message boundary
         # the last routing: (url, host, origin-form url, path, server, location,
-        # captures, config), reused while a connection asks for the same target
+        # captures, config, its body size limit, keep-alive timeout and requests),
+        # reused while a connection asks for the same target
         self.routed: tuple[Any, ...] | None = None
         # request state
         self.version = "1.1"
@@ -428,7 +429,15 @@ class HttpProtocol(asyncio.Protocol):
         headers.append((name, value))  # trailers too, dropped at the end
 
     def on_headers_complete(self) -> None:
-        self.version = version = self._http_version()
+        # When the message began this read, its request line is the read's first line:
+        # " HTTP/1.1" at its end spares get_http_version (which makes a new string).
+        read = self.read
+        if self.fresh and read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
+            version = "1.1"
+        else:
+            version = self._http_version()
+        self.fresh = False
+        self.version = version
         host = expect = te = None
         length = 0
         seen = 0  # the singleton fields met, as bits
@@ -470,14 +479,7 @@ class HttpProtocol(asyncio.Protocol):
             raise Reject(417, "unsupported Expect")
 
     def _http_version(self) -> str:
-        """"1.1" or "1.0" (else 505).  When the message began this read, its request
-        line is the read's first line: " HTTP/1.1" at its end spares get_http_version
-        (which formats a new string)."""
-        read = self.read
-        if self.fresh:
-            self.fresh = False
-            if read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
-                return "1.1"
+        """"1.1" or "1.0" (else 505)."""
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise Reject(505, f"HTTP/{version} is not supported")  # 0.9, 2.0
@@ -505,7 +507,8 @@ class HttpProtocol(asyncio.Protocol):
         engine = self.engine
         engine.counters["requests"] += 1
         loc = self.location
-        keep_alive = self._keep_alive()
+        keep_alive = (self.parser.should_keep_alive() and not self.retiring
+                      and self.requests < self.keepalive_requests and not self.must_close)
         if not keep_alive:
             self.discarding = True  # this was the connection's last request
         if loc is None:
@@ -609,17 +612,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def _route(self, host: bytes | None) -> Any:
         routed = self.routed
-        if routed is not None and self.url == routed[0] and host == routed[1]:
-            _, _, self.url, self.path, self.server, self.location, self.captures, config \
-                = routed
-        else:
-            config = self._find_route(self.url, host)
-        self.max_body = config["client_max_body_size"]
-        self.keepalive_timeout = config["keepalive_timeout"]
-        self.keepalive_requests = config["keepalive_requests"]
+        if routed is None or self.url != routed[0] or host != routed[1]:
+            routed = self._find_route(self.url, host)
+        (_, _, self.url, self.path, self.server, self.location, self.captures, config,
+         self.max_body, self.keepalive_timeout, self.keepalive_requests) = routed
         return config
 
-    def _find_route(self, raw: bytes, host: bytes | None) -> Any:
+    def _find_route(self, raw: bytes, host: bytes | None) -> tuple[Any, ...]:
         """Check the target and Host, pick the server and location (then remembered)."""
         url, raw_host = raw, host
         if url[0] != _SLASH:  # llhttp never reports an empty target
@@ -638,8 +637,10 @@ class HttpProtocol(asyncio.Protocol):
             else self.default
         self.location, self.captures = server.find(path)
         config = self.location.config if self.location else server.config
-        self.routed = (raw, raw_host, url, path, server, self.location, self.captures, config)
-        return config
+        self.routed = (raw, raw_host, url, path, server, self.location, self.captures, config,
+                       config["client_max_body_size"], config["keepalive_timeout"],
+                       config["keepalive_requests"])
+        return self.routed
 
     def _expect(self, expect: bytes) -> None:
         if expect.lower() != b"100-continue":
@@ -650,10 +651,6 @@ class HttpProtocol(asyncio.Protocol):
             self._write(CONTINUE)
 
     # -- dispatch ----------------------------------------------------------------
-
-    def _keep_alive(self) -> bool:
-        return (self.parser.should_keep_alive() and not self.retiring
-                and self.requests < self.keepalive_requests and not self.must_close)
 
     def _conn_header(self, keep_alive: bool) -> bytes:
         if not keep_alive:
