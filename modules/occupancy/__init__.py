@@ -41,7 +41,7 @@ from bizzyd.module import Module, ProcessContext
 from .api import NAME, Api, occupancy, occupancy_many
 from .replica import parse_address
 from .stream import Fanout, occupancy_stream
-from .zone import table, zone_specs
+from .zone import metrics_spec, table, zone_specs
 
 
 def _address(value: Any) -> str:
@@ -96,7 +96,7 @@ def check(config: Any) -> None:
 
 
 def zones(config: Any) -> list:
-    return zone_specs(settings(config)["zone_capacity"])
+    return [*zone_specs(settings(config)["zone_capacity"]), metrics_spec()]
 
 
 def init_worker(ctx: ProcessContext) -> None:
