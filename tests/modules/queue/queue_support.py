@@ -14,7 +14,7 @@ from modules.queue.store import Queues, Wakeups
 
 def db_settings(dsn: str) -> dict:
     return {"dsn": dsn, "pool_min_size": 1, "pool_max_size": 4, "statement_timeout": 5.0,
-            "connect_timeout": 2.0, "reconnect_max_backoff": 1.0}
+            "connect_timeout": 5.0, "reconnect_max_backoff": 1.0}
 
 
 Scenario = Callable[[Queues], Awaitable[Any]]
@@ -64,7 +64,7 @@ def queue_config(port: int, dsn: str, denied_port: int | None = None, **queue: o
     from bizzyd_proc import base_config
 
     config = base_config(port, modules=["modules.database", "modules.queue"],
-                         database={"dsn": dsn, "connect_timeout": "1s",
+                         database={"dsn": dsn, "connect_timeout": "5s",
                                    "reconnect_max_backoff": "1s"},
                          queue={"sqs_credentials": [f"{ACCESS_KEY}:{SECRET_KEY}"],
                                 "aweq_checkout_lifetime": "120s", **queue})
