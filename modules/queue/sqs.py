@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import struct
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,9 @@ from .store import MAX_BATCH, Message, QueueError, QueueInfo, Queues, SendEntry,
 
 JSON = "application/x-amz-json-1.0"
 PREFIX = "AmazonSQS."
+MAX_BATCH_BYTES = 262144
+# what SQS accepts in a body: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-
+INVALID_CHARACTERS = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 # queue attribute ↔ store setting, and how to read the attribute's string value
 ATTRIBUTES: dict[str, str] = {
@@ -54,6 +58,7 @@ LEGACY_CODES = {
     "BatchEntryIdsNotDistinct": "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
     "InvalidBatchEntryId": "AWS.SimpleQueueService.InvalidBatchEntryId",
     "UnsupportedOperation": "AWS.SimpleQueueService.UnsupportedOperation",
+    "BatchRequestTooLong": "AWS.SimpleQueueService.BatchRequestTooLong",
 }
 AUTH_TYPES = {"SignatureDoesNotMatch": "InvalidSignatureException",
               "RequestExpired": "InvalidSignatureException",
@@ -305,6 +310,10 @@ class Sqs:
         if not isinstance(body, str) or not body:
             raise SqsError("MissingParameter", "The request must contain the parameter "
                            "MessageBody.")
+        bad = INVALID_CHARACTERS.search(body)
+        if bad:
+            raise SqsError("InvalidMessageContents", "Invalid characters found: the body "
+                           f"has U+{ord(bad.group()):04X} at {bad.start()}")
         return SendEntry(body, self._int(p, "DelaySeconds"), p.get("MessageGroupId"),
                          p.get("MessageDeduplicationId"),
                          check_attributes(p.get("MessageAttributes")))
@@ -347,6 +356,10 @@ class Sqs:
     async def send_message_batch(self, request: Request, p: dict) -> dict:
         name = self.queue_name(p)
         entries = self._batch(p)
+        size = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
+        if size > MAX_BATCH_BYTES:
+            raise SqsError("BatchRequestTooLong", f"The batch's bodies have {size} bytes, "
+                           f"more than {MAX_BATCH_BYTES}.")
         info = await self.queues.get(name)
         good, failed = [], []
         for e in entries:

@@ -101,6 +101,13 @@ def test_batches_and_visibility(sqs):
         sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "x"},
                                                       {"Id": "a", "MessageBody": "y"}])
     assert code(exc) == "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
+    with pytest.raises(ClientError) as exc:
+        sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "MessageBody": "x" * 100_000} for i in range(3)])
+    assert code(exc) == "AWS.SimpleQueueService.BatchRequestTooLong"
+    with pytest.raises(ClientError) as exc:
+        sqs.send_message(QueueUrl=url, MessageBody="bell \x07")
+    assert code(exc) == "InvalidMessageContents"
     got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     assert len(got) == 9
     changed = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
