@@ -18,6 +18,9 @@ Theory of operation (the tables are in migration 0005_queue):
   take the same lock, check `queue_dedup` (5 minutes) and insert.
 * Every send runs `pg_notify('bizzyd_queue', queue id)`; long pollers of that queue
   in any process wake up and try again.
+* Durability: a send returns after a synchronous commit. Receives and deletes commit
+  asynchronously (set by their own statement): a Postgres crash can only undo them,
+  which makes a message deliverable again, as at-least-once allows.
 """
 
 from __future__ import annotations
