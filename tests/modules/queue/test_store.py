@@ -292,3 +292,47 @@ def test_concurrent_consumers_never_share_a_message(run):
         assert (await q.stats(name)).total == 0
 
     run(scenario)
+
+
+def test_sends_commit_synchronously_receives_and_deletes_asynchronously(queue_dsn):
+    """The durability trade-off of store.py: a send's transaction keeps the session's
+    synchronous_commit (on), a receive's and a delete's turn it off for themselves."""
+    import contextlib
+
+    import asyncpg
+
+    from modules.queue.store import Queues
+
+    class OneConnection:  # a Database stand-in that hands out one open connection
+        def __init__(self, conn):
+            self.conn = conn
+
+        @contextlib.asynccontextmanager
+        async def connection(self):
+            yield self.conn
+
+    async def scenario():
+        conn = await asyncpg.connect(queue_dsn)
+        try:
+            await conn.execute("SET synchronous_commit = on")
+            q = Queues(OneConnection(conn))
+            name = fresh()
+            await q.create(name)
+
+            async def mode_after(call) -> str:
+                async with conn.transaction():
+                    result = await call()
+                    mode = await conn.fetchval("SHOW synchronous_commit")
+                mode_after.result = result
+                return mode
+
+            assert await mode_after(lambda: q.send(name, "m")) == "on"
+            assert await mode_after(lambda: q.receive(name)) == "off"
+            (m,) = mode_after.result
+            assert await mode_after(lambda: q.delete(name, m.receipt_handle)) == "off"
+            assert mode_after.result is True
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"  # not leaked
+        finally:
+            await conn.close()
+
+    asyncio.run(scenario())
