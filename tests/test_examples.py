@@ -15,7 +15,7 @@ CONFIGS = sorted((ROOT / "conf" / "examples").glob("*.yaml")) + [
 
 
 def test_there_are_examples() -> None:
-    assert {"ingest.yaml", "occupancy.yaml", "production.yaml"} <= {
+    assert {"ingest.yaml", "occupancy.yaml", "production.yaml", "queue.yaml"} <= {
         p.name for p in CONFIGS}
 
 
