@@ -22,7 +22,7 @@ other modules and process roles (`queues(ctx)`, `open_queues(ctx)`; docs/modules
             - location: /queues/
               content: queue_console
 
-Pieces: store.py (tables of migration 0005_queue, the semantics, LISTEN/NOTIFY
+Pieces: store.py (tables of migration 0007_queue, the semantics, LISTEN/NOTIFY
 wake-ups), aweq.py, sqs.py + sigv4.py, console.py. Needs `modules.database`.
 """
 

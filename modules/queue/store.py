@@ -4,7 +4,7 @@
 other module or process role uses. It needs a `modules.database.Database` (the
 process's pool) and, for long polling, a `Wakeups` (LISTEN on Postgres).
 
-Theory of operation (the tables are in migration 0005_queue):
+Theory of operation (the tables are in migration 0007_queue):
 * A message row lives until it is deleted, purged or expires (retention). It is
   visible when `visible_at <= now()`. Receiving picks visible rows in
   (visible_at, seq) order with FOR UPDATE SKIP LOCKED, so concurrent consumers never
