@@ -37,6 +37,11 @@ def test_a_process_role_consumes_through_the_python_api(tmp_path: Path, queue_ds
             if len(answers) >= 5:
                 break
         assert sorted(answers) == [f"HELLO {i}" for i in range(5)]
-        attrs = sqs.get_queue_attributes(QueueUrl=url_in, AttributeNames=["All"])["Attributes"]
-        assert attrs["ApproximateNumberOfMessages"] == "0"
-        assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+        # the role answers, then deletes what it handled: wait for the deletes
+        def handled() -> bool:
+            attrs = sqs.get_queue_attributes(QueueUrl=url_in,
+                                             AttributeNames=["All"])["Attributes"]
+            return attrs["ApproximateNumberOfMessages"] == "0" \
+                and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        wait_for(handled, 10, what="the role to delete the messages it answered")
