@@ -89,6 +89,7 @@ def api_state(ctx: ProcessContext) -> ApiState:
 def init_worker(ctx: ProcessContext) -> None:
     settings = ctx.config[NAME]
     metrics = Metrics(ctx.zones.get(zone_spec().name), ctx.slot)
+    metrics.start(ctx.loop)
     ctx.state[NAME] = ApiState(settings, Cache(settings, ctx.log, metrics), metrics)
 
 

@@ -57,24 +57,36 @@ def zone_spec() -> ZoneSpec:
 
 
 class Metrics:
-    """A worker's counters, copied into its zone row at most once a second (and by
-    `flush`); a respawned worker continues from its row."""
+    """A worker's counters, copied into its zone row at each count but local hits,
+    and by a timer; a respawned worker continues from its row."""
 
     def __init__(self, zone: Zone | None, row: int) -> None:
         self.zone = zone if zone is not None and 0 <= row < ROWS else None
         self.row = row
         self.values = list(self.zone.read(row)) if self.zone is not None \
             else [0] * len(COUNTERS)
-        self.flushed = 0.0
+        self.timer: Any = None
 
     def inc(self, name: str) -> None:
+        """Count; anything but a local hit (the hot path) is in the zone at once."""
         self.values[INDEX[name]] += 1
-        now = time.monotonic()
-        if now - self.flushed >= 1.0:
-            self.flush(now)
+        if name != "local_hits_total":
+            self.flush()
 
-    def flush(self, now: float = 0.0) -> None:
-        self.flushed = now or time.monotonic()
+    def start(self, loop: Any, every: float = 0.5) -> None:
+        """Flush every `every` seconds (so a quiet worker's counts are current too)."""
+        def tick() -> None:
+            self.flush()
+            self.timer = loop.call_later(every, tick)
+        self.timer = loop.call_later(every, tick)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.flush()
+
+    def flush(self) -> None:
         if self.zone is not None:
             self.zone.write(self.row, self.values)
 
@@ -226,7 +238,7 @@ class Cache:
         self.down_until = time.monotonic() + self.retry
 
     async def close(self) -> None:
-        self.metrics.flush()
+        self.metrics.stop()
         for task in list(self.pending.values()):
             task.cancel()
         if self.client is not None:

@@ -11,10 +11,11 @@ connection and keeps:
 
 A cache key includes the version it depends on (`hive:42:v1234`), so after a change
 the next request asks for a key nobody has: invalidation is as fast as the
-notification (milliseconds), on every node, with nothing to delete.  While the
-listener is not connected (`ready` False) changes could be missed: callers then
-bypass the cache.  On a reconnect `base` is read again, so a change made meanwhile
-moves every key on.
+notification (milliseconds), on every node, with nothing to delete.  Until the
+listener has connected once (`ready` False) the versions are unknown: callers then
+bypass the cache.  When the connection is lost (Postgres down) the last versions stay
+in use, so cached answers are still served; on the reconnect `base` is read again, so
+a change made meanwhile moves every key on.
 """
 
 from __future__ import annotations
@@ -74,7 +75,6 @@ class Versions:
                     asyncpg.InterfaceError) as exc:
                 self.log.error("versions: listening on %s failed (%s: %s); retrying in %.1fs",
                                self.channel, type(exc).__name__, exc, retry)
-            self.ready = False
             await asyncio.sleep(retry)
             retry = min(RETRY_MAX, retry * 2)
 
@@ -94,7 +94,6 @@ class Versions:
             self.ready = True
             await lost.wait()
         finally:
-            self.ready = False
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 2)
 

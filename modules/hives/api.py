@@ -58,6 +58,9 @@ MAX_ID = (1 << 63) - 1
 DEFAULT_RADIUS = 5000
 MAX_RADIUS = 50_000
 TAGS = ("catalogue",)
+# `<%` matches when word_similarity >= this (pg_trgm's default 0.6 misses two swapped
+# letters in a 10-letter word: 0.47)
+SEARCH_SETTING = "SET pg_trgm.word_similarity_threshold = 0.4"
 _IMAGES = msgspec.json.Decoder(list[Image])
 _DEALS = msgspec.json.Decoder(list[Deal])
 
@@ -132,8 +135,10 @@ class Catalogue:
     async def cached(self, key: str | None, fill: Callable[[], Awaitable[bytes]]) -> bytes:
         return await api_state(self.ctx).cache.get(key, fill)
 
-    async def fetch(self, sql: str, *args: Any) -> list:
+    async def fetch(self, sql: str, *args: Any, search: bool = False) -> list:
         async with database(self.ctx).connection() as conn:
+            if search:  # session-level: the pool's RESET ALL undoes it on release
+                await conn.execute(SEARCH_SETTING)
             return await conn.fetch(sql, *args)
 
     async def check_types(self, types: list[str]) -> None:
@@ -250,7 +255,7 @@ async def list_hives(call: Call) -> Reply:
         if p["type"]:
             await cat.check_types(p["type"])
         sql = _list_sql(p, after)
-        rows = await cat.fetch(sql.text, *sql.args)
+        rows = await cat.fetch(sql.text, *sql.args, search=bool(p["q"]))
         near = p["near"] is not None
         items = [_item(r, near) for r in rows[:p["limit"]]]
         return freeze(HiveList(items, _next(LIST_ROUTE.path, query, rows, p["limit"],
