@@ -61,11 +61,12 @@ DIRECTIVES = (
                   doc="Bound of each memcached call."),
         Directive("memcached_retry", Duration(), "5s",
                   doc="After a memcached failure, skip it this long (fill from Postgres)."),
-        Directive("fill_lock_ttl", Duration(), "5s",
+        Directive("fill_lock_ttl", Duration(), "10s",
                   doc="Expiry of a key's fill lock (a filler that died frees it then)."),
-        Directive("fill_wait", Duration(), "3s",
+        Directive("fill_wait", Duration(), "6s",
                   doc="How long a miss waits for another worker's fill before it "
-                      "queries Postgres itself."),
+                      "queries Postgres itself (about database.statement_timeout: as "
+                      "long as a fill may take)."),
         Directive("cursor_key", Str(), "bizzyd-cursor",
                   doc="Key of the checksum that makes pagination cursors tamper-evident."),
     )), doc="JSON API: response cache and pagination settings."),

@@ -109,7 +109,7 @@ class Cache:
         self.log, self.metrics = log, metrics
         self.address = settings["memcached"]
         self.prefix = settings["memcached_prefix"].encode()
-        self.ttl = settings["cache_ttl"]
+        self.ttl = max(1, int(settings["cache_ttl"]))
         self.local_size = settings["local_cache_size"]
         self.timeout = settings["memcached_timeout"]
         self.retry = settings["memcached_retry"]

@@ -92,6 +92,7 @@ class Versions:
             self.latest = max(self.latest, self.base)
             self.by_id = {k: v for k, v in self.by_id.items() if v > self.base}
             self.ready = True
+            self.log.info("versions: listening on %s (version %d)", self.channel, self.base)
             await lost.wait()
         finally:
             with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 ENDPOINTS = (
@@ -67,18 +68,16 @@ async def load_demo(dsn: str, hives: int, seed: int = 1, days: int = 1) -> None:
                                "--days", str(days)], dsn), report=lambda line: None)
 
 
-def wait_until_cached(client: Any, timeout: float = 15.0) -> None:
-    """Wait until every worker listens for catalogue changes: until then answers
-    bypass the cache (`uncached_total`), after it they use it."""
+def wait_until_cached(log: Path, workers: int, timeout: float = 15.0) -> None:
+    """Wait until every worker listens for catalogue changes (its error log says so):
+    until then its answers bypass the cache (`uncached_total`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = metric(client, "uncached_total")
-        for _ in range(8):
-            client.get("/v1/hive-types")
-        if metric(client, "uncached_total") == before:
+        text = log.read_text() if log.exists() else ""
+        if text.count("versions: listening on bizzyd_catalogue") >= workers:
             return
-        time.sleep(0.1)
-    raise AssertionError(f"the catalogue cache was not in use after {timeout}s")
+        time.sleep(0.05)
+    raise AssertionError(f"not every worker listened for catalogue changes in {timeout}s")
 
 
 def metric(client: Any, name: str) -> int:

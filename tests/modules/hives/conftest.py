@@ -40,7 +40,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory,
     with running(prefix, config, port) as b, \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         client.bizzyd = b  # type: ignore[attr-defined]
-        wait_until_cached(client)
+        wait_until_cached(b.log_file, 2)
         yield client
 
 
