@@ -32,7 +32,7 @@ from .params import Duration as DurationParam
 from .params import Int as IntParam
 from .params import Str as StrParam
 from .problem import PROBLEM_TYPE, Problem, ProblemDetails
-from .routes import Call, Reply, Route, endpoint
+from .routes import Call, Reply, Route, endpoint, not_found
 from .versions import Versions
 
 NAME = "api"
@@ -106,7 +106,7 @@ module = Module(
     zones=lambda config: [zone_spec()],
     init_worker=init_worker,
     exit_worker=exit_worker,
-    content_handlers={"openapi": openapi},
+    content_handlers={"openapi": openapi, "api_not_found": not_found},
     doc=__doc__ or "",
 )
 

@@ -46,7 +46,7 @@ def _responses(route: Route, ref: dict[str, Any], problem: dict[str, Any]) -> di
                 "content": {JSON: {"schema": ref}}},
         "304": {"description": "Not Modified (If-None-Match matched the ETag)"},
     }
-    for status in sorted({*route.errors, 400, 503}):
+    for status in sorted({*route.errors, 400, 404, 405, 503}):
         entry: dict[str, Any] = {"description": REASONS.get(status, b"Error").decode(),
                                  "content": {PROBLEM_TYPE: {"schema": problem}}}
         if status == 503:

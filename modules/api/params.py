@@ -167,27 +167,23 @@ class BBox(Kind):
         return ",".join(repr(v) for v in value)
 
 
-_DURATION = re.compile(r"([0-9]{1,4})(m|h|d)")
+_DURATION = re.compile(r"([1-9][0-9]{0,3})(m|h|d)")
 _SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
 class Duration(Kind):
-    """`30m`, `24h`, `7d` → seconds."""
-
-    max_seconds: int = 30 * 86400
+    """`30m`, `24h`, `7d` (1 to 9999 minutes, hours or days) → seconds."""
 
     def convert(self, text: str) -> int:
         m = _DURATION.fullmatch(text)
         if not m:
-            raise ValueError(f"expected a duration such as 30m, 24h or 7d, got {text[:40]!r}")
-        seconds = int(m.group(1)) * _SECONDS[m.group(2)]
-        if not 0 < seconds <= self.max_seconds:
-            raise ValueError(f"must be above 0 and at most {self.max_seconds // 86400} days")
-        return seconds
+            raise ValueError("expected a duration of 1 to 9999 minutes, hours or days "
+                             f"such as 30m, 24h or 7d, got {text[:40]!r}")
+        return int(m.group(1)) * _SECONDS[m.group(2)]
 
     def schema(self) -> dict[str, Any]:
-        return {"type": "string", "pattern": "^[0-9]{1,4}(m|h|d)$", "examples": ["24h"]}
+        return {"type": "string", "pattern": f"^{_DURATION.pattern}$", "examples": ["24h"]}
 
 
 @dataclass(frozen=True)

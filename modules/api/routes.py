@@ -133,8 +133,14 @@ def endpoint(route: Route) -> Callable[[Handler], Callable[[Request], Awaitable[
         cache_control = (f"public, max-age={route.max_age}" if route.max_age
                          else "no-cache")
 
+        allowed = ", ".join(sorted({route.method, "HEAD"}))
+
         @functools.wraps(fn)
         async def handler(request: Request) -> Response:
+            if request.method != route.method and request.method != "HEAD":
+                return Problem(405, f"{request.method} is not allowed here (only "
+                                    f"{allowed})", headers=[("Allow", allowed)]
+                               ).response(request.path)
             try:
                 call = Call(route, request, parse_params(route, request.query,
                                                          request.captures))
@@ -158,6 +164,12 @@ def endpoint(route: Route) -> Callable[[Handler], Callable[[Request], Awaitable[
         return handler
 
     return wrap
+
+
+def not_found(request: Request) -> Response:
+    """Content handler `api_not_found`: a problem+json 404 for paths under an API
+    prefix that no endpoint serves (e.g. `location: /v1/`)."""
+    return Problem(404, "no such endpoint").response(request.path)
 
 
 def routes_of(handlers: Sequence[Any]) -> list[Route]:

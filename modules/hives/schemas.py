@@ -68,8 +68,8 @@ class HiveItem(Struct, omit_defaults=True):
     occupancy: Occupancy
     active_deals: Annotated[int, Meta(ge=0)]
     updated_at: datetime
-    distance_m: Annotated[float | None, Meta(
-        ge=0, description="metres from `near` (only when `near` is given)")] = None
+    distance_m: Annotated[float, Meta(
+        ge=0, description="metres from `near` (only when `near` is given)")] | None = None
 
 
 class HiveList(Struct):
@@ -117,7 +117,7 @@ class DealHive(Struct, omit_defaults=True):
     id: int
     name: str
     type: str
-    distance_m: Annotated[float | None, Meta(ge=0)] = None
+    distance_m: Annotated[float, Meta(ge=0)] | None = None
 
 
 class DealItem(Struct):

@@ -272,3 +272,32 @@ def test_live_occupancy_overlays_cached_answers(catalogue, catalogue_dsn):
     assert metric(catalogue, "fills_total") == fills  # served from the cache
     listed = catalogue.get("/v1/hives?limit=1").json()["items"][0]
     assert listed["id"] == hive_id and listed["occupancy"]["count"] == target
+
+
+def test_openapi_document_describes_every_route_from_the_declarations(catalogue):
+    from modules.hives.api import HANDLERS
+
+    doc = catalogue.get("/v1/openapi.json").json()
+    assert doc["openapi"] == "3.1.0"
+    routes = [h.route for h in HANDLERS.values()]
+    assert set(doc["paths"]) == {r.path for r in routes}
+    schemas = doc["components"]["schemas"]
+    for route in routes:
+        op = doc["paths"][route.path]["get"]
+        assert [p["name"] for p in op["parameters"]] == [p.name for p in route.params]
+        ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.rsplit("/", 1)[1] == route.response.__name__ in schemas
+        assert "application/problem+json" in op["responses"]["400"]["content"]
+    limit = next(p for p in doc["paths"]["/v1/hives"]["get"]["parameters"]
+                 if p["name"] == "limit")
+    assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 100,
+                               "default": 20}
+
+
+def test_other_methods_and_paths_are_problems(catalogue):
+    r = catalogue.request("DELETE", "/v1/hives/1")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert r.headers["content-type"] == "application/problem+json"
+    r = catalogue.get("/v1/hivez")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert catalogue.head("/v1/hives/1").status_code == 200
