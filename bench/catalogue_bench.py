@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -109,7 +110,8 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, **api: object) -> Server:
     prefix = tmp / f"bizzyd-{port}"
     (prefix / "conf").mkdir(parents=True)
     config = {
-        "modules": ["modules.database", "modules.occupancy", "modules.api", "modules.hives"],
+        "modules": ["modules.database", "modules.status", "modules.occupancy", "modules.api",
+                    "modules.hives"],
         "worker_processes": 1,
         "error_log": "logs/error.log",
         "error_log_level": "info",
@@ -120,6 +122,7 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, **api: object) -> Server:
         "http": {"servers": [{
             "listen": [f"127.0.0.1:{port}"],
             "locations": [{"location": "= /ok", "return": [200, '{"ok":true}']},
+                          {"location": "= /metrics", "content": "metrics"},
                           *catalogue_locations(filters=False)],
         }]},
     }
@@ -163,19 +166,23 @@ def measure(label: str, server: Server, path: str, lua: Path, args: argparse.Nam
     r["cpu_us"] = (cpu_ticks(worker) - before) / CLK_TCK * 1e6 / max(1, r["requests"])
     if r["errors"] or r["status"]:
         raise SystemExit(f"{label}: {r['errors']} socket errors, {r['status']} non-2xx")
+    if server.title is not None:  # bizzyd: what its cache did
+        text = get(server.port, "/metrics")[1].decode()
+        counts = dict(re.findall(r"^bizzyd_api_(\w+)_total (\d+)$", text, re.M))
+        r["cache"] = " ".join(f"{k}={v}" for k, v in counts.items() if v != "0")
     say(f"  {label:34s} {r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  "
         f"p99 {r['p99_us'] / 1000:6.2f} ms  worker CPU {r['cpu_us']:6.1f} µs/req  "
-        f"(c={connections})")
+        f"(c={connections})" + (f"\n      cache: {r['cache']}" if r.get("cache") else ""))
     return r
 
 
 def explain(dsn: str, lat: float, lon: float) -> None:
-    from modules.hives.api import SEARCH_SETTING, _list_sql
+    from modules.hives.api import KNN_FIRST, SEARCH_SETTING, _list_sql
 
     params = {"q": None, "type": ["bar"], "zip": None, "city": None, "near": (lat, lon),
               "radius": 5000, "bbox": None, "max_occupancy": None, "has_deal": None,
               "sort": "distance", "limit": 20}
-    q = _list_sql(params, None)
+    q = _list_sql(params, None, KNN_FIRST)
 
     async def run() -> list:
         import asyncpg

@@ -57,8 +57,8 @@ DIRECTIVES = (
         Directive("local_cache_size", Int(min=0, max=1 << 20), 10000,
                   doc="Entries each worker keeps in memory in front of memcached "
                       "(0: none, every request asks memcached)."),
-        Directive("memcached_timeout", Duration(), "50ms",
-                  doc="Bound of each memcached call."),
+        Directive("memcached_timeout", Duration(), "250ms",
+                  doc="Bound of each memcached call (and of connecting)."),
         Directive("memcached_retry", Duration(), "5s",
                   doc="After a memcached failure, skip it this long (fill from Postgres)."),
         Directive("fill_lock_ttl", Duration(), "10s",

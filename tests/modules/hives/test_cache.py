@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bizzyd_proc import ROOT, free_port, running, wait_for
-from modules.database.testing import temporary_database_sync
+from modules.database.testing import create_database
 from modules.hives.testing import catalogue_config, load_demo, metric, wait_until_cached
 
 from .conftest import memcached_address
@@ -227,10 +227,9 @@ def private_postgres(tmp_path):
     services("start")
     try:
         server = f"postgresql://postgres@127.0.0.1:{env['BIZZYD_PG_PORT']}/postgres"
-        with temporary_database_sync(server) as dsn:
-            asyncio.run(load_demo(dsn, 40))
-            yield dsn, services
-            services("start")  # so that the database can be dropped
+        dsn = asyncio.run(create_database(server))  # gone with the cluster
+        asyncio.run(load_demo(dsn, 40))
+        yield dsn, services
     finally:
         services("stop")
 
