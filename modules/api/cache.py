@@ -123,6 +123,7 @@ class Cache:
         self.down_until = 0.0
         self.down = False
         self.failures = 0
+        self.connecting: asyncio.Future[Any] | None = None
 
     # -- the lookup ---------------------------------------------------------------------
 
@@ -214,12 +215,8 @@ class Cache:
         if self.down and time.monotonic() < self.down_until:
             raise MemcachedDown("memcached skipped after failures")
         try:
-            if self.client is None:
-                host, port = parse_address(self.address)
-                self.client = await emcache.create_client(
-                    [emcache.MemcachedHostAddress(host, port)], timeout=self.timeout,
-                    connection_timeout=self.timeout, max_connections=4, autobatching=True)
-            result = await getattr(self.client, method)(*args, **kwargs)
+            client = self.client or await self._connect()
+            result = await getattr(client, method)(*args, **kwargs)
         except emcache.NotStoredStorageCommandError:
             result = False
         except (OSError, TimeoutError, emcache.ClusterNoAvailableNodes,
@@ -233,6 +230,21 @@ class Cache:
         if method == "get":
             return None if result is None else result.value
         return True if result is None else result
+
+    async def _connect(self) -> Any:
+        """The client, created once (concurrent first calls wait for the same one)."""
+        connecting = self.connecting
+        if connecting is None:
+            host, port = parse_address(self.address)
+            connecting = self.connecting = asyncio.ensure_future(emcache.create_client(
+                [emcache.MemcachedHostAddress(host, port)], timeout=self.timeout,
+                connection_timeout=self.timeout, max_connections=4, autobatching=True))
+        try:
+            self.client = await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self.connecting is connecting:
+                self.connecting = None
+        return self.client
 
     def _failed(self, exc: BaseException) -> None:
         self.metrics.inc("memcached_errors_total")
