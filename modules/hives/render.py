@@ -22,7 +22,7 @@ from modules.occupancy.api import iso
 _MARK = re.compile(rb'"\\u0000occ:([0-9]+):([0-9]+):([0-9]+):([0-9.e+-]+)"')
 _PACK = msgspec.msgpack.Encoder()
 _UNPACK = msgspec.msgpack.Decoder(tuple[list[bytes], list[tuple[int, int, int, float]]])
-MEMO = 50_000
+MEMO = 10_000
 
 
 class Slot:
@@ -72,6 +72,7 @@ class Overlay:
     def __init__(self, zone_row: Callable[[int], tuple | None]) -> None:
         self.zone_row = zone_row
         self.memo: dict[int, tuple[int, bytes]] = {}
+        self.decoded: dict[bytes, tuple[list[bytes], list[tuple]]] = {}
 
     def occupancy(self, hive_id: int, count: int, capacity: int, as_of: float) -> bytes:
         row = self.zone_row(hive_id)
@@ -87,7 +88,12 @@ class Overlay:
         return body
 
     def thaw(self, frozen: bytes) -> bytes:
-        segments, marks = _UNPACK.decode(frozen)
+        decoded = self.decoded.get(frozen)  # the same bytes object, for cache hits
+        if decoded is None:
+            if len(self.decoded) >= MEMO:
+                self.decoded.clear()
+            decoded = self.decoded[frozen] = _UNPACK.decode(frozen)
+        segments, marks = decoded
         if not marks:
             return segments[0]
         out = [segments[0]]
