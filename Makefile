@@ -64,6 +64,7 @@ bench: bench-deps
 	$(PY) bench/http_bench.py $(BENCH_ARGS)
 	$(MAKE) bench-occupancy
 	$(MAKE) bench-ingest
+	$(MAKE) bench-catalogue
 
 # GET /v1/hives/{id}/occupancy vs a `return 200` location of the same bizzyd (wrk;
 # target: at least 0.8 of its requests/s). Appends a section to RESULTS.md.
@@ -80,3 +81,12 @@ INGEST_BENCH_ARGS ?= --markdown bench/RESULTS.md
 bench-ingest: venv
 	scripts/services start
 	eval "$$(scripts/services env)" && $(PY) bench/ingest_bench.py $(INGEST_BENCH_ARGS)
+
+# The catalogue API (bench/catalogue_bench.py): GET /v1/hives/{id} from the cache vs
+# `return 200` and vs a FastAPI+uvicorn peer (bench/peers/), the near search on 10,000
+# hives with its EXPLAIN, and memcached down. Appends a section to RESULTS.md.
+CATALOGUE_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-catalogue
+bench-catalogue: bench-deps
+	scripts/services start
+	eval "$$(scripts/services env)" && $(PY) bench/catalogue_bench.py $(CATALOGUE_BENCH_ARGS)

@@ -44,7 +44,6 @@ sys.path.insert(0, str(BENCH.parent))
 from occupancy_bench import (  # noqa: E402
     CLK_TCK,
     MEMCACHED,
-    REPORT,
     SERVER_DSN,
     WRK_DONE,
     children,
@@ -53,6 +52,7 @@ from occupancy_bench import (  # noqa: E402
     get,
     say,
     sql,
+    write_markdown,
     wrk,
 )
 
@@ -197,17 +197,6 @@ def explain(dsn: str, lat: float, lon: float) -> None:
         say("    " + row[0])
 
 
-def write_markdown(path: Path, argv: list[str]) -> None:
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "?"
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    head = (f"\n## Catalogue API, {time.strftime('%Y-%m-%d %H:%M')} (git {rev})\n\n"
-            f"`bench/catalogue_bench.py {' '.join(argv)}`; {os.cpu_count()} CPUs, "
-            f"load average at the end {load}.\n\n```\n")
-    with path.open("a") as out:
-        out.write(head + "\n".join(REPORT).strip("\n") + "\n```\n")
-
-
 def prepare(args: argparse.Namespace) -> tuple[str, str | None]:
     """The database: --dsn, or a new one with a demo city (dropped at the end)."""
     if args.dsn:
@@ -282,7 +271,8 @@ def main() -> int:
         servers.append(b)
         measure("bizzyd detail (memcached down)", b, "/v1/hives/1", detail, args, wrk_pin)
         if args.markdown:
-            write_markdown(args.markdown, sys.argv[1:])
+            write_markdown(args.markdown, sys.argv[1:], "Catalogue API",
+                           "bench/catalogue_bench.py")
         return 0
     finally:
         for s in servers:

@@ -24,8 +24,9 @@ from typing import Any
 from bizzyd.config.schema import Block, Directive
 from bizzyd.config.types import Custom, Duration, Int, Str
 from bizzyd.module import Module, ProcessContext
+from modules.occupancy import memcached_address
 
-from .cache import Cache, Metrics, parse_address, zone_spec
+from .cache import Cache, Metrics, zone_spec
 from .openapi import document, openapi
 from .params import BBox, Bool, Enum, Kind, LatLon, Param
 from .params import Duration as DurationParam
@@ -38,16 +39,9 @@ from .versions import Versions
 NAME = "api"
 
 
-def _address(value: Any) -> str:
-    text = Str(allow_empty=True).convert(value)
-    if text:
-        parse_address(text)
-    return text
-
-
 DIRECTIVES = (
     Directive(NAME, Block((
-        Directive("memcached", Custom("HOST:PORT or empty", _address), "127.0.0.1:21211",
+        Directive("memcached", Custom("HOST:PORT or empty", memcached_address), "127.0.0.1:21211",
                   doc="memcached server of the API response cache (HOST:PORT); empty: "
                       "no memcached (every miss of the local table is a query)."),
         Directive("memcached_prefix", Str(), "bizzyd:api:",

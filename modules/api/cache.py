@@ -35,6 +35,7 @@ from typing import Any
 import emcache
 
 from bizzyd.shm import Zone, ZoneSpec
+from modules.occupancy.replica import parse_address
 
 ZONE = "metrics.api"
 ROWS = 1024
@@ -91,13 +92,6 @@ class Metrics:
     def flush(self) -> None:
         if self.zone is not None:
             self.zone.write(self.row, self.values)
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 class MemcachedDown(Exception):
