@@ -256,9 +256,12 @@ def main() -> int:
         fast = measure("FastAPI+uvicorn detail (same cache)", p, "/v1/hives/1", detail, args,
                        wrk_pin)
         p.stop()
-        say(f"  ratio detail / return 200: {hit['rps'] / base['rps']:.2f} (goal >= 0.5)")
-        say(f"  ratio bizzyd / FastAPI: {hit['rps'] / fast['rps']:.2f} (goal >= 3); "
-            f"memcached-only bizzyd / FastAPI: {mc['rps'] / fast['rps']:.2f}")
+        say(f"  ratio detail / return 200: {hit['rps'] / base['rps']:.2f} req/s, "
+            f"{base['cpu_us'] / hit['cpu_us']:.2f} by worker CPU per request (goal >= 0.5)")
+        say(f"  ratio bizzyd / FastAPI: {hit['rps'] / fast['rps']:.2f} req/s, "
+            f"{fast['cpu_us'] / hit['cpu_us']:.2f} by CPU per request (goal >= 3); "
+            f"memcached-only bizzyd / FastAPI: {mc['rps'] / fast['rps']:.2f} req/s, "
+            f"{fast['cpu_us'] / mc['cpu_us']:.2f} by CPU")
         say(f"\n2. near search, 20 nearest bars of {count} hives, cache off")
         b = bizzyd(tmp, dsn, srv_pin, memcached="", local_cache_size=0)
         servers.append(b)
