@@ -169,11 +169,14 @@ class Cache:
                 self.metrics.inc("coalesced_total")
                 return value
             self.metrics.inc("fill_lock_timeouts_total")
-        value = await self._fill(fill)
-        with contextlib.suppress(MemcachedDown):
-            await self._call("set", k, value, exptime=self.ttl)
-            if locked:
-                await self._call("delete", lock)
+        try:
+            value = await self._fill(fill)
+            with contextlib.suppress(MemcachedDown):
+                await self._call("set", k, value, exptime=self.ttl)
+        finally:
+            if locked:  # also after a failed fill or set: others must not wait for it
+                with contextlib.suppress(MemcachedDown):
+                    await self._call("delete", lock)
         return value
 
     async def _fill(self, fill: Callable[[], Awaitable[bytes]],
