@@ -162,7 +162,8 @@ class Cache:
         lock = k + b":lock"
         try:
             locked = await self._call("add", lock, b"1", exptime=self.lock_ttl)
-        except MemcachedDown:
+        except MemcachedDown:  # a timed-out add may still have taken the lock
+            self._orphan(lock)
             return await self._fill(fill, "memcached_fallbacks_total")
         if not locked and self.orphans.get(lock, 0.0) <= time.monotonic():
             value = await self._wait_for(k)
@@ -179,10 +180,14 @@ class Cache:
                 try:
                     await self._call("delete", lock)
                 except MemcachedDown:  # it stays until it expires: do not wait for it
-                    if len(self.orphans) >= 1000:
-                        self.orphans.clear()
-                    self.orphans[lock] = time.monotonic() + self.lock_ttl
+                    self._orphan(lock)
         return value
+
+    def _orphan(self, lock: bytes) -> None:
+        """A fill lock of ours that may outlive us: this worker will not wait for it."""
+        if len(self.orphans) >= 1000:
+            self.orphans.clear()
+        self.orphans[lock] = time.monotonic() + self.lock_ttl
 
     async def _fill(self, fill: Callable[[], Awaitable[bytes]],
                     why: str | None = None) -> bytes:
