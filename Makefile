@@ -67,6 +67,7 @@ bench: bench-deps
 	$(MAKE) bench-occupancy
 	$(MAKE) bench-ingest
 	$(MAKE) bench-queue
+	$(MAKE) bench-catalogue
 
 # 10,000 idle keep-alive connections on one worker: its RSS, and a fresh client's p99
 # meanwhile (bench/idle_bench.py). Appends a section to RESULTS.md.
@@ -98,3 +99,12 @@ bench-queue: venv
 bench-ingest: venv
 	scripts/services start
 	eval "$$(scripts/services env)" && $(PY) bench/ingest_bench.py $(INGEST_BENCH_ARGS)
+
+# The catalogue API (bench/catalogue_bench.py): GET /v1/hives/{id} from the cache vs
+# `return 200` and vs a FastAPI+uvicorn peer (bench/peers/), the near search on 10,000
+# hives with its EXPLAIN, and memcached down. Appends a section to RESULTS.md.
+CATALOGUE_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-catalogue
+bench-catalogue: bench-deps
+	scripts/services start
+	eval "$$(scripts/services env)" && $(PY) bench/catalogue_bench.py $(CATALOGUE_BENCH_ARGS)

@@ -392,11 +392,19 @@ async def generate(options: Options, report: Callable[[str], None] | None = None
                 await conn.execute("SET LOCAL session_replication_role = origin")
                 await _check_integrity(conn, progress)
             await _advance_sequences(conn)
+            await _announce(conn)
     finally:
         await conn.close()
     summary.seconds = time.monotonic() - started
     _print_summary(summary, out)
     return summary
+
+
+async def _announce(conn: asyncpg.Connection) -> None:
+    """Tell the catalogue caches that everything changed (hive 0), at commit."""
+    if await conn.fetchval("SELECT to_regclass('catalogue_version') IS NOT NULL"):
+        await conn.execute("SELECT pg_notify('bizzyd_catalogue', "
+                           "'0 ' || nextval('catalogue_version')::text)")
 
 
 def _iso(moment: int) -> str:
@@ -517,7 +525,11 @@ async def _load_city(
 
 # Triggers that fire on INSERT into the demo tables and that the fast load may skip
 # because _check_integrity re-checks what they check, once per table.
-KNOWN_INSERT_TRIGGERS = {("hive", "hive_timezone_valid")}
+# The catalogue notifications (migration 0005) are skipped too: one NOTIFY for the
+# whole load (`_announce`) replaces one per row.
+KNOWN_INSERT_TRIGGERS = {("hive", "hive_timezone_valid"), ("hive", "hive_catalogue_notify"),
+                         ("hive_image", "hive_image_catalogue_notify"),
+                         ("deal", "deal_catalogue_notify")}
 
 
 async def _fast_load(conn: asyncpg.Connection, progress: _Progress) -> bool:
