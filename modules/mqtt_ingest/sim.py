@@ -73,6 +73,8 @@ BIN = 300  # seconds per intensity bin
 V1_EVENTS_PER_REPORT = 5
 V1_TIMEOUT = 30 * 60
 DOOR_MAX_RATE = 1.0  # at most one person per door and second
+# MQTT 5 PUBACK reason: accepted, but no subscription matched, so no one will get it
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 # opening hours (local, hour of day; closing may be past midnight) and peaks (hour, weight)
 OPENING: dict[str, tuple[float, float, tuple[tuple[float, float], ...], float]] = {
@@ -464,11 +466,18 @@ def publish(sim: Simulation, delivered: list[Message], args: argparse.Namespace)
     client.max_inflight_messages_set(args.inflight)
     client.max_queued_messages_set(0)
     acked = [0]
+    unrouted = [0]  # accepted, but no subscription matched: the broker dropped it
+    refused: list[str] = []
     lock = threading.Lock()
 
     def on_publish(c: Any, u: Any, mid: int, reason: Any, props: Any) -> None:
+        code = getattr(reason, "value", 0)
         with lock:
-            acked[0] += 1
+            if code >= 0x80:
+                refused.append(str(reason))
+            else:
+                acked[0] += 1
+                unrouted[0] += code == NO_MATCHING_SUBSCRIBERS
 
     connected = threading.Event()
     client.on_publish = on_publish
@@ -502,9 +511,15 @@ def publish(sim: Simulation, delivered: list[Message], args: argparse.Namespace)
     client.disconnect()
     client.loop_stop()
     if args.qos > 0 and acked[0] < len(delivered):
+        why = f" ({len(refused)} refused: {refused[0]})" if refused else ""
         raise SystemExit(f"bizzyd-sim: only {acked[0]} of {len(delivered)} publishes were "
-                         f"acknowledged by the broker")
-    return {"published": len(delivered), "acked": acked[0], "seconds": round(elapsed, 3),
+                         f"acknowledged by the broker{why}")
+    if unrouted[0]:
+        print(f"bizzyd-sim: warning: the broker had no subscriber for {unrouted[0]} of "
+              f"{len(delivered)} messages and dropped them (ingest not subscribed yet?); "
+              "the ground truth counts them", file=sys.stderr)
+    return {"published": len(delivered), "acked": acked[0], "unrouted": unrouted[0],
+            "seconds": round(elapsed, 3),
             "rate": round(len(delivered) / elapsed, 1) if elapsed else 0.0}
 
 

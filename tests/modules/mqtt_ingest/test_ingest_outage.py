@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bizzyd_proc import Bizzyd, free_port, http_get
+from bizzyd_proc import Bizzyd, free_port, http_get, wait_for
 from modules.mqtt_ingest.testing import (
     DEFAULT_MQTT_PORT,
     create_database,
@@ -60,11 +60,18 @@ def private(tmp_path):
             service("stop")
 
 
-def metric(port: int, name: str) -> float:
+def metric(port: int, name: str, default: float | None = None) -> float:
     for line in http_get(port, "/metrics")[1].decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
+    if default is not None:
+        return default
     raise AssertionError(f"no metric {name}")
+
+
+def publishing(port: int, sim: subprocess.Popen) -> bool:
+    """The simulator's messages reach ingest (or the simulator has already exited)."""
+    return sim.poll() is not None or metric(port, "bizzyd_mqtt_ingest_received_total", 0) > 0
 
 
 def run(tmp: Path, dsn: str, mqtt_port: int, outage) -> tuple[Bizzyd, dict]:
@@ -81,15 +88,23 @@ def run(tmp: Path, dsn: str, mqtt_port: int, outage) -> tuple[Bizzyd, dict]:
     sim = None
     try:
         b.start()
+        # subscribed before the simulator publishes: the broker drops what no one subscribed
+        wait_for(lambda: metric(port, "bizzyd_mqtt_ingest_connected", 0) == 1, timeout=30,
+                 what="ingest connected and subscribed")
         sim = subprocess.Popen(sim_command(dsn, mqtt_port, tag, str(tmp / "truth.json"),
                                            "--client-id", f"{tag}-sim", "--drain", "60",
                                            *TRAFFIC),
                                env=env, stdout=subprocess.DEVNULL,
                                stderr=open(tmp / "sim.log", "w"))  # noqa: SIM115
-        time.sleep(2.0)
+        # the outage must hit while the simulator publishes, not while it starts (its
+        # connect would be refused) nor after it is done
+        wait_for(lambda: publishing(port, sim), timeout=60, step=0.05,
+                 what="the simulator's first messages at ingest")
         outage()
         assert sim.wait(90) == 0, (tmp / "sim.log").read_text()
         truth = json.loads((tmp / "truth.json").read_text())
+        # what no subscription matched, the broker dropped: no subscriber can count it
+        assert truth["run"]["unrouted"] == 0, (tmp / "sim.log").read_text()
         settle(dsn, truth, timeout=60, step=0.5)
         return b, truth
     except BaseException:

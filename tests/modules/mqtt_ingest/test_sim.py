@@ -148,3 +148,18 @@ def test_publishes_what_it_says_to_the_broker() -> None:
     finally:
         sub.loop_stop()
         sub.disconnect()
+
+
+@pytest.mark.services
+def test_counts_what_the_broker_had_no_subscriber_for() -> None:
+    """A QoS 1 PUBACK 'no matching subscribers' (MQTT 5) is not a delivery: the broker
+    dropped the message, so the simulator says so instead of a silently wrong truth."""
+    sim, delivered, _ = generate(fleet(1, 2), args("--duration", "1", "--speed", "600",
+                                                   "--rate", "50",
+                                                   "--topic-prefix", f"nosub{os.getpid()}",
+                                                   "--port", str(DEFAULT_MQTT_PORT),
+                                                   "--client-id", f"nosub-{os.getpid()}"),
+                                 END)
+    result = publish(sim, delivered, sim.args)
+    assert result["acked"] == len(delivered) > 0
+    assert result["unrouted"] == len(delivered)
