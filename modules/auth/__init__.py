@@ -1,0 +1,296 @@
+"""Sign-in for the API: Firebase ID tokens checked in the access phase.
+
+    modules: [modules.database, modules.api, modules.auth, ...]
+    firebase:
+      project_id: bizzy-prod
+      check_revoked: off
+    http:
+      servers:
+        - locations:
+            - location: /v1/me
+              auth: required            # 401 without a valid token
+              write_limit: {rate: 2r/s, burst: 20}
+            - location: ~ ^/v1/hives/(?<id>[0-9]+)$
+              auth: optional            # a token, if sent, must be valid
+            - location: /v1/history
+              require_feature: occupancy_history   # implies auth: required; else 403
+
+A request with `Authorization: Bearer <ID token>` on such a location gets
+`request.ctx["user"]`, an `Identity` (uid, app_user id); the first call of a new uid
+creates its `app_user` row.  A missing, malformed, expired, revoked or foreign token
+is a 401 with `WWW-Authenticate: Bearer error="invalid_token"` and problem+json.
+Endpoint modules read the identity with `identity(request)`.  docs/modules.md
+"Signed-in endpoints" shows how.
+
+The Firebase Auth emulator (`firebase: {emulator: HOST:PORT}`) accepts unsigned tokens:
+bizzyd logs a warning when it is configured, and refuses to start when
+FIREBASE_AUTH_EMULATOR_HOST is set in its environment without the config asking.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from bizzyd.config.schema import HTTP, LOCATION, SERVER, Block, ConfigError, Directive
+from bizzyd.config.types import Bool, Custom, Duration, Enum, Int, Optional, Str
+from bizzyd.http.builtin.limit_req import account, parse_rate
+from bizzyd.http.phases import Request
+from bizzyd.http.response import Response
+from bizzyd.module import Module, PhaseHandler, ProcessContext
+from bizzyd.shm import ZoneSpec
+from modules.api import Problem
+from modules.database import database
+
+from .users import Features, features_of, user_id_of
+from .verify import (
+    EMULATOR_ENV,
+    Identity,
+    InvalidToken,
+    Verifier,
+    VerifierUnavailable,
+    emulator_in_environment,
+    use_emulator,
+)
+
+NAME = "firebase"
+GOOGLE_CERTS = ("https://www.googleapis.com/robot/v1/metadata/x509/"
+                "securetoken@system.gserviceaccount.com")
+CHALLENGE = 'Bearer error="invalid_token"'
+LIMIT_ZONE = "auth.write_limit"
+LIMIT_FIELDS = (("key", "Q"), ("excess", "d"), ("last", "d"))
+WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+
+
+def _clock_skew(value: Any) -> float:
+    seconds = Duration().convert(value)
+    if not 0 <= seconds <= 60:
+        raise ValueError("between 0s and 60s (firebase-admin's bounds)")
+    return seconds
+
+
+DIRECTIVES = (
+    Directive(NAME, Block((
+        Directive("project_id", Str(), "demo-bizzy",
+                  doc="Firebase project id: the audience tokens must carry."),
+        Directive("emulator", Str(allow_empty=True), "",
+                  doc="HOST:PORT of the Firebase Auth emulator. Its tokens are NOT "
+                      "signed: for development and tests only (a warning is logged)."),
+        Directive("check_revoked", Bool(), False,
+                  doc="Also ask Firebase whether the token was revoked or the user "
+                      "disabled (an HTTP call per new token; needs credentials)."),
+        Directive("revocation_check_interval", Duration(), "5m",
+                  doc="With check_revoked: a cached token is checked again after this."),
+        Directive("credentials", Str(allow_empty=True), "", path=True,
+                  doc="Service account JSON file (for check_revoked); empty: "
+                      "application default credentials."),
+        Directive("certs_url", Str(allow_empty=True), "",
+                  doc="Where the token signing certificates are fetched (empty: "
+                      "Google's securetoken certificates)."),
+        Directive("clock_skew", Custom("duration 0s-60s", _clock_skew), "0s",
+                  doc="Tolerated clock difference for exp/iat."),
+        Directive("verify_timeout", Duration(), "5s",
+                  doc="Bound of the HTTP calls of a verification."),
+        Directive("cache_size", Int(min=0, max=1 << 20), 10000,
+                  doc="Verified tokens each worker keeps (until each one's expiry)."),
+        Directive("features_ttl", Duration(), "30s",
+                  doc="How long a worker reuses a user's plan features."),
+    )), doc="Firebase sign-in (modules.auth)."),
+    Directive("auth", Enum("off", "optional", "required"), "off", (HTTP, SERVER, LOCATION),
+              doc="Bearer token sign-in: required (401 without), optional (checked "
+                  "when sent), off."),
+    Directive("require_feature", Optional(Str()), None, (HTTP, SERVER, LOCATION),
+              doc="A feature code the user's plan must grant (403 otherwise); implies "
+                  "auth: required."),
+    Directive("write_limit", Block((
+        Directive("rate", Custom("rate", parse_rate, lambda r: f"{r:g}r/s"), None,
+                  doc="Writes (POST, PUT, PATCH, DELETE) per second per user and per "
+                      "client address; empty: no limit."),
+        Directive("burst", Int(min=0), 20, doc="Writes allowed above the rate at once."),
+        Directive("size", Int(min=16, max=1 << 22), 65536,
+                  doc="Keys (users and addresses) the shared zone tracks."),
+    )), None, (HTTP, SERVER, LOCATION),
+        doc="Rate limit of writes (token bucket in shared memory): 429 + Retry-After."),
+)
+
+
+def check(config: Any) -> None:
+    if config.get("database") is None or config.get("api") is None:
+        raise ConfigError("modules.auth needs modules.database and modules.api (list "
+                          "them in `modules:` before modules.auth)", ("modules",),
+                          config.mark(("modules",)))
+    env = emulator_in_environment()
+    if env and not config[NAME]["emulator"]:
+        raise ConfigError(
+            f"{EMULATOR_ENV}={env} is set in the environment, but the config does not ask "
+            "for the Firebase Auth emulator: firebase-admin would accept unsigned tokens. "
+            f"Unset it, or set {NAME}.emulator", (NAME, "emulator"),
+            config.mark((NAME,)))
+
+
+def _warn_emulator(ctx: ProcessContext) -> None:
+    address = ctx.config[NAME]["emulator"]
+    if address:
+        ctx.log.warning(f"!!! SIGN-IN USES THE FIREBASE AUTH EMULATOR at {address}: tokens are "
+                     "NOT signature-checked; never use this config in production !!!")
+
+
+def init_master(ctx: ProcessContext) -> None:
+    _warn_emulator(ctx)
+
+
+def init_worker(ctx: ProcessContext) -> None:
+    settings = ctx.config[NAME]
+    if settings["emulator"]:
+        use_emulator(settings["emulator"])
+    verifier = Verifier(settings, f"bizzyd-{os.getpid()}-{ctx.generation}")
+    ctx.state[NAME] = AuthState(verifier, Features(settings["features_ttl"]))
+
+
+def exit_worker(ctx: ProcessContext) -> None:
+    state = ctx.state.pop(NAME, None)
+    if state is not None:
+        state.verifier.close()
+
+
+class AuthState:
+    """A worker's verifier and features cache (in `ctx.state["firebase"]`)."""
+
+    def __init__(self, verifier: Verifier, features: Features) -> None:
+        self.verifier, self.features = verifier, features
+
+
+def auth_state(ctx: ProcessContext) -> AuthState:
+    return ctx.state[NAME]
+
+
+def identity(request: Request) -> Identity:
+    """The signed-in user of a request on an `auth: required` location."""
+    found = request.ctx.get("user")
+    if found is None:
+        raise Problem(401, "sign-in required", headers=[("WWW-Authenticate", "Bearer")])
+    return found
+
+
+def unauthorized(request: Request, reason: str) -> Response:
+    return Problem(401, reason, headers=[("WWW-Authenticate", CHALLENGE)]
+                   ).response(request.path)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.header("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return ""
+    return token.strip()
+
+
+async def _sign_in(request: Request, token: str) -> Identity:
+    state = auth_state(request.process)
+    verifier = state.verifier
+    key = verifier.key(token)
+    now = time.time()
+    found = verifier.cached(key, now)
+    if found is not None:
+        return found
+    claims = await verifier.claims(token)
+    uid = claims["uid"]
+    user_id = await user_id_of(database(request.process), uid)
+    found = Identity(uid, user_id, verifier.valid_until(claims, now))
+    verifier.remember(key, found)
+    return found
+
+
+def _wants(config: Mapping[str, Any]) -> bool:
+    return config["auth"] != "off" or config["require_feature"] is not None
+
+
+async def authenticate(request: Request) -> Response | None:
+    config = request.location.config
+    token = _bearer(request)
+    required = config["auth"] == "required" or config["require_feature"] is not None
+    if token is None:
+        if required:
+            return Problem(401, "sign-in required: send Authorization: Bearer <Firebase "
+                                "ID token>", headers=[("WWW-Authenticate", "Bearer")]
+                           ).response(request.path)
+        return None
+    if not token:
+        return unauthorized(request, "the Authorization header must be Bearer <token>")
+    try:
+        user = await _sign_in(request, token)
+    except InvalidToken as exc:
+        return unauthorized(request, f"invalid token: {exc}")
+    except VerifierUnavailable as exc:
+        request.process.log.error(f"*{request.conn_id} sign-in: {exc}")
+        return Problem(503, "sign-in is unavailable, try again shortly",
+                       headers=[("Retry-After", "5")]).response(request.path)
+    request.ctx["user"] = user
+    feature = config["require_feature"]
+    if feature is not None:
+        granted = await auth_state(request.process).features.get(
+            database(request.process), user.user_id)
+        if feature not in granted.features:
+            return Problem(403, f"your plan does not include the feature {feature!r}"
+                           ).response(request.path)
+    return None
+
+
+def _limited(config: Mapping[str, Any]) -> bool:
+    return config["write_limit"] is not None and config["write_limit"]["rate"] is not None
+
+
+def write_limit(request: Request) -> Response | None:
+    """Token bucket per user and per client address, for writes only."""
+    if request.method not in WRITES:
+        return None
+    settings = request.location.config["write_limit"]
+    zone = request.process.zones.get(LIMIT_ZONE)
+    if zone is None:
+        return None
+    rate, burst, now = settings["rate"], settings["burst"], time.monotonic()
+    keys = [_limit_key("a", request.client)]
+    user = request.ctx.get("user")
+    if user is not None:
+        keys.append(_limit_key("u", str(user.user_id)))
+    for key in keys:
+        if account(zone, key, rate, burst, now) is None:
+            retry = max(1, round(1 / rate))
+            return Problem(429, "too many writes, slow down",
+                           headers=[("Retry-After", str(retry))]).response(request.path)
+    return None
+
+
+def _limit_key(kind: str, text: str) -> int:
+    import zlib
+
+    return (zlib.crc32(f"{kind}:{text}".encode("utf-8", "surrogateescape")) << 1 | 1) \
+        & 0x7FFFFFFFFFFFFFFF
+
+
+def _zones(config: Any) -> list[ZoneSpec]:
+    sizes = [loc["write_limit"]["size"] for server in config.servers
+             for loc in server["locations"] if _limited(loc)]
+    return [ZoneSpec(LIMIT_ZONE, LIMIT_FIELDS, max(sizes))] if sizes else []
+
+
+module = Module(
+    name=NAME,
+    directives=DIRECTIVES,
+    check=check,
+    init_master=init_master,
+    init_worker=init_worker,
+    exit_worker=exit_worker,
+    zones=_zones,
+    phase_handlers=(
+        PhaseHandler("access", authenticate, order=200, applies=_wants),
+        PhaseHandler("access", write_limit, order=210, applies=_limited),
+    ),
+    doc=__doc__ or "",
+)
+
+__all__ = ["CHALLENGE", "Identity", "auth_state", "features_of", "identity", "module"]
