@@ -29,6 +29,7 @@ FIREBASE_AUTH_EMULATOR_HOST is set in its environment without the config asking.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -62,6 +63,10 @@ CHALLENGE = 'Bearer error="invalid_token"'
 LIMIT_ZONE = "auth.write_limit"
 LIMIT_FIELDS = (("key", "Q"), ("excess", "d"), ("last", "d"))
 WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+
+
+def _rate_text(rate: float) -> str:
+    return f"{rate:g}r/s"
 
 
 def _clock_skew(value: Any) -> float:
@@ -105,10 +110,15 @@ DIRECTIVES = (
               doc="A feature code the user's plan must grant (403 otherwise); implies "
                   "auth: required."),
     Directive("write_limit", Block((
-        Directive("rate", Custom("rate", parse_rate, lambda r: f"{r:g}r/s"), None,
-                  doc="Writes (POST, PUT, PATCH, DELETE) per second per user and per "
-                      "client address; empty: no limit."),
-        Directive("burst", Int(min=0), 20, doc="Writes allowed above the rate at once."),
+        Directive("rate", Custom("rate", parse_rate, _rate_text), None,
+                  doc="Writes (POST, PUT, PATCH, DELETE) per second per signed-in user; "
+                      "empty: no limit per user."),
+        Directive("burst", Int(min=0), 20, doc="Writes a user may make above the rate."),
+        Directive("address_rate", Custom("rate", parse_rate, _rate_text), None,
+                  doc="Writes per second per client address (users behind one NAT share "
+                      "it: set it higher than rate); empty: no limit per address."),
+        Directive("address_burst", Int(min=0), 100,
+                  doc="Writes a client address may make above address_rate."),
         Directive("size", Int(min=16, max=1 << 22), 65536,
                   doc="Keys (users and addresses) the shared zone tracks."),
     )), None, (HTTP, SERVER, LOCATION),
@@ -241,23 +251,29 @@ async def authenticate(request: Request) -> Response | None:
 
 
 def _limited(config: Mapping[str, Any]) -> bool:
-    return config["write_limit"] is not None and config["write_limit"]["rate"] is not None
+    limit = config["write_limit"]
+    return limit is not None and (limit["rate"] or limit["address_rate"]) is not None
 
 
 def write_limit(request: Request) -> Response | None:
-    """Token bucket per user and per client address, for writes only."""
+    """Token buckets per location and user, and per location and client address, for
+    writes only (each location has its own budget, as its own settings)."""
     if request.method not in WRITES:
         return None
     settings = request.location.config["write_limit"]
     zone = request.process.zones.get(LIMIT_ZONE)
     if zone is None:
         return None
-    rate, burst, now = settings["rate"], settings["burst"], time.monotonic()
-    keys = [_limit_key("a", request.client)]
+    now, where = time.monotonic(), request.location.match
+    buckets = []
+    if settings["address_rate"] is not None:
+        buckets.append((_limit_key("a", request.client, where), settings["address_rate"],
+                        settings["address_burst"]))
     user = request.ctx.get("user")
-    if user is not None:
-        keys.append(_limit_key("u", str(user.user_id)))
-    for key in keys:
+    if user is not None and settings["rate"] is not None:
+        buckets.append((_limit_key("u", str(user.user_id), where), settings["rate"],
+                        settings["burst"]))
+    for key, rate, burst in buckets:
         if account(zone, key, rate, burst, now) is None:
             retry = max(1, round(1 / rate))
             return Problem(429, "too many writes, slow down",
@@ -265,11 +281,11 @@ def write_limit(request: Request) -> Response | None:
     return None
 
 
-def _limit_key(kind: str, text: str) -> int:
-    import zlib
-
-    return (zlib.crc32(f"{kind}:{text}".encode("utf-8", "surrogateescape")) << 1 | 1) \
-        & 0x7FFFFFFFFFFFFFFF
+def _limit_key(kind: str, who: str, where: str) -> int:
+    """A nonzero 63-bit key (0 marks a free slot)."""
+    digest = hashlib.blake2b(f"{kind}\0{who}\0{where}".encode("utf-8", "surrogateescape"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1 | 1
 
 
 def _zones(config: Any) -> list[ZoneSpec]:

@@ -35,6 +35,9 @@ ALTER TABLE user_notification_def
     ADD CONSTRAINT user_notification_def_unique
         UNIQUE NULLS NOT DISTINCT (user_id, hive_id, kind, threshold_percent, threshold_count);
 
+-- Feedback about a hive may carry a 1-5 rating.
+ALTER TABLE user_message ADD COLUMN rating smallint CHECK (rating BETWEEN 1 AND 5);
+
 -- "Delete my account" keeps usage events, without the person.
 ALTER TABLE user_analytics
     ALTER COLUMN user_id DROP NOT NULL,
