@@ -199,9 +199,10 @@ def get(port: int, path: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
-def wrk(port: int, path: str, seconds: float, script: Path, pin: str | None) -> dict:
+def wrk(port: int, path: str, seconds: float, script: Path, pin: str | None,
+        connections: int = 64) -> dict:
     cmd = (["taskset", "-c", pin] if pin else []) + [
-        "wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s",
+        "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s",
         "-s", str(script), f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     match = re.search(r"^BENCH-RESULT (\{.*\})$", out.stdout, re.M)
