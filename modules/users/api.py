@@ -8,7 +8,9 @@ its WHERE clause or its INSERT: one user can neither read nor change another's r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,7 +18,7 @@ import asyncpg
 import msgspec
 
 from modules.api import Call, IntParam, Param, Problem, Route, StrParam, endpoint, methods
-from modules.auth import auth_state, identity
+from modules.auth import CHALLENGE, auth_state, identity
 from modules.database import database
 
 from . import queries
@@ -97,13 +99,31 @@ def _db(call: Call) -> Any:
     return database(call.process)
 
 
+@contextlib.asynccontextmanager
+async def _conn(call: Call) -> AsyncIterator[Any]:
+    """A pooled connection; a write naming a user deleted meanwhile (DELETE /v1/me in
+    another worker, whose token cache still knew the user) is a 401, and this worker
+    forgets the token so that the next call signs in afresh."""
+    try:
+        async with database(call.process).connection() as conn:
+            yield conn
+    except asyncpg.ForeignKeyViolationError as exc:
+        if "user_id" not in (exc.constraint_name or ""):
+            raise
+        user = identity(call.request)
+        auth_state(call.process).verifier.forget_uid(user.uid)
+        raise Problem(401, "this account was deleted; sign in again",
+                      headers=[("WWW-Authenticate", CHALLENGE)]) from None
+
+
 async def _me(call: Call, user_id: int) -> Me:
     plan = await auth_state(call.process).features.get(_db(call), user_id)
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         row = await conn.fetchrow(queries.ME, user_id)
     if row is None:
+        auth_state(call.process).verifier.forget_uid(identity(call.request).uid)
         raise Problem(401, "this account was deleted; sign in again",
-                      headers=[("WWW-Authenticate", 'Bearer error="invalid_token"')])
+                      headers=[("WWW-Authenticate", CHALLENGE)])
     sub = Subscription(plan.code, plan.status, plan.store, plan.started_at, plan.expires_at)
     return Me(user_id, row["firebase_uid"], row["nickname"], row["created_at"], sub,
               list(plan.features))
@@ -117,7 +137,7 @@ async def get_me(call: Call) -> Me:
 @endpoint(ME_PATCH)
 async def patch_me(call: Call) -> Me:
     user = identity(call.request)
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         await conn.execute(queries.SET_NICKNAME, user.user_id, call.body.nickname)
     return await _me(call, user.user_id)
 
@@ -125,7 +145,7 @@ async def patch_me(call: Call) -> Me:
 @endpoint(ME_DELETE)
 async def delete_me(call: Call) -> None:
     user = identity(call.request)
-    async with _db(call).connection() as conn, conn.transaction():
+    async with _conn(call) as conn, conn.transaction():
         for sql in queries.DELETE_ME:
             await conn.execute(sql, user.user_id)
     state = auth_state(call.process)
@@ -134,7 +154,7 @@ async def delete_me(call: Call) -> None:
 
 
 async def _user_hives(call: Call, sql: str) -> UserHiveList:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         rows = await conn.fetch(sql, identity(call.request).user_id)
     return UserHiveList([UserHive(r["hive_id"], r["name"], r["at"]) for r in rows])
 
@@ -146,7 +166,7 @@ async def list_favourites(call: Call) -> UserHiveList:
 
 @endpoint(FAV_PUT)
 async def put_favourite(call: Call) -> None:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         found = await conn.fetchval(queries.ADD_FAVOURITE, identity(call.request).user_id,
                                     call.params["hive_id"])
     if not found:
@@ -155,7 +175,7 @@ async def put_favourite(call: Call) -> None:
 
 @endpoint(FAV_DELETE)
 async def delete_favourite(call: Call) -> None:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         await conn.execute(queries.REMOVE_FAVOURITE, identity(call.request).user_id,
                            call.params["hive_id"])
 
@@ -213,7 +233,7 @@ def _checked(note: NotificationIn) -> tuple:
 
 async def _save_note(call: Call, sql: str, *args: Any) -> Notification:
     try:
-        async with _db(call).connection() as conn:
+        async with _conn(call) as conn:
             row = await conn.fetchrow(sql, *args)
     except asyncpg.UniqueViolationError:
         raise Problem(409, "you already have this notification setting") from None
@@ -226,7 +246,7 @@ async def _save_note(call: Call, sql: str, *args: Any) -> Notification:
 
 @endpoint(NOTE_LIST)
 async def list_notifications(call: Call) -> NotificationList:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         rows = await conn.fetch(queries.NOTIFICATIONS, identity(call.request).user_id)
     return NotificationList([_notification(r) for r in rows])
 
@@ -240,7 +260,7 @@ async def post_notification(call: Call) -> Notification:
 @endpoint(NOTE_PATCH)
 async def patch_notification(call: Call) -> Notification:
     user_id = identity(call.request).user_id
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         row = await conn.fetchrow(queries.NOTIFICATION, user_id, call.params["id"])
     if row is None:
         raise Problem(404, "no such notification setting", param="id")
@@ -254,7 +274,7 @@ async def patch_notification(call: Call) -> Notification:
 
 @endpoint(NOTE_DELETE)
 async def delete_notification(call: Call) -> None:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         done = await conn.fetchval(queries.DELETE_NOTIFICATION,
                                    identity(call.request).user_id, call.params["id"])
     if done is None:
@@ -263,14 +283,14 @@ async def delete_notification(call: Call) -> None:
 
 @endpoint(DEVICE_PUT)
 async def put_device(call: Call) -> None:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         await conn.execute(queries.PUT_DEVICE, call.params["fcm_token"],
                            identity(call.request).user_id, call.body.platform)
 
 
 @endpoint(DEVICE_DELETE)
 async def delete_device(call: Call) -> None:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         await conn.execute(queries.DELETE_DEVICE, call.params["fcm_token"],
                            identity(call.request).user_id)
 
@@ -288,7 +308,7 @@ async def post_message(call: Call) -> Message:
     if body.rating is not None and body.hive_id is None:
         raise Problem(422, "a rating needs a hive", param="rating")
     try:
-        async with _db(call).connection() as conn:
+        async with _conn(call) as conn:
             row = await conn.fetchrow(queries.ADD_MESSAGE, identity(call.request).user_id,
                                       body.hive_id, body.text, body.rating)
     except asyncpg.ForeignKeyViolationError:
@@ -298,7 +318,7 @@ async def post_message(call: Call) -> Message:
 
 @endpoint(MSG_LIST)
 async def list_messages(call: Call) -> MessageList:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         rows = await conn.fetch(queries.MESSAGES, identity(call.request).user_id)
     return MessageList([_message(r) for r in rows])
 
@@ -325,7 +345,7 @@ def post_events(call: Call) -> Accepted:
 
 @endpoint(PLANS)
 async def list_plans(call: Call) -> SubscriptionTypeList:
-    async with _db(call).connection() as conn:
+    async with _conn(call) as conn:
         rows = await conn.fetch(queries.PLANS)
     return SubscriptionTypeList([SubscriptionType(
         r["code"], r["name"], r["price_cents"], r["currency"], r["billing_period"],
