@@ -29,7 +29,7 @@ SIGNED_IN = {
 def test_the_document_has_every_signed_in_operation(api: httpx.Client) -> None:
     doc = api.get("/v1/openapi.json").json()
     ops = {(m, p) for p, item in doc["paths"].items() for m in item}
-    assert SIGNED_IN <= ops
+    assert ops >= SIGNED_IN
     assert ("get", "/v1/subscription-types") in ops
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     for method, path in SIGNED_IN:
