@@ -126,7 +126,7 @@ async def _me(call: Call, user_id: int) -> Me:
                       headers=[("WWW-Authenticate", CHALLENGE)])
     sub = Subscription(plan.code, plan.status, plan.store, plan.started_at, plan.expires_at)
     return Me(user_id, row["firebase_uid"], row["nickname"], row["created_at"], sub,
-              list(plan.features))
+              list(plan.features), str(row["store_account_token"]))
 
 
 @endpoint(ME_GET)

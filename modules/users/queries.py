@@ -2,7 +2,8 @@
 
 RECENT_KEEP = 50  # recents kept per user
 
-ME = "SELECT firebase_uid, nickname, created_at FROM app_user WHERE id = $1"
+ME = "SELECT firebase_uid, nickname, created_at, store_account_token FROM app_user " \
+     "WHERE id = $1"
 SET_NICKNAME = "UPDATE app_user SET nickname = $2 WHERE id = $1"
 
 # "Delete my data": subscriptions and payments stay (billing history, RESTRICT); so does
@@ -13,7 +14,8 @@ DELETE_ME = (
     "DELETE FROM user_message WHERE user_id = $1",
     "DELETE FROM user_device WHERE user_id = $1",
     "UPDATE user_analytics SET user_id = NULL WHERE user_id = $1",
-    "UPDATE app_user SET firebase_uid = 'deleted:' || id, nickname = NULL "
+    "UPDATE app_user SET firebase_uid = 'deleted:' || id, nickname = NULL, "
+    "store_account_token = gen_random_uuid() "
     "WHERE id = $1 AND EXISTS (SELECT 1 FROM subscription WHERE user_id = $1)",
     "DELETE FROM app_user WHERE id = $1 "
     "AND NOT EXISTS (SELECT 1 FROM subscription WHERE user_id = $1)",

@@ -34,6 +34,8 @@ class Me(Struct):
     created_at: datetime
     subscription: Subscription
     features: list[str]
+    store_account_token: Annotated[str, Meta(
+        description="pass as appAccountToken to the App Store when buying a plan")]
 
 
 class MePatch(Struct, forbid_unknown_fields=True):

@@ -33,10 +33,10 @@ def user_locations(write_limit: dict[str, Any] | None = None) -> list[dict[str, 
 def users_config(port: int, dsn: str, memcached: str, firebase: dict[str, Any],
                  write_limit: dict[str, Any] | None = None, workers: int = 2,
                  extra_locations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The catalogue's config (modules.hives.testing) plus sign-in and the user
-    endpoints; the hive detail location records recents."""
+    """The catalogue's config (modules.hives.testing) plus sign-in, the user endpoints
+    and the App Store notifications; the hive detail location records recents."""
     config = catalogue_config(port, dsn, memcached, workers=workers)
-    config["modules"] += ["modules.auth", "modules.users"]
+    config["modules"] += ["modules.auth", "modules.users", "modules.store"]
     config["firebase"] = firebase
     config["users"] = {"flush_interval": "200ms"}
     locations = config["http"]["servers"][0]["locations"]
@@ -44,5 +44,7 @@ def users_config(port: int, dsn: str, memcached: str, firebase: dict[str, Any],
         if loc.get("content") == "hive":
             loc.update({"auth": "optional", "record_recent": True})
     at = next(i for i, loc in enumerate(locations) if loc.get("content") == "api_not_found")
-    locations[at:at] = [*user_locations(write_limit), *(extra_locations or [])]
+    locations[at:at] = [*user_locations(write_limit), *(extra_locations or []),
+                        {"location": "= /v1/store/apple", "content": "store_apple",
+                         "client_max_body_size": "64k"}]
     return config

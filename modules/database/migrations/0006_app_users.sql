@@ -1,6 +1,11 @@
 -- App users (issue 16): push devices, richer notification settings, anonymised
 -- analytics after "delete my account", and the App Store products of the user plans.
 
+-- The UUID the app passes to the App Store as appAccountToken when the user buys a
+-- plan: store notifications name the user by it (no personal data).
+ALTER TABLE app_user
+    ADD COLUMN store_account_token uuid NOT NULL UNIQUE DEFAULT gen_random_uuid();
+
 -- A device the app registered for push (Firebase Cloud Messaging registration token).
 CREATE TABLE user_device (
     fcm_token  text PRIMARY KEY CHECK (length(fcm_token) BETWEEN 1 AND 4096),

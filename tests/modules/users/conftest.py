@@ -17,6 +17,7 @@ from bizzyd_proc import free_port, running
 from modules.auth.testing import emulator_token
 from modules.database.testing import temporary_database_sync
 from modules.hives.testing import load_demo, wait_until_cached
+from modules.store.testing import Chain
 from modules.users.testing import users_config
 
 HIVES = 40
@@ -80,7 +81,10 @@ def api(tmp_path_factory: pytest.TempPathFactory, users_dsn: str) -> Iterator[ht
     config = users_config(port, users_dsn, os.environ.get("BIZZYD_MEMCACHED",
                                                           "127.0.0.1:21211"),
                           firebase, extra_locations=EXTRA_LOCATIONS)
-    with running(tmp_path_factory.mktemp("users"), config, port) as b, \
+    prefix = tmp_path_factory.mktemp("users")
+    (prefix / "apple-root.pem").write_bytes(Chain().root_pem())
+    config["store"] = {"apple_root_certificate": str(prefix / "apple-root.pem")}
+    with running(prefix, config, port) as b, \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         client.bizzyd = b  # type: ignore[attr-defined]
         client.emulator = emulator  # type: ignore[attr-defined]
