@@ -61,6 +61,10 @@ GOOGLE_CERTS = ("https://www.googleapis.com/robot/v1/metadata/x509/"
                 "securetoken@system.gserviceaccount.com")
 CHALLENGE = 'Bearer error="invalid_token"'
 LIMIT_ZONE = "auth.write_limit"
+# a change counter per user (slot user_id % capacity) shared by all workers: caches of a
+# user's profile or plan compare it, so that a change made through one worker (a
+# nickname, a purchase) is seen by every worker at once
+VERSIONS = ZoneSpec("auth.user_versions", (("version", "Q"),), 65536)
 LIMIT_FIELDS = (("key", "Q"), ("excess", "d"), ("last", "d"))
 WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
@@ -101,7 +105,10 @@ DIRECTIVES = (
         Directive("cache_size", Int(min=0, max=1 << 20), 10000,
                   doc="Verified tokens each worker keeps (until each one's expiry)."),
         Directive("features_ttl", Duration(), "30s",
-                  doc="How long a worker reuses a user's plan features."),
+                  doc="How long a worker reuses a user's profile and plan. A change made "
+                      "through this host's bizzyd is seen by every worker at once (a "
+                      "shared change counter); one made elsewhere (another host, SQL, a "
+                      "plan's expiry) within this."),
     )), doc="Firebase sign-in (modules.auth)."),
     Directive("auth", Enum("off", "optional", "required"), "off", (HTTP, SERVER, LOCATION),
               doc="Bearer token sign-in: required (401 without), optional (checked "
@@ -243,7 +250,8 @@ async def authenticate(request: Request) -> Response | None:
     feature = config["require_feature"]
     if feature is not None:
         granted = await auth_state(request.process).features.get(
-            database(request.process), user.user_id)
+            database(request.process), user.user_id,
+            user_version(request.process, user.user_id))
         if feature not in granted.features:
             return Problem(403, f"your plan does not include the feature {feature!r}"
                            ).response(request.path)
@@ -288,10 +296,30 @@ def _limit_key(kind: str, who: str, where: str) -> int:
     return int.from_bytes(digest, "little") >> 1 | 1
 
 
+def user_version(ctx: ProcessContext, user_id: int) -> int:
+    """The user's change counter (0 before any change)."""
+    zone = ctx.zones.get(VERSIONS.name)
+    return 0 if zone is None else int(zone.get(user_id % VERSIONS.capacity, "version"))
+
+
+def user_changed(ctx: ProcessContext, user_id: int) -> None:
+    """Call after changing a user's profile, plan or account: every worker's cached
+    copies of it are stale from now on."""
+    zone = ctx.zones.get(VERSIONS.name)
+    if zone is not None:
+        index = user_id % VERSIONS.capacity
+        with zone.locked():
+            zone.set(index, "version", (int(zone.get(index, "version")) + 1) & (1 << 63) - 1)
+    state = ctx.state.get(NAME)
+    if state is not None:
+        state.features.forget(user_id)
+
+
 def _zones(config: Any) -> list[ZoneSpec]:
     sizes = [loc["write_limit"]["size"] for server in config.servers
              for loc in server["locations"] if _limited(loc)]
-    return [ZoneSpec(LIMIT_ZONE, LIMIT_FIELDS, max(sizes))] if sizes else []
+    limits = [ZoneSpec(LIMIT_ZONE, LIMIT_FIELDS, max(sizes))] if sizes else []
+    return [VERSIONS, *limits]
 
 
 module = Module(
@@ -309,4 +337,5 @@ module = Module(
     doc=__doc__ or "",
 )
 
-__all__ = ["CHALLENGE", "Identity", "auth_state", "features_of", "identity", "module"]
+__all__ = ["CHALLENGE", "Identity", "auth_state", "features_of", "identity", "module",
+           "user_changed", "user_version"]

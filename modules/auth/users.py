@@ -61,24 +61,37 @@ async def features_of(conn: Any, user_id: int) -> Plan:
                 row["store"], row["started_at"], row["expires_at"])
 
 
-class Features:
-    """Each worker's recent answers of `features_of`, reused for `ttl` seconds."""
+class UserCache:
+    """Per-worker copies of per-user data, each valid for `ttl` seconds and while the
+    user's change counter (modules.auth `user_version`) is what it was when read."""
 
     def __init__(self, ttl: float, size: int = 10000) -> None:
         self.ttl, self.size = ttl, size
-        self.cache: dict[int, tuple[float, Plan]] = {}
+        self.cache: dict[int, tuple[float, int, Any]] = {}
 
-    async def get(self, db: Any, user_id: int) -> Plan:
-        now = time.monotonic()
+    def get(self, user_id: int, version: int) -> Any:
         hit = self.cache.get(user_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        async with db.connection() as conn:
-            plan = await features_of(conn, user_id)
+        if hit is not None and hit[1] == version and hit[0] > time.monotonic():
+            return hit[2]
+        return None
+
+    def put(self, user_id: int, version: int, value: Any) -> None:
         if len(self.cache) >= self.size:
             self.cache.clear()
-        self.cache[user_id] = (now + self.ttl, plan)
-        return plan
+        self.cache[user_id] = (time.monotonic() + self.ttl, version, value)
 
     def forget(self, user_id: int) -> None:
         self.cache.pop(user_id, None)
+
+
+class Features(UserCache):
+    """Each worker's recent answers of `features_of`."""
+
+    async def get(self, db: Any, user_id: int, version: int) -> Plan:  # type: ignore[override]
+        plan = super().get(user_id, version)
+        if plan is not None:
+            return plan
+        async with db.connection() as conn:
+            plan = await features_of(conn, user_id)
+        self.put(user_id, version, plan)
+        return plan

@@ -32,6 +32,7 @@ from bizzyd.config.schema import Block, ConfigError, Directive
 from bizzyd.config.types import Enum, Str
 from bizzyd.module import Module, ProcessContext
 from modules.api import Call, Problem, Route, endpoint
+from modules.auth import user_changed
 from modules.database import database
 
 from . import apple
@@ -82,7 +83,8 @@ SET subscription_type_id = EXCLUDED.subscription_type_id, status = 'active',
     expires_at = greatest(subscription.expires_at, EXCLUDED.expires_at), cancelled_at = NULL
 RETURNING id
 """
-SUBSCRIPTION = "SELECT id FROM subscription WHERE store = 'apple' AND external_ref = $1"
+SUBSCRIPTION = "SELECT id, user_id FROM subscription WHERE store = 'apple' " \
+               "AND external_ref = $1"
 SET_STATUS = "UPDATE subscription SET status = $2, cancelled_at = $3 WHERE id = $1"
 PAYMENT = """
 INSERT INTO payment_transaction (subscription_id, kind, status, amount_cents, currency,
@@ -124,7 +126,9 @@ def _verified(call: Call) -> tuple[dict[str, Any], dict[str, Any]]:
     return note, tx
 
 
-async def _apply(conn: Any, kind: str, subtype: str | None, note: dict, tx: dict) -> None:
+async def _apply(conn: Any, kind: str, subtype: str | None, note: dict, tx: dict
+                 ) -> int | None:
+    """Apply a notification; the id of the user whose plan changed."""
     original = str(_field(tx, "originalTransactionId", "transaction"))
     transaction = str(_field(tx, "transactionId", "transaction"))
     if kind in ("SUBSCRIBED", "DID_RENEW"):
@@ -139,11 +143,12 @@ async def _apply(conn: Any, kind: str, subtype: str | None, note: dict, tx: dict
         sub = await conn.fetchval(SUBSCRIBE, plan, user, original, start, expires)
         await _payment(conn, sub, "purchase" if kind == "SUBSCRIBED" else "renewal",
                        "succeeded", transaction, tx)
-        return
-    sub = await conn.fetchval(SUBSCRIPTION, original)
-    if sub is None:
+        return user
+    found = await conn.fetchrow(SUBSCRIPTION, original)
+    if found is None:
         raise Problem(422, "no subscription has this original transaction",
                       param="transaction.originalTransactionId")
+    sub = found["id"]
     if kind == "EXPIRED":
         await conn.execute(SET_STATUS, sub, "expired", None)
     elif kind == "DID_FAIL_TO_RENEW":
@@ -155,6 +160,7 @@ async def _apply(conn: Any, kind: str, subtype: str | None, note: dict, tx: dict
         revoked = _time(tx.get("revocationDate")) or dt.datetime.now(dt.UTC)
         await conn.execute(SET_STATUS, sub, "cancelled", revoked)
         await _payment(conn, sub, "refund", "succeeded", f"refund:{transaction}", tx)
+    return found["user_id"]
 
 
 async def _payment(conn: Any, sub: int, kind: str, status: str, ref: str, tx: dict) -> None:
@@ -174,7 +180,9 @@ async def store_apple(call: Call) -> Outcome:
             return Outcome("duplicate")
         if kind not in HANDLED:
             return Outcome("ignored")
-        await _apply(conn, kind, note.get("subtype"), note, tx)
+        user = await _apply(conn, kind, note.get("subtype"), note, tx)
+    if user is not None:
+        user_changed(call.process, user)
     call.process.log.notice(f"*{call.request.conn_id} app store: {kind} applied "
                             f"(notification {uuid})")
     return Outcome("applied")

@@ -28,6 +28,7 @@ from bizzyd.config.schema import HTTP, LOCATION, SERVER, Block, ConfigError, Dir
 from bizzyd.config.types import Bool, Duration, Int
 from bizzyd.http.phases import Request
 from bizzyd.module import Module, PhaseHandler, ProcessContext
+from modules.auth.users import UserCache
 from modules.database import database
 
 from . import queries
@@ -58,6 +59,7 @@ class UsersState:
         self.events = Buffer("analytics events", db, ctx.log, _write_events, interval,
                              limit=limit)
         self.recents = Buffer("recents", db, ctx.log, _write_recents, interval, limit=limit)
+        self.profiles = UserCache(ctx.config["firebase"]["features_ttl"])
 
 
 async def _write_events(conn: Any, rows: list[tuple]) -> None:

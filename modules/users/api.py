@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 
 from modules.api import Call, IntParam, Param, Problem, Route, StrParam, endpoint, methods
-from modules.auth import CHALLENGE, auth_state, identity
+from modules.auth import CHALLENGE, auth_state, identity, user_changed, user_version
 from modules.database import database
 
 from . import queries
@@ -117,9 +117,15 @@ async def _conn(call: Call) -> AsyncIterator[Any]:
 
 
 async def _me(call: Call, user_id: int) -> Me:
-    plan = await auth_state(call.process).features.get(_db(call), user_id)
-    async with _conn(call) as conn:
-        row = await conn.fetchrow(queries.ME, user_id)
+    version = user_version(call.process, user_id)
+    plan = await auth_state(call.process).features.get(_db(call), user_id, version)
+    profiles = call.process.state[NAME].profiles
+    row = profiles.get(user_id, version)
+    if row is None:
+        async with _conn(call) as conn:
+            row = await conn.fetchrow(queries.ME, user_id)
+        if row is not None:
+            profiles.put(user_id, version, row)
     if row is None:
         auth_state(call.process).verifier.forget_uid(identity(call.request).uid)
         raise Problem(401, "this account was deleted; sign in again",
@@ -139,6 +145,7 @@ async def patch_me(call: Call) -> Me:
     user = identity(call.request)
     async with _conn(call) as conn:
         await conn.execute(queries.SET_NICKNAME, user.user_id, call.body.nickname)
+    user_changed(call.process, user.user_id)
     return await _me(call, user.user_id)
 
 
@@ -148,9 +155,8 @@ async def delete_me(call: Call) -> None:
     async with _conn(call) as conn, conn.transaction():
         for sql in queries.DELETE_ME:
             await conn.execute(sql, user.user_id)
-    state = auth_state(call.process)
-    state.verifier.forget_uid(user.uid)
-    state.features.forget(user.user_id)
+    user_changed(call.process, user.user_id)
+    auth_state(call.process).verifier.forget_uid(user.uid)
 
 
 async def _user_hives(call: Call, sql: str) -> UserHiveList:

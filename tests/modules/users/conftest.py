@@ -77,6 +77,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, users_dsn: str) -> Iterator[ht
     `api.dsn`, `api.bizzyd`."""
     emulator = emulator_address()
     port = free_port()
+    # plans changed by SQL in the tests (not through bizzyd) are seen at once
     firebase = {"project_id": PROJECT, "emulator": emulator, "features_ttl": "0s"}
     config = users_config(port, users_dsn, os.environ.get("BIZZYD_MEMCACHED",
                                                           "127.0.0.1:21211"),

@@ -33,13 +33,23 @@ def store(tmp_path_factory, users_dsn: str, chain: Chain) -> Iterator[httpx.Clie
     port = free_port()
     emulator = emulator_address()
     config = users_config(port, users_dsn, os.environ.get("BIZZYD_MEMCACHED", ""),
-                          {"project_id": PROJECT, "emulator": emulator,
-                           "features_ttl": "0s"}, workers=1)
+                          {"project_id": PROJECT, "emulator": emulator}, workers=2)
     config["store"] = {"apple_root_certificate": str(root)}
+    # the kernel spreads new connections over both workers (by their client port)
+    config["http"]["servers"][0]["listen"] = [f"127.0.0.1:{port} reuseport"]
     with running(prefix, config, port) as b, \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
         c.bizzyd, c.emulator = b, emulator  # type: ignore[attr-defined]
         yield c
+
+
+def fresh(store: httpx.Client, path: str, h: dict[str, str], n: int = 8) -> list[dict]:
+    """GET `path` on `n` new connections (so on both workers, see the fixture)."""
+    out = []
+    for _ in range(n):
+        with httpx.Client(base_url=store.base_url, timeout=10) as c:
+            out.append(c.get(path, headers=h).json())
+    return out
 
 
 def signed_in(store: httpx.Client) -> tuple[dict[str, str], dict]:
@@ -71,10 +81,12 @@ def test_subscribe_renew_fail_expire_refund(store: httpx.Client, chain: Chain,
     subs, pays = rows(users_dsn, original)
     assert [(s["status"], s["user_id"]) for s in subs] == [("active", me["id"])]
     assert [(p["kind"], p["amount_cents"]) for p in pays] == [("purchase", 599)]
-    me_now = store.get("/v1/me", headers=h).json()
-    assert me_now["subscription"]["plan"] == "premium"
-    assert me_now["subscription"]["store"] == "apple"
-    assert "occupancy_alerts" in me_now["features"]
+    # every worker sees the new plan at once (features_ttl is 30 s: the user's change
+    # counter in shared memory invalidates the cached free plan)
+    for me_now in fresh(store, "/v1/me", h):
+        assert me_now["subscription"]["plan"] == "premium"
+        assert me_now["subscription"]["store"] == "apple"
+        assert "occupancy_alerts" in me_now["features"]
 
     # a replay changes nothing
     assert post(store, note).json() == {"result": "duplicate"}
@@ -88,7 +100,7 @@ def test_subscribe_renew_fail_expire_refund(store: httpx.Client, chain: Chain,
 
     assert post(store, notification(chain, "DID_FAIL_TO_RENEW", renewal)).status_code == 200
     assert rows(users_dsn, original)[0][0]["status"] == "pending"
-    assert store.get("/v1/me", headers=h).json()["subscription"]["plan"] == "free"
+    assert {m["subscription"]["plan"] for m in fresh(store, "/v1/me", h)} == {"free"}
 
     assert post(store, notification(chain, "EXPIRED", renewal)).status_code == 200
     assert rows(users_dsn, original)[0][0]["status"] == "expired"
@@ -101,6 +113,14 @@ def test_subscribe_renew_fail_expire_refund(store: httpx.Client, chain: Chain,
     assert [(p["kind"], p["status"]) for p in pays3] == [
         ("purchase", "succeeded"), ("renewal", "succeeded"), ("renewal", "failed"),
         ("refund", "succeeded")]
+
+
+def test_every_worker_sees_a_profile_change_at_once(store: httpx.Client) -> None:
+    """2 workers, profiles cached for features_ttl (30 s): the shared change counter."""
+    h, _ = signed_in(store)
+    assert {m["nickname"] for m in fresh(store, "/v1/me", h)} == {None}
+    assert store.patch("/v1/me", headers=h, json={"nickname": "Bee"}).status_code == 200
+    assert {m["nickname"] for m in fresh(store, "/v1/me", h)} == {"Bee"}
 
 
 def test_a_replayed_transaction_with_a_new_uuid_changes_nothing(store, chain, users_dsn):
