@@ -64,6 +64,7 @@ bench: bench-deps
 	$(PY) bench/http_bench.py $(BENCH_ARGS)
 	$(MAKE) bench-occupancy
 	$(MAKE) bench-ingest
+	$(MAKE) bench-users
 
 # GET /v1/hives/{id}/occupancy vs a `return 200` location of the same bizzyd (wrk;
 # target: at least 0.8 of its requests/s). Appends a section to RESULTS.md.
@@ -80,3 +81,11 @@ INGEST_BENCH_ARGS ?= --markdown bench/RESULTS.md
 bench-ingest: venv
 	scripts/services start
 	eval "$$(scripts/services env)" && $(PY) bench/ingest_bench.py $(INGEST_BENCH_ARGS)
+
+# Signed-in GET /v1/me (token cache warm) vs the anonymous cached hive read: worker CPU
+# per request (goal <= 1.5x; bench/users_bench.py). Appends a section to RESULTS.md.
+USERS_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-users
+bench-users: bench-deps
+	scripts/services start postgres memcached
+	eval "$$(scripts/services env)" && $(PY) bench/users_bench.py $(USERS_BENCH_ARGS)

@@ -97,6 +97,22 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, certs_url: str) -> Server:
     return server
 
 
+def warm(port: int, tokens: list[str]) -> None:
+    """One sign-in per token (verification, app_user row): the token cache is warm."""
+    import http.client
+
+    for token in tokens:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/v1/me", headers={"Authorization": f"Bearer {token}"})
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise SystemExit(f"sign-in failed: {response.status} {body[:300]!r}")
+        finally:
+            conn.close()
+
+
 def backend_ticks(dsn: str) -> int:
     """CPU ticks of the Postgres backends connected to the benchmark's database."""
     name = dsn.rsplit("/", 1)[1]
@@ -133,6 +149,7 @@ def main() -> int:
                                              "ORDER BY h.id LIMIT 100")]
             tokens = [key.token(PROJECT, f"bench-{secrets.token_hex(4)}-{i}")
                       for i in range(args.users)]
+            warm(server.port, tokens)
             me = tmp / "me.lua"
             me.write_text(WRK_TOKENS % {"tokens": ",".join(json.dumps(t) for t in tokens),
                                         "path": "/v1/me"} + WRK_DONE)
@@ -144,7 +161,7 @@ def main() -> int:
                              wrk_pin)
             pg_us = (backend_ticks(dsn) - before) / CLK_TCK * 1e6 / max(1, signed["requests"])
             ratio = signed["cpu_us"] / hive["cpu_us"]
-            say(f"  Postgres backend CPU per /v1/me: {pg_us:.1f} µs (the profile query)")
+            say(f"  Postgres backend CPU per /v1/me: {pg_us:.1f} µs (profile and plan are cached)")
             say(f"  worker CPU ratio /v1/me : hive read = {ratio:.2f} (goal <= 1.5): "
                 + ("MET" if ratio <= 1.5 else "NOT MET"))
     finally:
