@@ -64,6 +64,7 @@ bench: bench-deps
 	$(PY) bench/http_bench.py $(BENCH_ARGS)
 	$(MAKE) bench-occupancy
 	$(MAKE) bench-ingest
+	$(MAKE) bench-catalogue
 	$(MAKE) bench-users
 
 # GET /v1/hives/{id}/occupancy vs a `return 200` location of the same bizzyd (wrk;
@@ -82,6 +83,14 @@ bench-ingest: venv
 	scripts/services start
 	eval "$$(scripts/services env)" && $(PY) bench/ingest_bench.py $(INGEST_BENCH_ARGS)
 
+# The catalogue API (bench/catalogue_bench.py): GET /v1/hives/{id} from the cache vs
+# `return 200` and vs a FastAPI+uvicorn peer (bench/peers/), the near search on 10,000
+# hives with its EXPLAIN, and memcached down. Appends a section to RESULTS.md.
+CATALOGUE_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-catalogue
+bench-catalogue: bench-deps
+	scripts/services start
+	eval "$$(scripts/services env)" && $(PY) bench/catalogue_bench.py $(CATALOGUE_BENCH_ARGS)
 # Signed-in GET /v1/me (token cache warm) vs the anonymous cached hive read: worker CPU
 # per request (goal <= 1.5x; bench/users_bench.py). Appends a section to RESULTS.md.
 USERS_BENCH_ARGS ?= --markdown bench/RESULTS.md

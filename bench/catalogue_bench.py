@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -43,7 +44,6 @@ sys.path.insert(0, str(BENCH.parent))
 from occupancy_bench import (  # noqa: E402
     CLK_TCK,
     MEMCACHED,
-    REPORT,
     SERVER_DSN,
     WRK_DONE,
     children,
@@ -52,6 +52,7 @@ from occupancy_bench import (  # noqa: E402
     get,
     say,
     sql,
+    write_markdown,
     wrk,
 )
 
@@ -109,7 +110,8 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, **api: object) -> Server:
     prefix = tmp / f"bizzyd-{port}"
     (prefix / "conf").mkdir(parents=True)
     config = {
-        "modules": ["modules.database", "modules.occupancy", "modules.api", "modules.hives"],
+        "modules": ["modules.database", "modules.status", "modules.occupancy", "modules.api",
+                    "modules.hives"],
         "worker_processes": 1,
         "error_log": "logs/error.log",
         "error_log_level": "info",
@@ -120,6 +122,7 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, **api: object) -> Server:
         "http": {"servers": [{
             "listen": [f"127.0.0.1:{port}"],
             "locations": [{"location": "= /ok", "return": [200, '{"ok":true}']},
+                          {"location": "= /metrics", "content": "metrics"},
                           *catalogue_locations(filters=False)],
         }]},
     }
@@ -163,19 +166,23 @@ def measure(label: str, server: Server, path: str, lua: Path, args: argparse.Nam
     r["cpu_us"] = (cpu_ticks(worker) - before) / CLK_TCK * 1e6 / max(1, r["requests"])
     if r["errors"] or r["status"]:
         raise SystemExit(f"{label}: {r['errors']} socket errors, {r['status']} non-2xx")
+    if server.title is not None:  # bizzyd: what its cache did
+        text = get(server.port, "/metrics")[1].decode()
+        counts = dict(re.findall(r"^bizzyd_api_(\w+)_total (\d+)$", text, re.M))
+        r["cache"] = " ".join(f"{k}={v}" for k, v in counts.items() if v != "0")
     say(f"  {label:34s} {r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  "
         f"p99 {r['p99_us'] / 1000:6.2f} ms  worker CPU {r['cpu_us']:6.1f} µs/req  "
-        f"(c={connections})")
+        f"(c={connections})" + (f"\n      cache: {r['cache']}" if r.get("cache") else ""))
     return r
 
 
 def explain(dsn: str, lat: float, lon: float) -> None:
-    from modules.hives.api import SEARCH_SETTING, _list_sql
+    from modules.hives.api import KNN_FIRST, SEARCH_SETTING, _list_sql
 
     params = {"q": None, "type": ["bar"], "zip": None, "city": None, "near": (lat, lon),
               "radius": 5000, "bbox": None, "max_occupancy": None, "has_deal": None,
               "sort": "distance", "limit": 20}
-    q = _list_sql(params, None)
+    q = _list_sql(params, None, KNN_FIRST)
 
     async def run() -> list:
         import asyncpg
@@ -188,17 +195,6 @@ def explain(dsn: str, lat: float, lon: float) -> None:
     say("  EXPLAIN ANALYZE of the near search (type=bar, 20 nearest within 5 km):")
     for row in asyncio.run(run()):
         say("    " + row[0])
-
-
-def write_markdown(path: Path, argv: list[str]) -> None:
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "?"
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    head = (f"\n## Catalogue API, {time.strftime('%Y-%m-%d %H:%M')} (git {rev})\n\n"
-            f"`bench/catalogue_bench.py {' '.join(argv)}`; {os.cpu_count()} CPUs, "
-            f"load average at the end {load}.\n\n```\n")
-    with path.open("a") as out:
-        out.write(head + "\n".join(REPORT).strip("\n") + "\n```\n")
 
 
 def prepare(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -260,9 +256,12 @@ def main() -> int:
         fast = measure("FastAPI+uvicorn detail (same cache)", p, "/v1/hives/1", detail, args,
                        wrk_pin)
         p.stop()
-        say(f"  ratio detail / return 200: {hit['rps'] / base['rps']:.2f} (goal >= 0.5)")
-        say(f"  ratio bizzyd / FastAPI: {hit['rps'] / fast['rps']:.2f} (goal >= 3); "
-            f"memcached-only bizzyd / FastAPI: {mc['rps'] / fast['rps']:.2f}")
+        say(f"  ratio detail / return 200: {hit['rps'] / base['rps']:.2f} req/s, "
+            f"{base['cpu_us'] / hit['cpu_us']:.2f} by worker CPU per request (goal >= 0.5)")
+        say(f"  ratio bizzyd / FastAPI: {hit['rps'] / fast['rps']:.2f} req/s, "
+            f"{fast['cpu_us'] / hit['cpu_us']:.2f} by CPU per request (goal >= 3); "
+            f"memcached-only bizzyd / FastAPI: {mc['rps'] / fast['rps']:.2f} req/s, "
+            f"{fast['cpu_us'] / mc['cpu_us']:.2f} by CPU")
         say(f"\n2. near search, 20 nearest bars of {count} hives, cache off")
         b = bizzyd(tmp, dsn, srv_pin, memcached="", local_cache_size=0)
         servers.append(b)
@@ -275,7 +274,8 @@ def main() -> int:
         servers.append(b)
         measure("bizzyd detail (memcached down)", b, "/v1/hives/1", detail, args, wrk_pin)
         if args.markdown:
-            write_markdown(args.markdown, sys.argv[1:])
+            write_markdown(args.markdown, sys.argv[1:], "Catalogue API",
+                           "bench/catalogue_bench.py")
         return 0
     finally:
         for s in servers:

@@ -84,13 +84,14 @@ def progress(message: str) -> None:
     say(f"  {message}")
 
 
-def write_markdown(path: Path, argv: list[str]) -> None:
+def write_markdown(path: Path, argv: list[str], title: str = "Occupancy endpoint",
+                   script: str = "bench/occupancy_bench.py") -> None:
     """Append this run's output to a results file, with the date and the machine."""
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip() or "?"
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    head = (f"\n## Occupancy endpoint, {time.strftime('%Y-%m-%d %H:%M')} (git {rev})\n\n"
-            f"`bench/occupancy_bench.py {' '.join(argv)}`; {os.cpu_count()} CPUs, "
+    head = (f"\n## {title}, {time.strftime('%Y-%m-%d %H:%M')} (git {rev})\n\n"
+            f"`{script} {' '.join(argv)}`; {os.cpu_count()} CPUs, "
             f"load average at the end {load}.\n\n```\n")
     with path.open("a") as out:
         out.write(head + "\n".join(REPORT).strip("\n") + "\n```\n")
@@ -202,7 +203,8 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 def wrk(port: int, path: str, seconds: float, script: Path, pin: str | None,
         connections: int = 64) -> dict:
     cmd = (["taskset", "-c", pin] if pin else []) + [
-        "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s",
+        "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+        "--timeout", "5s",
         "-s", str(script), f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     match = re.search(r"^BENCH-RESULT (\{.*\})$", out.stdout, re.M)

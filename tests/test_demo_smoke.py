@@ -46,6 +46,8 @@ def demo_config(port: int, dsn: str, tag: str) -> dict:
     mc = os.environ.get("BIZZYD_MC_PORT")
     if mc:
         config["occupancy"]["memcached"] = f"127.0.0.1:{mc}"
+        config["api"]["memcached"] = f"127.0.0.1:{mc}"
+    config["api"]["memcached_prefix"] = f"{tag}:api:"
     emulator = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
     if emulator:
         config["firebase"]["emulator"] = emulator
@@ -123,6 +125,18 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             # other hives got no reports (the day-reset sweep may still zero their occupancy)
             assert all(after[h]["total_in"] == before[h]["total_in"]
                        for h in ids if h not in simulated)
+
+            # the catalogue: every endpoint of the OpenAPI document answers
+            status, body = http_get(port, "/v1/openapi.json")
+            assert status == 200
+            for path in json.loads(body)["paths"]:
+                url = path.replace("{id}", "1")  # hive 1 is always active (city.py)
+                status, body = http_get(port, url)
+                assert status == 200, (url, body)
+            status, body = http_get(port, "/v1/hives/1")
+            assert json.loads(body)["occupancy"]["source"] == "zone"
+            status, body = http_get(port, "/v1/hives?near=52.52,13.405&radius=20000&type=bar")
+            assert status == 200 and json.loads(body)["items"]
 
             # one hive, and its stream: the current state at once, from the zone
             hive = moved()[0]

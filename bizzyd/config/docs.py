@@ -63,7 +63,8 @@ def _table(directives: Iterable[Directive]) -> list[str]:
 
 SHIPPED_MODULES: tuple[str, ...] = ("modules.database", "modules.status", "modules.gzip",
                                      "modules.conditional", "modules.cors",
-                                     "modules.occupancy", "modules.mqtt_ingest")
+                                     "modules.occupancy", "modules.mqtt_ingest", "modules.api",
+                                     "modules.hives")
 
 if __name__ == "__main__":
     sys.stdout.write(render(SHIPPED_MODULES))

@@ -24,8 +24,9 @@ from typing import Any
 from bizzyd.config.schema import Block, Directive
 from bizzyd.config.types import Custom, Duration, Int, Str
 from bizzyd.module import Module, ProcessContext
+from modules.occupancy import memcached_address
 
-from .cache import Cache, Metrics, parse_address, zone_spec
+from .cache import Cache, Metrics, zone_spec
 from .openapi import document, openapi
 from .params import BBox, Bool, Enum, Kind, LatLon, Param
 from .params import Duration as DurationParam
@@ -38,16 +39,9 @@ from .versions import Versions
 NAME = "api"
 
 
-def _address(value: Any) -> str:
-    text = Str(allow_empty=True).convert(value)
-    if text:
-        parse_address(text)
-    return text
-
-
 DIRECTIVES = (
     Directive(NAME, Block((
-        Directive("memcached", Custom("HOST:PORT or empty", _address), "127.0.0.1:21211",
+        Directive("memcached", Custom("HOST:PORT or empty", memcached_address), "127.0.0.1:21211",
                   doc="memcached server of the API response cache (HOST:PORT); empty: "
                       "no memcached (every miss of the local table is a query)."),
         Directive("memcached_prefix", Str(), "bizzyd:api:",
@@ -57,8 +51,8 @@ DIRECTIVES = (
         Directive("local_cache_size", Int(min=0, max=1 << 20), 10000,
                   doc="Entries each worker keeps in memory in front of memcached "
                       "(0: none, every request asks memcached)."),
-        Directive("memcached_timeout", Duration(), "50ms",
-                  doc="Bound of each memcached call."),
+        Directive("memcached_timeout", Duration(), "250ms",
+                  doc="Bound of each memcached call (and of connecting)."),
         Directive("memcached_retry", Duration(), "5s",
                   doc="After a memcached failure, skip it this long (fill from Postgres)."),
         Directive("fill_lock_ttl", Duration(), "10s",

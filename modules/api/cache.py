@@ -7,16 +7,17 @@
    lookup.  Keys carry the data's version (see versions.py), so a change never serves
    an old entry, locally or in memcached: the entry is simply not asked for again;
 2. requests of this worker for a key being looked up wait for that one lookup;
-3. memcached (aiomcache: asyncio, never blocks the loop; each call bounded by
-   `api.memcached_timeout`);
+3. memcached (emcache: asyncio, never blocks the loop; concurrent gets are batched
+   into one multi-get; each call bounded by `api.memcached_timeout`);
 4. on a memcached miss the worker takes the key's fill lock (`add <key>:lock`, expiring
    after `api.fill_lock_ttl`): only the holder fills and stores; the other workers of
    the node (and of other nodes) poll memcached for the value instead of querying
    Postgres, up to `api.fill_wait`, then fill themselves.  So N concurrent misses on
    one key make one query.
-5. memcached down (refused, reset, timed out): the call fails fast, a breaker skips
-   memcached for `api.memcached_retry`, and requests are filled from Postgres
-   (`memcached_fallbacks_total`), never a 5xx.  Postgres down: what the caches hold
+5. memcached down (refused, reset, timed out): that request is filled from Postgres
+   (`memcached_fallbacks_total`), never a 5xx; after `FAILURES` failures in a row (or
+   at once when the connection is refused) a breaker skips memcached for
+   `api.memcached_retry`, so requests stop waiting for it.  Postgres down: what the caches hold
    is served; a fill raises the database's 503 with Retry-After.
 
 Counters are in the `metrics.api` zone, one row per worker (exported by /metrics as
@@ -31,9 +32,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import aiomcache
+import emcache
 
 from bizzyd.shm import Zone, ZoneSpec
+from modules.occupancy.replica import parse_address
 
 ZONE = "metrics.api"
 ROWS = 1024
@@ -50,6 +52,7 @@ COUNTERS = (
 )
 INDEX = {name: i for i, name in enumerate(COUNTERS)}
 POLL_FIRST, POLL_MAX = 0.002, 0.02
+FAILURES = 3  # memcached failures in a row that open the breaker
 
 
 def zone_spec() -> ZoneSpec:
@@ -91,13 +94,6 @@ class Metrics:
             self.zone.write(self.row, self.values)
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
-
-
 class MemcachedDown(Exception):
     """memcached is skipped (breaker open) or a call failed."""
 
@@ -117,9 +113,11 @@ class Cache:
         self.wait = settings["fill_wait"]
         self.local: dict[bytes, tuple[float, bytes]] = {}
         self.pending: dict[bytes, asyncio.Future[bytes]] = {}
-        self.client: aiomcache.Client | None = None
+        self.client: Any = None  # emcache.Client, created at the first call
         self.down_until = 0.0
         self.down = False
+        self.failures = 0
+        self.connecting: asyncio.Future[Any] | None = None
 
     # -- the lookup ---------------------------------------------------------------------
 
@@ -162,7 +160,7 @@ class Cache:
         self.metrics.inc("misses_total")
         lock = k + b":lock"
         try:
-            locked = await self._call("add", lock, b"1", self.lock_ttl)
+            locked = await self._call("add", lock, b"1", exptime=self.lock_ttl)
         except MemcachedDown:
             return await self._fill(fill, "memcached_fallbacks_total")
         if not locked:
@@ -171,11 +169,14 @@ class Cache:
                 self.metrics.inc("coalesced_total")
                 return value
             self.metrics.inc("fill_lock_timeouts_total")
-        value = await self._fill(fill)
-        with contextlib.suppress(MemcachedDown):
-            await self._call("set", k, value, self.ttl)
-            if locked:
-                await self._call("delete", lock)
+        try:
+            value = await self._fill(fill)
+            with contextlib.suppress(MemcachedDown):
+                await self._call("set", k, value, exptime=self.ttl)
+        finally:
+            if locked:  # also after a failed fill or set: others must not wait for it
+                with contextlib.suppress(MemcachedDown):
+                    await self._call("delete", lock)
         return value
 
     async def _fill(self, fill: Callable[[], Awaitable[bytes]],
@@ -203,33 +204,50 @@ class Cache:
 
     # -- memcached ------------------------------------------------------------------------
 
-    async def _call(self, method: str, *args: Any) -> Any:
-        """One memcached call, bounded; MemcachedDown when skipped or failed."""
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One memcached call, bounded; MemcachedDown when skipped or failed.  `add`
+        answers False when the key exists; `get` the value or None."""
         if not self.address:
             raise MemcachedDown("no memcached configured")
         if self.down and time.monotonic() < self.down_until:
-            raise MemcachedDown("memcached skipped after a failure")
-        if self.client is None:
-            host, port = parse_address(self.address)
-            self.client = aiomcache.Client(host, port, pool_size=4)
-        client = self.client
+            raise MemcachedDown("memcached skipped after failures")
         try:
-            result = await asyncio.wait_for(getattr(client, method)(*args), self.timeout)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError,
-                aiomcache.exceptions.ClientException) as exc:
-            self._failed(client, exc)
+            client = self.client or await self._connect()
+            result = await getattr(client, method)(*args, **kwargs)
+        except emcache.NotStoredStorageCommandError:
+            result = False
+        except (OSError, TimeoutError, emcache.ClusterNoAvailableNodes,
+                emcache.CommandError) as exc:
+            self._failed(exc)
             raise MemcachedDown(str(exc)) from exc
+        self.failures = 0
         if self.down:
             self.down = False
             self.log.notice("api cache: memcached %s reachable again", self.address)
-        return result
+        if method == "get":
+            return None if result is None else result.value
+        return True if result is None else result
 
-    def _failed(self, client: aiomcache.Client, exc: BaseException) -> None:
-        """A failed call may leave a pooled connection mid-reply: drop the client."""
+    async def _connect(self) -> Any:
+        """The client, created once (concurrent first calls wait for the same one)."""
+        connecting = self.connecting
+        if connecting is None:
+            host, port = parse_address(self.address)
+            connecting = self.connecting = asyncio.ensure_future(emcache.create_client(
+                [emcache.MemcachedHostAddress(host, port)], timeout=self.timeout,
+                connection_timeout=self.timeout, max_connections=4, autobatching=True))
+        try:
+            self.client = await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self.connecting is connecting:
+                self.connecting = None
+        return self.client
+
+    def _failed(self, exc: BaseException) -> None:
         self.metrics.inc("memcached_errors_total")
-        if self.client is client:
-            self.client = None
-            asyncio.ensure_future(_close(client))
+        self.failures += 1
+        if self.failures < FAILURES and not isinstance(exc, ConnectionRefusedError):
+            return
         if not self.down:
             self.log.error("api cache: memcached %s unavailable (%s: %s); skipping it "
                            "for %.0fs at a time", self.address, type(exc).__name__, exc,
@@ -246,6 +264,6 @@ class Cache:
             self.client = None
 
 
-async def _close(client: aiomcache.Client) -> None:
+async def _close(client: Any) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.close(), 1.0)

@@ -29,6 +29,9 @@ class Kind:
         return str(value)
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}").fullmatch
+
+
 @dataclass(frozen=True)
 class Int(Kind):
     min: int | None = None
@@ -36,7 +39,7 @@ class Int(Kind):
     unit: str = ""
 
     def convert(self, text: str) -> int:
-        if not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
+        if not _INTEGER(text):
             raise ValueError(f"expected an integer, got {text[:40]!r}")
         value = int(text)
         unit = f" {self.unit}" if self.unit else ""

@@ -111,7 +111,7 @@ def parse_params(route: Route, query: str, captures: Mapping[str, str]) -> dict[
     """Validated parameters (defaults filled) or a 400 Problem naming the parameter."""
     try:
         given = parse_qs(query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS,
-                         errors="strict")
+                         errors="strict") if query else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(400, f"malformed query string: {exc}") from None
     for name in given:

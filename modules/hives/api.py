@@ -191,11 +191,33 @@ def _list_defaults(p: dict[str, Any]) -> None:
         raise Problem(400, "sort=relevance needs q", param="sort")
 
 
-def _list_sql(p: dict[str, Any], after: tuple[Any, int] | None) -> Sql:
+KNN_FIRST = 256  # nearest addresses a sort=distance query considers first (x8 if short)
+
+# Addresses nearest first through the GiST index (`<->` KNN): with the LIMIT the
+# planner must use the index order, instead of collecting everything within the radius
+# and sorting it (it prefers that once joins and filters are added).
+KNN = ("(SELECT a.*, a.geog <-> {point} AS knn FROM address a WHERE a.geog IS NOT NULL"
+       "{after} ORDER BY a.geog <-> {point} LIMIT {k})")
+KNN_EDGE = ("SELECT a.geog <-> {point} AS d FROM address a WHERE a.geog IS NOT NULL"
+            "{after} ORDER BY a.geog <-> {point} OFFSET {k} LIMIT 1")
+
+
+def _list_sql(p: dict[str, Any], after: tuple[Any, int] | None, k: int = 0) -> Sql:
+    """The listing query; for sort=distance, over the `k` addresses nearest to `near`
+    (from the cursor's distance on)."""
     sql = Sql()
     w = sql.where
     point = sql.point(*p["near"]) if p["near"] else None
     q = sql.arg(p["q"]) if p["q"] else None
+    source = queries.ITEM_FROM
+    knn = p["sort"] == "distance"
+    if knn:
+        start = f" AND a.geog <-> {point} >= {sql.arg(after[0])}" if after else ""
+        sub = KNN.format(point=point, after=start, k=sql.arg(k))
+        source = source.replace("JOIN address a ", f"JOIN {sub} a ")
+        w.append(f"a.knn <= {sql.arg(float(p['radius']))}")
+    elif point:
+        w.append(f"ST_DWithin(a.geog, {point}, {sql.arg(float(p['radius']))}, false)")
     if q:
         w.append(f"search_text({q}) <% search_text(h.name)")
     if p["type"]:
@@ -204,8 +226,6 @@ def _list_sql(p: dict[str, Any], after: tuple[Any, int] | None) -> Sql:
         w.append(f"a.zip = {sql.arg(p['zip'])}")
     if p["city"]:
         w.append(f"search_text(a.city) = search_text({sql.arg(p['city'])})")
-    if point:
-        w.append(f"ST_DWithin(a.geog, {point}, {sql.arg(float(p['radius']))})")
     if p["bbox"]:
         west, south, east, north = (sql.arg(v) for v in p["bbox"])
         w.append("a.latitude IS NOT NULL AND point(a.longitude, a.latitude) <@ "
@@ -214,14 +234,33 @@ def _list_sql(p: dict[str, Any], after: tuple[Any, int] | None) -> Sql:
         w.append(f"COALESCE(o.occupancy, 0) * 100 <= {sql.arg(p['max_occupancy'])} * h.capacity")
     if p["has_deal"] is not None:
         w.append(queries.ACTIVE_DEAL if p["has_deal"] else f"NOT {queries.ACTIVE_DEAL}")
-    key = SORT_KEYS[p["sort"]].format(point=point, q=q)
+    key = "a.knn" if knn else SORT_KEYS[p["sort"]].format(point=point, q=q)
     if after is not None:
         w.append(f"({key}, h.id) > ({sql.arg(after[0])}, {sql.arg(after[1])})")
     distance = f", ({'a.geog <-> ' + point}) AS distance" if point else ""
     sql.text = (f"SELECT {queries.ITEM_COLUMNS}, {key} AS sort_key{distance}"
-                f"{queries.ITEM_FROM} {sql.clause()} ORDER BY {key}, h.id "
+                f"{source} {sql.clause()} ORDER BY {key}, h.id "
                 f"LIMIT {sql.arg(p['limit'] + 1)}")
     return sql
+
+
+async def _list_rows(cat: Catalogue, p: dict[str, Any], after: tuple[Any, int] | None) -> list:
+    """The rows of a page.  sort=distance widens its candidates (x8) while the page is
+    short and the next candidate is still within the radius."""
+    k = KNN_FIRST if p["sort"] == "distance" else 0
+    while True:
+        sql = _list_sql(p, after, k)
+        rows = await cat.fetch(sql.text, *sql.args, search=bool(p["q"]))
+        if not k or len(rows) > p["limit"]:
+            return rows
+        edge = Sql()
+        point = edge.point(*p["near"])
+        start = f" AND a.geog <-> {point} >= {edge.arg(after[0])}" if after else ""
+        rest = await cat.fetch(KNN_EDGE.format(point=point, after=start, k=edge.arg(k)),
+                               *edge.args)
+        if not rest or rest[0]["d"] > p["radius"]:
+            return rows
+        k *= 8
 
 
 def _after(call: Call, query: str, cat: Catalogue) -> tuple[Any, int] | None:
@@ -254,8 +293,7 @@ async def list_hives(call: Call) -> Reply:
     async def fill() -> bytes:
         if p["type"]:
             await cat.check_types(p["type"])
-        sql = _list_sql(p, after)
-        rows = await cat.fetch(sql.text, *sql.args, search=bool(p["q"]))
+        rows = await _list_rows(cat, p, after)
         near = p["near"] is not None
         items = [_item(r, near) for r in rows[:p["limit"]]]
         return freeze(HiveList(items, _next(LIST_ROUTE.path, query, rows, p["limit"],
@@ -354,7 +392,7 @@ def _deal_feed_sql(p: dict[str, Any], after: tuple[Any, int] | None) -> Sql:
     sql = Sql()
     point = sql.point(*p["near"]) if p["near"] else None
     if point:
-        sql.where.append(f"ST_DWithin(a.geog, {point}, {sql.arg(float(p['radius']))})")
+        sql.where.append(f"ST_DWithin(a.geog, {point}, {sql.arg(float(p['radius']))}, false)")
     if p["type"]:
         sql.where.append(f"t.code = ANY({sql.arg(p['type'])}::text[])")
     key = (f"(a.geog <-> {point})" if p["sort"] == "distance"

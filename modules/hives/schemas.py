@@ -56,8 +56,8 @@ class Deal(Struct):
         description="active: valid now; upcoming: starts later")]
 
 
-class HiveItem(Struct, omit_defaults=True):
-    """A hive in a listing."""
+class HiveBase(Struct):
+    """What every hive answer has."""
 
     id: int
     name: str
@@ -68,6 +68,11 @@ class HiveItem(Struct, omit_defaults=True):
     occupancy: Occupancy
     active_deals: Annotated[int, Meta(ge=0)]
     updated_at: datetime
+
+
+class HiveItem(HiveBase, omit_defaults=True):
+    """A hive in a listing."""
+
     distance_m: Annotated[float, Meta(
         ge=0, description="metres from `near` (only when `near` is given)")] | None = None
 
@@ -77,18 +82,9 @@ class HiveList(Struct):
     next: Annotated[str | None, Meta(description="the next page's URL; null: last page")]
 
 
-class HiveDetail(Struct, omit_defaults=True):
+class HiveDetail(HiveBase):
     """A hive with everything the app shows on its page."""
 
-    id: int
-    name: str
-    type: str
-    address: Address
-    capacity: Annotated[int, Meta(gt=0)]
-    cover_image: str | None
-    occupancy: Occupancy
-    active_deals: Annotated[int, Meta(ge=0)]
-    updated_at: datetime
     description: str | None
     timezone: Annotated[str, Meta(description="IANA time zone, e.g. Europe/Berlin")]
     images: Annotated[list[Image], Meta(description="cover first, then secondary in order")]
@@ -131,4 +127,4 @@ class DealFeed(Struct):
 
 
 __all__ = [n for n, v in list(globals().items()) if isinstance(v, type)
-           and issubclass(v, msgspec.Struct) and v is not Struct]
+           and issubclass(v, msgspec.Struct) and v not in (Struct, HiveBase)]

@@ -44,7 +44,8 @@ from .stream import Fanout, occupancy_stream
 from .zone import table, zone_specs
 
 
-def _address(value: Any) -> str:
+def memcached_address(value: Any) -> str:
+    """A `HOST:PORT` setting, or empty (none)."""
     text = Str(allow_empty=True).convert(value)
     if text:
         parse_address(text)
@@ -62,7 +63,7 @@ DIRECTIVES = (
         Directive("load_timeout", Duration(), "30s",
                   doc="How long the cache manager waits for the cache loader before it "
                       "loads the zone itself."),
-        Directive("memcached", Custom("HOST:PORT or empty", _address), "127.0.0.1:21211",
+        Directive("memcached", Custom("HOST:PORT or empty", memcached_address), "127.0.0.1:21211",
                   doc="memcached server of the replica (HOST:PORT); empty: no replica."),
         Directive("memcached_prefix", Str(), "bizzyd:occ:",
                   doc="Key prefix of the replica's entries (the hive id follows)."),
@@ -133,4 +134,4 @@ module = Module(
     doc=__doc__ or "",
 )
 
-__all__ = ["module", "settings"]
+__all__ = ["memcached_address", "module", "settings"]

@@ -301,3 +301,14 @@ def test_other_methods_and_paths_are_problems(catalogue):
     r = catalogue.get("/v1/hivez")
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert catalogue.head("/v1/hives/1").status_code == 200
+
+
+def test_docs_api_md_names_every_path_and_parameter_of_the_document(catalogue):
+    from bizzyd_proc import ROOT
+
+    text = (ROOT / "docs" / "api.md").read_text()
+    doc = catalogue.get("/v1/openapi.json").json()
+    for path, ops in doc["paths"].items():
+        assert f"`GET {path}`" in text, path
+        for p in ops["get"]["parameters"]:
+            assert f"`{p['name']}`" in text, (path, p["name"])
