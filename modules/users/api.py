@@ -159,9 +159,14 @@ async def delete_me(call: Call) -> None:
     auth_state(call.process).verifier.forget_uid(user.uid)
 
 
-async def _user_hives(call: Call, sql: str) -> UserHiveList:
+async def _mine(call: Call, sql: str) -> list[Any]:
+    """The rows of a query of the signed-in user's ($1) rows."""
     async with _conn(call) as conn:
-        rows = await conn.fetch(sql, identity(call.request).user_id)
+        return await conn.fetch(sql, identity(call.request).user_id)
+
+
+async def _user_hives(call: Call, sql: str) -> UserHiveList:
+    rows = await _mine(call, sql)
     return UserHiveList([UserHive(r["hive_id"], r["name"], r["at"]) for r in rows])
 
 
@@ -252,9 +257,7 @@ async def _save_note(call: Call, sql: str, *args: Any) -> Notification:
 
 @endpoint(NOTE_LIST)
 async def list_notifications(call: Call) -> NotificationList:
-    async with _conn(call) as conn:
-        rows = await conn.fetch(queries.NOTIFICATIONS, identity(call.request).user_id)
-    return NotificationList([_notification(r) for r in rows])
+    return NotificationList([_notification(r) for r in await _mine(call, queries.NOTIFICATIONS)])
 
 
 @endpoint(NOTE_POST)
@@ -324,9 +327,7 @@ async def post_message(call: Call) -> Message:
 
 @endpoint(MSG_LIST)
 async def list_messages(call: Call) -> MessageList:
-    async with _conn(call) as conn:
-        rows = await conn.fetch(queries.MESSAGES, identity(call.request).user_id)
-    return MessageList([_message(r) for r in rows])
+    return MessageList([_message(r) for r in await _mine(call, queries.MESSAGES)])
 
 
 @endpoint(EVENTS)
