@@ -29,6 +29,7 @@ FIREBASE_AUTH_EMULATOR_HOST is set in its environment without the config asking.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -214,12 +215,23 @@ async def _sign_in(request: Request, token: str) -> Identity:
     found = verifier.cached(key, now)
     if found is not None:
         return found
+    # concurrent first requests with one token share one verification
+    pending = verifier.pending.get(key)
+    if pending is None:
+        pending = verifier.pending[key] = asyncio.ensure_future(
+            _verify_and_enrol(request, token, now))
+        pending.add_done_callback(lambda _: verifier.pending.pop(key, None))
+    found = await asyncio.shield(pending)
+    verifier.remember(key, found)
+    return found
+
+
+async def _verify_and_enrol(request: Request, token: str, now: float) -> Identity:
+    verifier = auth_state(request.process).verifier
     claims = await verifier.claims(token)
     uid = claims["uid"]
     user_id = await user_id_of(database(request.process), uid)
-    found = Identity(uid, user_id, verifier.valid_until(claims, now))
-    verifier.remember(key, found)
-    return found
+    return Identity(uid, user_id, verifier.valid_until(claims, now))
 
 
 def _wants(config: Mapping[str, Any]) -> bool:

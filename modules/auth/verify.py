@@ -64,6 +64,7 @@ class Verifier:
             client = fb_auth._get_client(self.app)
             client._token_verifier.id_token_verifier.cert_url = settings["certs_url"]
         self.cache: OrderedDict[bytes, Identity] = OrderedDict()
+        self.pending: dict[bytes, asyncio.Future[Identity]] = {}
         self.size = settings["cache_size"]
         self.hits = self.misses = 0
 

@@ -76,6 +76,12 @@ def check(config: Any) -> None:
             raise ConfigError(f"modules.users needs modules.{needed} (list it in "
                               "`modules:` before modules.users)", ("modules",),
                               config.mark(("modules",)))
+    for i, server in enumerate(config.servers):
+        for j, location in enumerate(server["locations"]):
+            if location["record_recent"] and location["auth"] == "off":
+                key = ("http", "servers", i, "locations", j, "record_recent")
+                raise ConfigError("record_recent needs auth: optional or required here",
+                                  key, config.mark(key) or config.mark(key[:-1]))
 
 
 def init_worker(ctx: ProcessContext) -> None:

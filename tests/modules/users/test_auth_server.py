@@ -107,3 +107,17 @@ def test_the_emulator_variable_without_the_config_is_refused(tmp_path) -> None:
                            str(config), "-t"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_record_recent_without_sign_in_is_a_config_error(tmp_path) -> None:
+    config = tmp_path / "bizzyd.yaml"
+    config.write_text(
+        "modules: [modules.database, modules.api, modules.auth, modules.users]\n"
+        "http: {servers: [{listen: ['127.0.0.1:1'], locations: [\n"
+        "  {location: '/h', return: 200, record_recent: on}]}]}\n")
+    env = {k: v for k, v in os.environ.items() if k != "FIREBASE_AUTH_EMULATOR_HOST"}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-m", "bizzyd", "-p", str(tmp_path), "-c",
+                           str(config), "-t"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "record_recent needs auth" in done.stderr, done.stderr
