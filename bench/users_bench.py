@@ -6,7 +6,8 @@ once each by firebase-admin against a local stand-in for Google's certificate
 endpoint) against the anonymous `GET /v1/hives/{id}` served from the cache, in the
 same bizzyd: worker CPU per request (goal: /v1/me <= 1.5x the hive read), and the
 Postgres backend's CPU per /v1/me; then the signed-in hive read (which records a
-recent, written in batches) against the anonymous one. The server runs on CPU 0, wrk
+recent, written in batches) against the anonymous one; last, the same /v1/me on the
+FastAPI + uvicorn peer (bench/peers/users_fastapi.py). The server runs on CPU 0, wrk
 on CPU 1.
 
     .venv/bin/python bench/users_bench.py [--hives 2000] [--duration 8]
@@ -128,6 +129,17 @@ def warm(port: int, tokens: list[str]) -> None:
             conn.close()
 
 
+def peer(tmp: Path, dsn: str, pin: str | None, certs_url: str) -> Server:
+    port = free_port()
+    cmd = (["taskset", "-c", pin] if pin else []) + [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH / "peers"),
+        "users_fastapi:app", "--port", str(port), "--loop", "uvloop", "--http",
+        "httptools", "--log-level", "warning", "--no-access-log"]
+    env = {k: v for k, v in os.environ.items() if k != "FIREBASE_AUTH_EMULATOR_HOST"}
+    env.update(PEER_DSN=dsn, PEER_CERTS_URL=certs_url, PEER_PROJECT=PROJECT)
+    return Server(cmd, tmp, env, port, "/ok", None)
+
+
 def backend_ticks(dsn: str) -> int:
     """CPU ticks of the Postgres backends connected to the benchmark's database."""
     name = dsn.rsplit("/", 1)[1]
@@ -187,6 +199,14 @@ def main() -> int:
                 + ("MET" if ratio <= 1.5 else "NOT MET"))
             say(f"  a signed-in hive read (verifies the cached token, records a recent) "
                 f"costs {recorded['cpu_us'] / hive['cpu_us']:.2f}x an anonymous one")
+            server.stop()
+            server = peer(tmp, dsn, srv_pin, url)
+            warm(server.port, tokens)
+            fastapi = measure("FastAPI peer GET /v1/me (cache warm)", server, "/", me, args,
+                              wrk_pin)
+            say(f"  bizzyd /v1/me: {fastapi['cpu_us'] / signed['cpu_us']:.2f}x less CPU "
+                f"per request and {signed['rps'] / fastapi['rps']:.2f}x the req/s of the "
+                "FastAPI + uvicorn peer")
     finally:
         if server is not None:
             server.stop()

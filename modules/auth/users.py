@@ -7,11 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 # The first call of a new uid creates its row; concurrent first calls agree on one.
+# A row without a store account token (made by demo data, say) gets one.
 UPSERT = """
 WITH new AS (
-    INSERT INTO app_user (firebase_uid) VALUES ($1)
-    ON CONFLICT (firebase_uid) DO NOTHING RETURNING id)
-SELECT id FROM new UNION ALL SELECT id FROM app_user WHERE firebase_uid = $1 LIMIT 1
+    INSERT INTO app_user (firebase_uid, store_account_token) VALUES ($1, gen_random_uuid())
+    ON CONFLICT (firebase_uid) DO NOTHING RETURNING id),
+old AS (
+    UPDATE app_user SET store_account_token = gen_random_uuid()
+    WHERE firebase_uid = $1 AND store_account_token IS NULL RETURNING id)
+SELECT id FROM new UNION ALL SELECT id FROM old
+UNION ALL SELECT id FROM app_user WHERE firebase_uid = $1 LIMIT 1
 """
 
 # The user's current plan: the newest active, unexpired user subscription, else free.

@@ -132,7 +132,11 @@ async def _me(call: Call, user_id: int) -> Me:
                       headers=[("WWW-Authenticate", CHALLENGE)])
     sub = Subscription(plan.code, plan.status, plan.store, plan.started_at, plan.expires_at)
     return Me(user_id, row["firebase_uid"], row["nickname"], row["created_at"], sub,
-              list(plan.features), str(row["store_account_token"]))
+              list(plan.features), _text(row["store_account_token"]))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @endpoint(ME_GET)

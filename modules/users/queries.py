@@ -15,7 +15,7 @@ DELETE_ME = (
     "DELETE FROM user_device WHERE user_id = $1",
     "UPDATE user_analytics SET user_id = NULL WHERE user_id = $1",
     "UPDATE app_user SET firebase_uid = 'deleted:' || id, nickname = NULL, "
-    "store_account_token = gen_random_uuid() "
+    "store_account_token = NULL "
     "WHERE id = $1 AND EXISTS (SELECT 1 FROM subscription WHERE user_id = $1)",
     "DELETE FROM app_user WHERE id = $1 "
     "AND NOT EXISTS (SELECT 1 FROM subscription WHERE user_id = $1)",

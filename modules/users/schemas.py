@@ -34,7 +34,7 @@ class Me(Struct):
     created_at: datetime
     subscription: Subscription
     features: list[str]
-    store_account_token: Annotated[str, Meta(
+    store_account_token: Annotated[str | None, Meta(
         description="pass as appAccountToken to the App Store when buying a plan")]
 
 

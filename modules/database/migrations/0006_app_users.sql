@@ -2,9 +2,10 @@
 -- analytics after "delete my account", and the App Store products of the user plans.
 
 -- The UUID the app passes to the App Store as appAccountToken when the user buys a
--- plan: store notifications name the user by it (no personal data).
-ALTER TABLE app_user
-    ADD COLUMN store_account_token uuid NOT NULL UNIQUE DEFAULT gen_random_uuid();
+-- plan: store notifications name the user by it (no personal data). Given at sign-in
+-- (modules.auth), not by a column default: demo data stays reproducible.
+ALTER TABLE app_user ADD COLUMN store_account_token uuid UNIQUE;
+UPDATE app_user SET store_account_token = gen_random_uuid();
 
 -- A device the app registered for push (Firebase Cloud Messaging registration token).
 CREATE TABLE user_device (
