@@ -113,6 +113,7 @@ class Cache:
         self.wait = settings["fill_wait"]
         self.local: dict[bytes, tuple[float, bytes]] = {}
         self.pending: dict[bytes, asyncio.Future[bytes]] = {}
+        self.orphans: dict[bytes, float] = {}  # our fill locks we could not delete
         self.client: Any = None  # emcache.Client, created at the first call
         self.down_until = 0.0
         self.down = False
@@ -161,9 +162,10 @@ class Cache:
         lock = k + b":lock"
         try:
             locked = await self._call("add", lock, b"1", exptime=self.lock_ttl)
-        except MemcachedDown:
+        except MemcachedDown:  # a timed-out add may still have taken the lock
+            self._orphan(lock)
             return await self._fill(fill, "memcached_fallbacks_total")
-        if not locked:
+        if not locked and self.orphans.get(lock, 0.0) <= time.monotonic():
             value = await self._wait_for(k)
             if value is not None:
                 self.metrics.inc("coalesced_total")
@@ -175,9 +177,17 @@ class Cache:
                 await self._call("set", k, value, exptime=self.ttl)
         finally:
             if locked:  # also after a failed fill or set: others must not wait for it
-                with contextlib.suppress(MemcachedDown):
+                try:
                     await self._call("delete", lock)
+                except MemcachedDown:  # it stays until it expires: do not wait for it
+                    self._orphan(lock)
         return value
+
+    def _orphan(self, lock: bytes) -> None:
+        """A fill lock of ours that may outlive us: this worker will not wait for it."""
+        if len(self.orphans) >= 1000:
+            self.orphans.clear()
+        self.orphans[lock] = time.monotonic() + self.lock_ttl
 
     async def _fill(self, fill: Callable[[], Awaitable[bytes]],
                     why: str | None = None) -> bytes:

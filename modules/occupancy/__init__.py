@@ -41,7 +41,7 @@ from bizzyd.module import Module, ProcessContext
 from .api import NAME, Api, occupancy, occupancy_many
 from .replica import parse_address
 from .stream import Fanout, occupancy_stream
-from .zone import table, zone_specs
+from .zone import metrics_spec, table, zone_specs
 
 
 def memcached_address(value: Any) -> str:
@@ -97,7 +97,7 @@ def check(config: Any) -> None:
 
 
 def zones(config: Any) -> list:
-    return zone_specs(settings(config)["zone_capacity"])
+    return [*zone_specs(settings(config)["zone_capacity"]), metrics_spec()]
 
 
 def init_worker(ctx: ProcessContext) -> None:
@@ -115,12 +115,6 @@ def exit_worker(ctx: ProcessContext) -> None:
     state.close()
 
 
-def _roles() -> tuple:
-    from cache_loader import roles
-
-    return roles
-
-
 module = Module(
     name=NAME,
     directives=DIRECTIVES,
@@ -128,7 +122,7 @@ module = Module(
     check=check,
     init_worker=init_worker,
     exit_worker=exit_worker,
-    roles=_roles(),
+    requires=("cache_loader",),  # the loader and manager processes of the zone
     content_handlers={"occupancy": occupancy, "occupancy_many": occupancy_many,
                       "occupancy_stream": occupancy_stream},
     doc=__doc__ or "",
