@@ -68,6 +68,7 @@ bench: bench-deps
 	$(MAKE) bench-ingest
 	$(MAKE) bench-queue
 	$(MAKE) bench-catalogue
+	$(MAKE) bench-users
 
 # 10,000 idle keep-alive connections on one worker: its RSS, and a fresh client's p99
 # meanwhile (bench/idle_bench.py). Appends a section to RESULTS.md.
@@ -108,3 +109,10 @@ CATALOGUE_BENCH_ARGS ?= --markdown bench/RESULTS.md
 bench-catalogue: bench-deps
 	scripts/services start
 	eval "$$(scripts/services env)" && $(PY) bench/catalogue_bench.py $(CATALOGUE_BENCH_ARGS)
+# Signed-in GET /v1/me (token cache warm) vs the anonymous cached hive read: worker CPU
+# per request (goal <= 1.5x; bench/users_bench.py). Appends a section to RESULTS.md.
+USERS_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-users
+bench-users: bench-deps
+	scripts/services start postgres memcached
+	eval "$$(scripts/services env)" && $(PY) bench/users_bench.py $(USERS_BENCH_ARGS)

@@ -48,6 +48,9 @@ def demo_config(port: int, dsn: str, tag: str) -> dict:
         config["occupancy"]["memcached"] = f"127.0.0.1:{mc}"
         config["api"]["memcached"] = f"127.0.0.1:{mc}"
     config["api"]["memcached_prefix"] = f"{tag}:api:"
+    emulator = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
+    if emulator:
+        config["firebase"]["emulator"] = emulator
     (server,) = config["http"]["servers"]
     server["listen"] = [f"127.0.0.1:{port}"]
     return config
@@ -123,10 +126,12 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             assert all(after[h]["total_in"] == before[h]["total_in"]
                        for h in ids if h not in simulated)
 
-            # the catalogue: every endpoint of the OpenAPI document answers
+            # the catalogue: every anonymous GET of the OpenAPI document answers
             status, body = http_get(port, "/v1/openapi.json")
             assert status == 200
-            for path in json.loads(body)["paths"]:
+            for path, item in json.loads(body)["paths"].items():
+                if "get" not in item or item["get"].get("security"):
+                    continue  # signed-in endpoints: signed_in() below
                 url = path.replace("{id}", "1")  # hive 1 is always active (city.py)
                 status, body = http_get(port, url)
                 assert status == 200, (url, body)
@@ -155,6 +160,9 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             assert status == 200
             assert json.loads(body)["pending"]["threshold_cm"] == 180
 
+            # a user signs in at the emulator and uses the signed-in endpoints
+            signed_in(port, config_emulator(b))
+
             assert b.stop() == 0
             wait_for(lambda: not b.leftovers(), timeout=5, what="no leftovers")
             assert "Traceback" not in b.log()
@@ -164,12 +172,31 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             clear_retained(f"{tag}/commands/sensor/bz2-000005")
 
 
-def put(port: int, path: str, body: dict) -> tuple[int, object, bytes]:
+def config_emulator(b: Bizzyd) -> str:
+    return yaml.safe_load(b.conf.read_text())["firebase"]["emulator"]
+
+
+def signed_in(port: int, emulator: str) -> None:
+    from modules.auth.testing import emulator_token
+
+    auth = {"Authorization": "Bearer " + emulator_token(
+        emulator, f"demo{secrets.token_hex(4)}@example.com")}
+    status, _, body = put(port, "/v1/me/favourites/1", None, auth, "PUT")
+    assert status == 204, body
+    status, _, body = put(port, "/v1/me", {"nickname": "Demo"}, auth, "PATCH")
+    assert status == 200 and json.loads(body)["nickname"] == "Demo", body
+    status, _, body = put(port, "/v1/me/favourites", None, auth, "GET")
+    assert [i["hive_id"] for i in json.loads(body)["items"]] == [1]
+
+
+def put(port: int, path: str, body: dict | None, headers: dict | None = None,
+        method: str = "PUT") -> tuple[int, object, bytes]:
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("PUT", path, json.dumps(body), {"Content-Type": "application/json"})
+        conn.request(method, path, None if body is None else json.dumps(body),
+                     {"Content-Type": "application/json", **(headers or {})})
         response = conn.getresponse()
         return response.status, response.headers, response.read()
     finally:

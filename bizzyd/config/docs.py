@@ -64,7 +64,8 @@ def _table(directives: Iterable[Directive]) -> list[str]:
 SHIPPED_MODULES: tuple[str, ...] = ("modules.database", "modules.status", "modules.gzip",
                                      "modules.conditional", "modules.cors",
                                      "modules.occupancy", "modules.mqtt_ingest", "modules.api",
-                                     "modules.hives", "modules.queue")
+                                     "modules.hives", "modules.auth", "modules.users",
+                                     "modules.store", "modules.queue")
 
 if __name__ == "__main__":
     sys.stdout.write(render(SHIPPED_MODULES))

@@ -33,7 +33,7 @@ from .params import Duration as DurationParam
 from .params import Int as IntParam
 from .params import Str as StrParam
 from .problem import PROBLEM_TYPE, Problem, ProblemDetails
-from .routes import Call, Reply, Route, endpoint, not_found
+from .routes import Call, Reply, Route, endpoint, methods, not_found
 from .versions import Versions
 
 NAME = "api"
@@ -106,4 +106,4 @@ module = Module(
 
 __all__ = ["BBox", "Bool", "Call", "DurationParam", "Enum", "IntParam", "Kind", "LatLon",
            "PROBLEM_TYPE", "Param", "Problem", "ProblemDetails", "Reply", "Route",
-           "StrParam", "Versions", "api_state", "document", "endpoint", "module"]
+           "StrParam", "Versions", "api_state", "document", "endpoint", "methods", "module"]

@@ -60,6 +60,13 @@ class Route:
     errors: Sequence[int] = (400,)  # statuses besides 200, each problem+json
     max_age: int = 60  # Cache-Control max-age of 200 answers (0: no-cache)
     operation_id: str = ""
+    # request bodies and signed-in endpoints (issue 16): a msgspec Struct the JSON body
+    # must decode to (422 naming the field otherwise), the bearer token requirement
+    # (documented as a security requirement; enforced by modules.auth on the location),
+    # and the status of a success (202, 204: `response` None, no body)
+    body: type | None = None
+    auth: bool = False
+    status: int = 200
     by_name: Mapping[str, Param] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +80,7 @@ class Call:
     route: Route
     request: Request
     params: dict[str, Any]
+    body: Any = None  # the decoded `route.body`
 
     @property
     def process(self) -> Any:
@@ -123,6 +131,23 @@ def parse_params(route: Route, query: str, captures: Mapping[str, str]) -> dict[
     return out
 
 
+def parse_body(route: Route, body: bytes) -> Any:
+    """The request body decoded to `route.body`, or a 400 (not JSON) / 422 (a field
+    refused, named by its JSON path) Problem."""
+    if not body:
+        raise Problem(400, "a JSON request body is required")
+    try:
+        return msgspec.json.decode(body, type=route.body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        reason, _, where = text.rpartition(" - at `")
+        if not reason:
+            raise Problem(422, text) from None
+        raise Problem(422, reason, param=where.rstrip("`").removeprefix("$.")) from None
+    except msgspec.DecodeError as exc:
+        raise Problem(400, f"malformed JSON body: {exc}") from None
+
+
 Handler = Callable[[Call], Awaitable[Any] | Any]
 
 
@@ -132,6 +157,8 @@ def endpoint(route: Route) -> Callable[[Handler], Callable[[Request], Awaitable[
     def wrap(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
         cache_control = (f"public, max-age={route.max_age}" if route.max_age
                          else "no-cache")
+        if route.auth:
+            cache_control = "private, no-store"
 
         allowed = ", ".join(sorted({route.method, "HEAD"}))
 
@@ -144,6 +171,8 @@ def endpoint(route: Route) -> Callable[[Handler], Callable[[Request], Awaitable[
             try:
                 call = Call(route, request, parse_params(route, request.query,
                                                          request.captures))
+                if route.body is not None:
+                    call.body = parse_body(route, request.body)
                 result = fn(call)
                 if isinstance(result, Awaitable):
                     result = await result
@@ -154,9 +183,11 @@ def endpoint(route: Route) -> Callable[[Handler], Callable[[Request], Awaitable[
             if isinstance(result, Reply):
                 response = Response(result.status, result.body, result.headers,
                                     content_type=JSON)
+            elif result is None:
+                response = Response(route.status, b"")
             else:
-                response = Response(200, _ENCODER.encode(result), content_type=JSON)
-            if response.status == 200:
+                response = Response(route.status, _ENCODER.encode(result), content_type=JSON)
+            if response.status == 200 or route.auth:
                 response.headers.append(("Cache-Control", cache_control))
             return response
 
@@ -164,6 +195,26 @@ def endpoint(route: Route) -> Callable[[Handler], Callable[[Request], Awaitable[
         return handler
 
     return wrap
+
+
+def methods(*handlers: Callable[[Request], Awaitable[Response]]
+            ) -> Callable[[Request], Awaitable[Response]]:
+    """One content handler for several endpoints of one path (GET, PATCH, DELETE /v1/me):
+    dispatched by method (HEAD → GET), 405 with Allow for the others."""
+    by_method = {h.route.method: h for h in handlers}  # type: ignore[attr-defined]
+    if "GET" in by_method:
+        by_method["HEAD"] = by_method["GET"]
+    allowed = ", ".join(sorted(by_method))
+
+    async def dispatch(request: Request) -> Response:
+        handler = by_method.get(request.method)
+        if handler is None:
+            return Problem(405, f"{request.method} is not allowed here (only {allowed})",
+                           headers=[("Allow", allowed)]).response(request.path)
+        return await handler(request)
+
+    dispatch.routes = [h.route for h in handlers]  # type: ignore[attr-defined]
+    return dispatch
 
 
 def not_found(request: Request) -> Response:
@@ -176,7 +227,7 @@ def routes_of(handlers: Sequence[Any]) -> list[Route]:
     """The routes of the endpoint handlers among `handlers` (each once, in order)."""
     seen: dict[tuple[str, str], Route] = {}
     for h in handlers:
-        route = getattr(h, "route", None)
-        if isinstance(route, Route):
-            seen.setdefault((route.method, route.path), route)
+        for route in (getattr(h, "route", None), *getattr(h, "routes", ())):
+            if isinstance(route, Route):
+                seen.setdefault((route.method, route.path), route)
     return list(seen.values())

@@ -60,6 +60,8 @@ __all__ = ["DEMO_TABLES", "DemoError", "Options", "Summary", "generate", "main",
 # Every table the demo fills, parents first; `--force` empties exactly these.
 HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hive_occupancy_hourly")
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
+# not filled by the demo, but their rows hang off its users: emptied with them
+LINKED_TABLES = ("user_device",)
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
@@ -445,7 +447,8 @@ async def _make_room(conn: asyncpg.Connection, options: Options, progress: _Prog
             f"({len(DEMO_TABLES)} tables, reference rows stay) and loads anew"
         )
     try:
-        await conn.execute(f"TRUNCATE {', '.join(DEMO_TABLES)} RESTART IDENTITY")
+        await conn.execute(f"TRUNCATE {', '.join((*DEMO_TABLES, *LINKED_TABLES))} "
+                           "RESTART IDENTITY")
     except asyncpg.FeatureNotSupportedError as exc:  # another module's table refers to ours
         raise DemoError(f"cannot empty the demo tables: {exc}") from exc
     progress(f"force: emptied {len(DEMO_TABLES)} demo tables ({', '.join(filled[:4])} ...)")

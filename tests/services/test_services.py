@@ -33,6 +33,7 @@ PORT_VARS = (
     "BIZZYD_RABBIT_NODE_PORT",
     "BIZZYD_RABBIT_DIST_PORT",
     "BIZZYD_RABBIT_EPMD_PORT",
+    "BIZZYD_FIREBASE_PORT",
 )
 PID_FILES = (
     "postgres/data/postmaster.pid",
@@ -75,6 +76,10 @@ class Services:
         self.env.update(zip(PORT_VARS, map(str, ports), strict=True))
         self.env["BIZZYD_STATE_DIR"] = str(state)
         self.env["BIZZYD_PG_FAST"] = "1"
+        # the checkout's firebase-tools install (about 70 s to make; shared, read only)
+        checkout_state = Path(os.environ.get("BIZZYD_STATE_DIR", ROOT / "state"))
+        self.env["BIZZYD_FIREBASE_TOOLS_DIR"] = os.environ.get(
+            "BIZZYD_FIREBASE_TOOLS_DIR", str(checkout_state / "firebase" / "npm"))
         self.pg_port = int(self.env["BIZZYD_PG_PORT"])
         self.mc_port = int(self.env["BIZZYD_MC_PORT"])
         self.mqtt_port = int(self.env["BIZZYD_MQTT_PORT"])
@@ -189,7 +194,9 @@ def test_lifecycle_keeps_data(services: Services) -> None:
     assert "new cluster" in out
     assert f"memcached: started on 127.0.0.1:{mc}" in out
     assert f"mosquitto: started on 127.0.0.1:{mqtt}" in out
-    assert all(_port_open(port) for port in (pg, mc, mqtt))
+    fb = int(services.env["BIZZYD_FIREBASE_PORT"])
+    assert f"firebase: auth emulator started on 127.0.0.1:{fb}" in out
+    assert all(_port_open(port) for port in (pg, mc, mqtt, fb))
 
     # Idempotent: a second start finds each running.
     out = services.ok("start")
@@ -209,9 +216,9 @@ def test_lifecycle_keeps_data(services: Services) -> None:
     _check_mqtt(mqtt)
 
     out = services.ok("stop", timeout=STOP_TIMEOUT)
-    for name in ("postgres", "memcached", "mosquitto"):
+    for name in ("postgres", "memcached", "mosquitto", "firebase"):
         assert f"{name}: stopped" in out
-    assert not any(_port_open(port) for port in (pg, mc, mqtt))
+    assert not any(_port_open(port) for port in (pg, mc, mqtt, fb))
     assert all(fields[0] == "stopped" for fields in services.status().values())
     # Stopping what is stopped is fine.
     services.ok("stop", timeout=STOP_TIMEOUT)

@@ -36,8 +36,8 @@ async def _upgrade(tmp_path: Path, server: str) -> None:
                 SELECT acc.id, adr.id, (SELECT id FROM hive_type WHERE code = 'bar'),
                        (SELECT id FROM hive_status WHERE code = 'active'), 'Old Bar',
                        'Europe/Berlin', 50 FROM acc, adr""")
-            newer = len(list(MIGRATIONS_DIR.glob("*.sql"))) - 4
-            assert await up(dsn, report=lambda line: None) == newer  # 0005 and later
+            later = len(list(MIGRATIONS_DIR.glob("*.sql"))) - 4
+            assert await up(dsn, report=lambda line: None) == later  # 0005 and after
             states = {s.version: s.state for s in await status(dsn)}
             assert states[5] == "applied"
             lonlat = await conn.fetchrow("SELECT ST_X(geog::geometry) AS x, "
