@@ -176,8 +176,11 @@ def test_postgres_restart_gives_503_with_retry_after_then_resumes(tmp_path: Path
         services("start")
         wait_for(lambda: request(port, "GET", "/get-stats")[0] == 200, 20,
                  what="the queue to serve again")
-        status, _, body = request(port, "GET", "/receive-message?count=5")
-        assert [m["key"] for m in json.loads(body)["messages"]] == [before]
+        # every worker's pool may not be back yet: a 503 receives nothing, ask again
+        answers: list = []
+        wait_for(lambda: answers.append(request(port, "GET", "/receive-message?count=5"))
+                 or answers[-1][0] == 200, 20, what="a receive to be served")
+        assert [m["key"] for m in json.loads(answers[-1][2])["messages"]] == [before]
         result: list = []
         poller = threading.Thread(target=lambda: result.append(sqs.receive_message(
             QueueUrl=url, WaitTimeSeconds=15)), daemon=True)
