@@ -14,6 +14,9 @@ One asyncio loop, four tasks:
   the zone with Postgres (`loader.sync_rows`, in chunks so updates keep flowing)
   and corrects and logs any drift; hives gone from Postgres are flagged deleted.
   If the cache loader did not load the zone, the first reconcile is the load.
+- **peers** (with `occupancy.peers`): other nodes' commits, OCCUPANCY_UPDATE frames from
+  a RabbitMQ fanout exchange (peers.py), applied like the bus's; each (re)connect
+  triggers a reconcile (what was missed meanwhile is not replayed).
 - **replica**: writes changed hives to memcached (`set_many`, noreply) from a
   one-thread executor, and all of them every half `occupancy.memcached_ttl`.
   memcached down: logged once, retried every `occupancy.memcached_retry`.
@@ -44,7 +47,7 @@ import zmq
 
 from bizzyd.bus import OCCUPANCY_CHANGE, OCCUPANCY_UPDATE, Bus, BusError, topic
 from bizzyd.shm import HEADER
-from modules.database import Database, DatabaseUnavailable
+from modules.database import Database, DatabaseUnavailable, memcached
 from modules.occupancy import replica
 from modules.occupancy.zone import (
     FLAG_DELETED,
@@ -68,6 +71,7 @@ from .loader import (
     row_values,
     sync_rows,
 )
+from .peers import PeerUpdates
 
 BATCH = 1000
 CHUNK = 2000  # reconcile rows per step (the loop runs the other tasks in between)
@@ -93,6 +97,7 @@ class Manager:
         self.new_hives: asyncio.Event | None = None
         self.dirty: set[int] = set()
         self.dirty_event: asyncio.Event | None = None
+        self.reconcile_now: asyncio.Event | None = None
         self.next_seq = seed_sequence()
         self.loaded_by_me = False
         self.counts = {"updates": 0, "applied": 0, "older": 0, "bad": 0, "published": 0}
@@ -111,6 +116,7 @@ class Manager:
         self.how = "graceful"
         self.new_hives = asyncio.Event()
         self.dirty_event = asyncio.Event()
+        self.reconcile_now = asyncio.Event()
         install_stop(asyncio.get_running_loop(), self.ctx, self._on_stop)
         if not await self._handoff():
             return 0
@@ -125,6 +131,10 @@ class Manager:
                      loop.create_task(self._reconcile_loop())]
             if self.settings["memcached"]:
                 tasks.append(loop.create_task(self._replica_loop()))
+            if self.settings["peers"]:
+                peers = PeerUpdates(self.settings, self.log, self._apply,
+                                    self.reconcile_now.set)
+                tasks.append(loop.create_task(peers.run()))
             for task in tasks:
                 task.add_done_callback(self._task_done)
             await self.stop.wait()
@@ -342,8 +352,11 @@ class Manager:
         interval = self.settings["reconcile_interval"]
         while not await self._reconcile():
             await asyncio.sleep(1.0)  # the zone must be loaded: retry until Postgres answers
+        assert self.reconcile_now is not None
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reconcile_now.wait(), interval)
+            self.reconcile_now.clear()
             await self._reconcile()
 
     def _zone_ids(self) -> set[int]:
@@ -502,7 +515,7 @@ class _ReplicaWriter:
                 self.client.delete_many(gone, noreply=True)
             if time.monotonic() >= self.verify_at:
                 # noreply writes never read, so a dead server goes unnoticed: ask it
-                self.client.version()
+                memcached.ping(self.client)
                 self.verify_at = time.monotonic() + self.settings["memcached_retry"]
         except Exception:
             self.client.close()

@@ -1,0 +1,226 @@
+"""A cluster on one host for the tests and the benchmark: a RabbitMQ cluster and a
+memcached pool started by `scripts/services` into a private state directory, N bizzyd
+nodes (each its own prefix, port and shared-memory names) ingesting over AMQP, and
+optionally HAProxy in front.
+
+Ports: BIZZYD_PORT_BASE (default 27100) .. +99, so that parallel checkouts do not
+collide: RabbitMQ epmd +9, node I at +10*I (AMQP), +10*I+1 (MQTT), +10*I+2
+(distribution); memcached pool +40, +41; HAProxy +50 (stats +51); bizzyd node I at
++60+I.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bizzyd_proc import ROOT, Bizzyd, base_config, children_of, wait_for
+
+PORT_BASE = int(os.environ.get("BIZZYD_PORT_BASE", "27100"))
+RABBIT_NODES = 3
+MC_SERVERS = 2
+SBIN_GLOB = "/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin"
+
+LOCATIONS = [
+    {"location": "~ ^/v1/hives/(?<id>[0-9]+)/occupancy$", "content": "occupancy"},
+    {"location": "~ ^/v1/hives/(?<id>[0-9]+)/occupancy/stream$",
+     "content": "occupancy_stream"},
+    {"location": "= /v1/occupancy", "content": "occupancy_many"},
+    {"location": r"~ ^/v1/sensors/(?<sensor>[A-Za-z0-9_.-]{1,64})/config$",
+     "content": "sensor_config"},
+]
+
+
+@dataclass
+class Services:
+    """The RabbitMQ cluster and memcached pool of one test session."""
+
+    state: Path
+    base: int = PORT_BASE
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.env = {**os.environ, "BIZZYD_STATE_DIR": str(self.state),
+                    "BIZZYD_RABBIT_CLUSTER_NODES": str(RABBIT_NODES),
+                    "BIZZYD_RABBIT_CLUSTER_PORT_BASE": str(self.base + 10),
+                    "BIZZYD_RABBIT_CLUSTER_EPMD_PORT": str(self.base + 9),
+                    "BIZZYD_MC_POOL_SIZE": str(MC_SERVERS),
+                    "BIZZYD_MC_POOL_PORT_BASE": str(self.base + 40)}
+
+    def run(self, action: str, *names: str, timeout: float = 240) -> str:
+        out = subprocess.run([str(ROOT / "scripts" / "services"), action, *names],
+                             env=self.env, timeout=timeout, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise AssertionError(f"scripts/services {action} {' '.join(names)} failed:\n"
+                                 f"{out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def start(self) -> None:
+        self.run("start", "rabbitmq-cluster", "memcached-pool")
+
+    def stop(self) -> None:
+        self.run("stop", "rabbitmq-cluster", "memcached-pool")
+
+    def amqp_port(self, node: int) -> int:
+        return self.base + 10 * node
+
+    def mqtt_port(self, node: int) -> int:
+        return self.base + 10 * node + 1
+
+    def amqp_urls(self, first: int = 1) -> list[str]:
+        order = [(first - 1 + k) % RABBIT_NODES + 1 for k in range(RABBIT_NODES)]
+        return [f"amqp://guest:guest@127.0.0.1:{self.amqp_port(n)}/" for n in order]
+
+    def memcached(self) -> str:
+        return ",".join(f"127.0.0.1:{self.base + 40 + i}" for i in range(MC_SERVERS))
+
+    def memcached_pid_file(self, server: int) -> Path:
+        return self.state / "memcached-pool" / str(server) / "memcached.pid"
+
+    def rabbit_pid(self, node: int) -> int:
+        path = self.state / "rabbitmq-cluster" / f"node{node}" / "rabbitmq.pid"
+        return int(path.read_text().split()[0])
+
+    def rabbitmqctl(self, node: int, *args: str, timeout: float = 60) -> str:
+        sbin = sorted(Path("/").glob(SBIN_GLOB.lstrip("/")))[-1]
+        env = {**os.environ, "HOME": str(self.state / "rabbitmq-cluster"),
+               "RABBITMQ_NODENAME": f"bizzyd{node}@localhost",
+               "ERL_EPMD_PORT": str(self.base + 9)}
+        out = subprocess.run([str(sbin / "rabbitmqctl"), *args], env=env, timeout=timeout,
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise AssertionError(f"rabbitmqctl {' '.join(args)}: {out.stderr}")
+        return out.stdout
+
+    def active_consumers(self, node: int, queue_prefix: str) -> dict[str, int]:
+        """Queue → number of active consumers, for the queues of a prefix."""
+        rows = json.loads(self.rabbitmqctl(node, "list_consumers", "-q", "queue_name",
+                                           "active", "--formatter", "json") or "[]")
+        out: dict[str, int] = {}
+        for row in rows:
+            if row["queue_name"].startswith(queue_prefix):
+                out.setdefault(row["queue_name"], 0)
+                out[row["queue_name"]] += 1 if row["active"] else 0
+        return out
+
+
+def node_config(services: Services, node: int, nodes: int, dsn: str, tag: str, *,
+                shards: int = 6, **occupancy: object) -> dict:
+    """bizzyd node `node` (1-based) of `nodes`, ingesting over AMQP from the cluster."""
+    port = services.base + 60 + node
+    config = base_config(
+        port, worker_processes=1,
+        modules=["modules.database", "modules.mqtt_ingest", "modules.occupancy"],
+        database={"dsn": dsn, "connect_timeout": "1s", "reconnect_max_backoff": "1s",
+                  "pool_max_size": 3},
+        mqtt={"ingest": "amqp", "protocol": "3.1.1", "topic_prefix": tag,
+              "client_id": f"{tag}-n{node}", "reconnect_max_backoff": "1s",
+              "batch_size": 200, "port": services.mqtt_port(1)},
+        amqp={"urls": services.amqp_urls(node), "shards": shards,
+              "exchange": f"{tag}.sensors", "queue_prefix": f"{tag}.sensors.",
+              "occupancy_exchange": f"{tag}.occupancy", "node": node - 1, "nodes": nodes,
+              "takeover_delay": "1s", "prefetch": 400},
+        occupancy={"memcached": services.memcached(), "peers": services.amqp_urls(node),
+                   "peer_exchange": f"{tag}.occupancy", "memcached_prefix": f"{tag}:occ:",
+                   **occupancy})
+    config["error_log_level"] = "info"
+    config["http"]["servers"][0]["locations"][:0] = [dict(loc) for loc in LOCATIONS]
+    return config
+
+
+def node_port(services: Services, node: int) -> int:
+    return services.base + 60 + node
+
+
+@contextlib.contextmanager
+def bizzyd_nodes(tmp: Path, services: Services, dsn: str, tag: str, nodes: int = 3,
+                 **occupancy: object) -> Iterator[list[Bizzyd]]:
+    """`nodes` running bizzyd masters; stopped (and killed if need be) after."""
+    masters = []
+    try:
+        for n in range(1, nodes + 1):
+            b = Bizzyd(tmp / f"node{n}", node_port(services, n))
+            b.write_config(node_config(services, n, nodes, dsn, tag, **occupancy))
+            masters.append(b)
+            b.start()
+        for b in masters:
+            b.wait_log("amqp ingest: connected to", timeout=20)
+            b.wait_log("receiving other nodes' occupancy updates", timeout=20)
+        yield masters
+    finally:
+        for b in masters:
+            with contextlib.suppress(Exception):
+                b.stop()
+            b.kill_everything()
+
+
+def kill_node(b: Bizzyd) -> list[int]:
+    """kill -9 of a whole node: its children first, then the master."""
+    everyone = [p for p, _ in children_of(b.pid)] + [b.pid]
+    b.seen_pids.update(everyone)
+    for pid in everyone:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert b.proc is not None
+    b.proc.wait(5)
+    return everyone
+
+
+def sim(dsn: str, ports: list[int], tag: str, truth: Path, *extra: str,
+        background: bool = False) -> subprocess.Popen | dict:
+    """The simulator publishing over MQTT 3.1.1 to the given broker nodes."""
+    from modules.mqtt_ingest.testing import sim_command
+
+    command = sim_command(dsn, ",".join(map(str, ports)), tag, str(truth), "--protocol",
+                          "3.1.1", "--client-id", f"{tag}-sim", *extra)  # type: ignore[arg-type]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if background:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return json.loads(truth.read_text())
+
+
+def served_mismatches(port: int, truth: dict) -> list[str]:
+    """Where a node's HTTP API differs from the ground truth (any source)."""
+    from bizzyd_proc import http_get
+
+    ids = ",".join(truth["hives"])
+    status, body = http_get(port, f"/v1/occupancy?ids={ids}")
+    if status != 200:
+        return [f"status {status}: {body[:200]!r}"]
+    served = {item["hive_id"]: item for item in json.loads(body)["hives"]}
+    out = []
+    for hive, want in truth["hives"].items():
+        item = served.get(int(hive), {})
+        got = (item.get("occupancy"), item.get("total_in"), item.get("total_out"))
+        exp = (want["expected_occupancy"], want["expected_total_in"],
+               want["expected_total_out"])
+        if got != exp:
+            out.append(f"hive {hive}: served {got}, truth {exp}")
+    return out
+
+
+def wait_served(port: int, truth: dict, timeout: float = 20.0) -> None:
+    last: list[str] = []
+
+    def ok() -> bool:
+        last[:] = served_mismatches(port, truth)
+        return not last
+
+    try:
+        wait_for(ok, timeout=timeout, step=0.25, what=f"node :{port} to serve the truth")
+    except AssertionError:
+        raise AssertionError(f"node :{port}:\n" + "\n".join(last[:20])) from None
+
+
+def sleep_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))
