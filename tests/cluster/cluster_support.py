@@ -224,3 +224,92 @@ def wait_served(port: int, truth: dict, timeout: float = 20.0) -> None:
 
 def sleep_until(deadline: float) -> None:
     time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def haproxy(tmp: Path, services: Services, nodes: int = 3) -> Iterator[int]:
+    """HAProxy on conf/haproxy.cfg in front of the nodes; yields its port."""
+    port = services.base + 50
+    env = {**os.environ, "BIZZYD_LB_BIND": f"127.0.0.1:{port}",
+           "BIZZYD_LB_STATS": f"127.0.0.1:{services.base + 51}", "BIZZYD_LB_RUN": str(tmp),
+           **{f"BIZZYD_NODE{n}": f"127.0.0.1:{node_port(services, n)}" for n in (1, 2, 3)}}
+    log = open(tmp / "haproxy.log", "ab")  # noqa: SIM115  (closed below)
+    proc = subprocess.Popen(["haproxy", "-f", str(ROOT / "conf" / "haproxy.cfg"), "-db"],
+                            env=env, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: len(servers_up(services)) >= nodes, timeout=20, step=0.2,
+                 what="HAProxy to see the nodes up")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def servers_up(services: Services) -> list[str]:
+    """The backend servers HAProxy has UP (its stats page as CSV)."""
+    from bizzyd_proc import http_get
+
+    try:
+        status, body = http_get(services.base + 51, "/;csv", timeout=1)
+    except OSError:
+        return []
+    if status != 200:
+        return []
+    rows = [line.split(",") for line in body.decode().splitlines()[1:]]
+    return [r[1] for r in rows if len(r) > 17 and r[0] == "bizzyd" and r[1].startswith("n")
+            and r[17].startswith("UP")]
+
+
+class Load:
+    """Clients sending GETs through HAProxy in threads; statuses and errors counted."""
+
+    def __init__(self, port: int, path: str, clients: int = 4) -> None:
+        import threading
+
+        self.port, self.path = port, path
+        self.statuses: dict[int, int] = {}
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(10)
+
+    def _run(self) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        while not self.stopping.is_set():
+            try:
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                response.read()
+                with self.lock:
+                    self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
+                if response.getheader("connection", "").lower() == "close":
+                    conn.close()
+            except (OSError, http.client.HTTPException) as exc:
+                with self.lock:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.close()
+
+    def total(self) -> int:
+        return sum(self.statuses.values()) + len(self.errors)
+
+    def server_errors(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s >= 500)
