@@ -123,7 +123,7 @@ def node_config(services: Services, node: int, nodes: int, dsn: str, tag: str, *
         mqtt={"ingest": "amqp", "protocol": "3.1.1", "topic_prefix": tag,
               "client_id": f"{tag}-n{node}", "reconnect_max_backoff": "1s",
               "batch_size": 200, "port": services.mqtt_port(1)},
-        amqp={"urls": services.amqp_urls(node), "shards": shards,
+        amqp={"urls": services.amqp_urls(), "shards": shards,  # amqp.node picks the first
               "exchange": f"{tag}.sensors", "queue_prefix": f"{tag}.sensors.",
               "occupancy_exchange": f"{tag}.occupancy", "node": node - 1, "nodes": nodes,
               "takeover_delay": "1s", "prefetch": 400},

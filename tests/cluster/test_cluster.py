@@ -4,17 +4,20 @@ node, and faults (a node killed, a broker node killed, a memcached server stoppe
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
 
-from bizzyd_proc import wait_for
+from bizzyd_proc import http_get, wait_for
 from cluster_support import (
     RABBIT_NODES,
     Load,
     bizzyd_nodes,
     haproxy,
     kill_node,
+    served_mismatches,
     sim,
     wait_served,
 )
@@ -74,3 +77,59 @@ def test_kill_9_of_a_node_moves_its_shards_and_the_survivors_serve_the_truth(
         settle(dsn, truth, timeout=60)
         for b in (nodes[0], nodes[2]):
             wait_served(b.port, truth)
+
+
+def test_kill_9_of_a_rabbitmq_node_loses_no_acknowledged_message(tmp_path, services, dsn, tag):
+    """The simulator publishes to nodes 1 and 2; node 3 (where bizzyd node 3 and its
+    cache manager are connected, and which holds a replica of every quorum queue) dies.
+    """
+    with bizzyd_nodes(tmp_path, services, dsn, tag) as nodes:
+        truth_file = tmp_path / "truth.json"
+        run = sim(dsn, [services.mqtt_port(1), services.mqtt_port(2)], tag, truth_file,
+                  *traffic(10), background=True)
+        try:
+            time.sleep(3.0)
+            os.kill(services.rabbit_pid(3), signal.SIGKILL)
+            assert run.wait(120) == 0, run.stderr.read() if run.stderr else ""
+            truth = json.loads(truth_file.read_text())
+            settle(dsn, truth, timeout=60)
+            for b in nodes:
+                wait_served(b.port, truth)
+            nodes[2].wait_log("amqp ingest: connection to amqp://guest@127.0.0.1:"
+                              f"{services.amqp_port(3)}/?heartbeat=5 lost")
+            assert nodes[2].log().count("amqp ingest: connected to") >= 2
+        finally:
+            if run.poll() is None:
+                run.kill()
+            services.start()  # node 3 again (it rejoins: the cluster remembers it)
+
+
+def test_a_stopped_memcached_server_costs_no_errors(tmp_path, services, dsn, tag):
+    """A zone too small for the city: most hives are served from the memcached pool or
+    Postgres. One pool server stops: every answer stays 200 and exact."""
+    with bizzyd_nodes(tmp_path, services, dsn, tag, zone_capacity=8) as nodes:
+        truth = sim(dsn, [services.mqtt_port(1)], tag, tmp_path / "truth.json", *traffic(4))
+        settle(dsn, truth, timeout=60)
+        for b in nodes:
+            wait_served(b.port, truth)
+        ids = ",".join(truth["hives"])
+        wait_for(lambda: "memcached" in sources(nodes[0].port, ids), timeout=10,
+                 what="hives served from the memcached pool")
+        pid_file = services.memcached_pid_file(1)
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        try:
+            with Load(nodes[0].port, f"/v1/occupancy?ids={ids}", clients=2) as load:
+                for b in nodes:
+                    for _ in range(20):
+                        assert served_mismatches(b.port, truth) == []
+            print(f"\nwith memcached-1 stopped: {load.statuses}, errors {load.errors[:3]}")
+            assert load.errors == [] and set(load.statuses) == {200}
+            assert load.total() > 20
+        finally:
+            services.start()
+
+
+def sources(port: int, ids: str) -> set[str]:
+    status, body = http_get(port, f"/v1/occupancy?ids={ids}")
+    assert status == 200
+    return {item["source"] for item in json.loads(body)["hives"]}
