@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
-from bizzyd_proc import http_get, wait_for
+from bizzyd_proc import ROOT, http_get, wait_for
 from cluster_support import (
     RABBIT_NODES,
     Load,
@@ -21,7 +22,7 @@ from cluster_support import (
     sim,
     wait_served,
 )
-from modules.mqtt_ingest.testing import settle
+from modules.mqtt_ingest.testing import settle, temporary_database_sync
 
 pytestmark = [pytest.mark.services, pytest.mark.cluster]
 
@@ -133,3 +134,57 @@ def sources(port: int, ids: str) -> set[str]:
     status, body = http_get(port, f"/v1/occupancy?ids={ids}")
     assert status == 200
     return {item["source"] for item in json.loads(body)["hives"]}
+
+
+def test_postgres_restart_answers_503_meanwhile_and_loses_nothing(tmp_path, services, tag):
+    """A Postgres of the test's own (stopping the shared one would disturb others)."""
+    pg = {**services.env, "BIZZYD_STATE_DIR": str(tmp_path / "pg"),
+          "BIZZYD_PG_PORT": str(services.base + 45), "BIZZYD_PG_FAST": "1"}
+
+    def postgres(action: str) -> None:
+        done = subprocess.run([str(ROOT / "scripts" / "services"), action, "postgres"],
+                              env=pg, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    postgres("start")
+    server = f"postgresql://postgres@127.0.0.1:{services.base + 45}/postgres"
+    try:
+        with temporary_database_sync(server) as dsn, \
+                bizzyd_nodes(tmp_path, services, dsn, tag, nodes=2) as nodes:
+            truth_file = tmp_path / "truth.json"
+            run = sim(dsn, [services.mqtt_port(1), services.mqtt_port(2)], tag, truth_file,
+                      *traffic(10), background=True)
+            try:
+                time.sleep(3.0)
+                postgres("stop")
+                status, headers, _ = request(nodes[0].port, "/v1/sensors/nosuch/config")
+                assert status == 503 and int(headers["retry-after"]) >= 1
+                status, headers, _ = request(nodes[1].port, "/v1/sensors/nosuch/config")
+                assert status == 503 and "retry-after" in headers
+                time.sleep(2.0)
+                postgres("start")
+                wait_for(lambda: request(nodes[0].port, "/v1/sensors/nosuch/config")[0] == 404,
+                         timeout=15, step=0.2, what="Postgres to be used again")
+                assert run.wait(120) == 0, run.stderr.read() if run.stderr else ""
+            finally:
+                if run.poll() is None:
+                    run.kill()
+            truth = json.loads(truth_file.read_text())
+            settle(dsn, truth, timeout=60)
+            for b in nodes:
+                wait_served(b.port, truth)
+    finally:
+        postgres("stop")
+
+
+def request(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, \
+            response.read()
+    finally:
+        conn.close()
