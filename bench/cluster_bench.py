@@ -2,12 +2,14 @@
 
 For each node count, on fresh queues (a new tag) and the same fleet:
 
-* ingest: MESSAGES sensor messages (half v1 counters, half v2 events, in order per
-  sensor) published to RabbitMQ's `amq.topic` over AMQP with publisher confirms (what
-  the MQTT plugin does with a sensor's PUBLISH; one Python MQTT publisher could not go
-  faster than ~5k/s here and would measure itself), then the clock stops when Postgres
-  holds every row: messages/s end to end through the quorum queues, the nodes' ingest
-  and their commits;
+* ingest end to end: MESSAGES sensor messages (half v1 counters, half v2 events, in
+  order per sensor) published to RabbitMQ's `amq.topic` over AMQP with publisher
+  confirms (what the MQTT plugin does with a sensor's PUBLISH), the clock stops when
+  Postgres holds every row: messages/s through the quorum queues, the nodes' ingest and
+  their commits (bounded by the publish rate when that is lower);
+* ingest drain: the nodes' ingest processes are stopped (SIGSTOP), MESSAGES are queued,
+  then they continue (SIGCONT): messages/s the nodes consume and commit from full
+  queues, without the publisher in the way;
 * API: `wrk -t1 -c32` for DURATION seconds through HAProxy on
   `GET /v1/hives/{id}/occupancy` (spread over the fleet's hives);
 * staleness (2 and 3 nodes): single entries published over MQTT (QoS 1) to broker node
@@ -30,6 +32,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +51,7 @@ import paho.mqtt.client as paho  # noqa: E402
 from ingest_bench import Traffic  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from bizzyd_proc import children_of  # noqa: E402
 from cluster_support import Services, bizzyd_nodes, haproxy, node_port  # noqa: E402
 from modules.mqtt_ingest.amqp import swap_separators  # noqa: E402
 from modules.mqtt_ingest.fleet import create_fleet  # noqa: E402
@@ -119,6 +123,30 @@ def ingest_round(dsn: str, url: str, messages: list, timeout: float = 300) -> di
     took = time.perf_counter() - started
     return {"messages": len(messages), "seconds": took, "rate": len(messages) / took,
             "publish_rate": len(messages) / published}
+
+
+def drain_round(dsn: str, url: str, messages: list, masters: list,
+                timeout: float = 300) -> dict:
+    """Queue everything while ingest is stopped; rows/s once it continues."""
+    pids = [p for b in masters for p, title in children_of(b.pid) if "mqtt ingest" in title]
+    before = asyncio.run(count_rows(dsn))
+    want = before + len(messages)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        asyncio.run(publish_amqp(url, messages))
+    finally:
+        started = time.perf_counter()
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    while (rows := asyncio.run(count_rows(dsn))) < want:
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"drain: only {rows - before} of {len(messages)} rows after "
+                             f"{timeout:.0f}s")
+        time.sleep(0.02)
+    took = time.perf_counter() - started
+    return {"messages": len(messages), "seconds": took, "rate": len(messages) / took,
+            "processes": len(pids)}
 
 
 def wrk(port: int, seconds: float, script: Path) -> dict:
@@ -222,7 +250,7 @@ def main() -> int:
     if not shutil.which("wrk") or not shutil.which("haproxy"):
         raise SystemExit("needs wrk and haproxy (scripts/install-deps bench; cluster)")
     tmp = Path(tempfile.mkdtemp(prefix="clusterbench."))
-    services = Services(tmp / "services")
+    services = Services(tmp / "services", heartbeat=120)  # outlives the SIGSTOP of drain
     say(f"cluster benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
         f"load {os.getloadavg()[0]:.1f}: {args.messages} messages per ingest run, "
         f"wrk -t1 -c32 {args.duration:g}s through HAProxy, {args.samples} staleness samples")
@@ -262,13 +290,18 @@ def one_count(services: Services, dsn: str, traffic: Traffic, hives: list[int], 
     tag = "b" + secrets.token_hex(4)
     work = tmp / f"n{n}-{tag}"
     work.mkdir()
-    with bizzyd_nodes(work, services, dsn, tag, nodes=n, memcached="") as masters, \
+    with bizzyd_nodes(work, services, dsn, tag, nodes=n, shards=12, memcached="") as masters, \
             haproxy(work, services, nodes=n) as lb:
         time.sleep(2.5)  # takeover_delay: the standby consumers are in place
         messages = traffic.batch(args.messages, tag)
         ingest = ingest_round(dsn, services.amqp_urls()[0], messages)
         say(f"{n} node(s): ingest {ingest['rate']:,.0f} msg/s ({ingest['messages']} in "
             f"{ingest['seconds']:.1f}s; AMQP publish alone {ingest['publish_rate']:,.0f}/s)")
+        drain = drain_round(dsn, services.amqp_urls()[0], traffic.batch(args.messages, tag),
+                            masters)
+        say(f"{n} node(s): ingest drain {drain['rate']:,.0f} msg/s ({drain['messages']} "
+            f"queued, committed in {drain['seconds']:.1f}s by {drain['processes']} "
+            f"process(es))")
         api = wrk(lb, args.duration, script)
         say(f"{n} node(s): API through HAProxy {api['rps']:,.0f} req/s, p50 "
             f"{api['p50_us'] / 1000:.2f} ms, p99 {api['p99_us'] / 1000:.2f} ms, "
@@ -280,24 +313,25 @@ def one_count(services: Services, dsn: str, traffic: Traffic, hives: list[int], 
                 f"{stale['first_p50']:.0f} ms p99 {stale['first_p99']:.0f} ms; → other "
                 f"nodes' API p50 {stale['other_p50']:.0f} ms p99 {stale['other_p99']:.0f} ms "
                 f"({stale['samples']} samples, {stale['missing']} missing)")
-        del masters
-    return {"nodes": n, "ingest": ingest, "api": api, "stale": stale}
+    return {"nodes": n, "ingest": ingest, "drain": drain, "api": api, "stale": stale}
 
 
 def table(results: list[dict]) -> None:
     say("")
-    say("| nodes | ingest msg/s | API req/s via HAProxy | API p99 ms | staleness other nodes "
-        "p50 / p99 ms |")
-    say("|---|---|---|---|---|")
+    say("| nodes | ingest msg/s end to end | ingest drain msg/s | API req/s via HAProxy | "
+        "API p99 ms | staleness other nodes p50 / p99 ms |")
+    say("|---|---|---|---|---|---|")
     for r in results:
         s = r["stale"]
         stale = f"{s['other_p50']:.0f} / {s['other_p99']:.0f}" if s else "-"
-        say(f"| {r['nodes']} | {r['ingest']['rate']:,.0f} | {r['api']['rps']:,.0f} | "
+        say(f"| {r['nodes']} | {r['ingest']['rate']:,.0f} | {r['drain']['rate']:,.0f} | "
+            f"{r['api']['rps']:,.0f} | "
             f"{r['api']['p99_us'] / 1000:.1f} | {stale} |")
     if len(results) > 1 and results[0]["nodes"] == 1:
         one, last = results[0], results[-1]
         say(f"ratio {last['nodes']} nodes / 1 node: ingest "
-            f"{last['ingest']['rate'] / one['ingest']['rate']:.2f}, API "
+            f"{last['ingest']['rate'] / one['ingest']['rate']:.2f}, drain "
+            f"{last['drain']['rate'] / one['drain']['rate']:.2f}, API "
             f"{last['api']['rps'] / one['api']['rps']:.2f}")
 
 

@@ -45,6 +45,7 @@ class Services:
     state: Path
     base: int = PORT_BASE
     env: dict[str, str] = field(default_factory=dict)
+    heartbeat: int | None = None  # AMQP heartbeat of the nodes' URLs (None: bizzyd's 5 s)
 
     def __post_init__(self) -> None:
         self.env = {**os.environ, "BIZZYD_STATE_DIR": str(self.state),
@@ -76,7 +77,8 @@ class Services:
 
     def amqp_urls(self, first: int = 1) -> list[str]:
         order = [(first - 1 + k) % RABBIT_NODES + 1 for k in range(RABBIT_NODES)]
-        return [f"amqp://guest:guest@127.0.0.1:{self.amqp_port(n)}/" for n in order]
+        query = f"?heartbeat={self.heartbeat}" if self.heartbeat is not None else ""
+        return [f"amqp://guest:guest@127.0.0.1:{self.amqp_port(n)}/{query}" for n in order]
 
     def memcached(self) -> str:
         return ",".join(f"127.0.0.1:{self.base + 40 + i}" for i in range(MC_SERVERS))
