@@ -10,7 +10,7 @@ For each node count, on fresh queues (a new tag) and the same fleet:
 * ingest drain: the nodes' ingest processes are stopped (SIGSTOP), MESSAGES are queued,
   then they continue (SIGCONT): messages/s the nodes consume and commit from full
   queues, without the publisher in the way;
-* API: `wrk -t1 -c32` for DURATION seconds through HAProxy on
+* API: `wrk -t1 -c64` for DURATION seconds through HAProxy on
   `GET /v1/hives/{id}/occupancy` (spread over the fleet's hives);
 * staleness (2 and 3 nodes): single entries published over MQTT (QoS 1) to broker node
   1, one every 50 ms, each to another hive; Server-Sent Events streams on every node
@@ -29,12 +29,10 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +47,7 @@ import aio_pika  # noqa: E402
 import asyncpg  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
 from ingest_bench import Traffic  # noqa: E402
+from occupancy_bench import WRK_DONE, WRK_SPREAD, wrk  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from bizzyd_proc import children_of  # noqa: E402
@@ -58,24 +57,6 @@ from modules.mqtt_ingest.fleet import create_fleet  # noqa: E402
 from modules.mqtt_ingest.testing import temporary_database_sync  # noqa: E402
 
 REPORT: list[str] = []
-
-WRK_SCRIPT = r"""
-local ids = {%(ids)s}
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, "/v1/hives/" .. ids[(n %% #ids) + 1] .. "/occupancy")
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH-RESULT {\"requests\":%%d,\"duration_us\":%%d,\"errors\":%%d,\"status\":%%d,"
-    .. "\"p50_us\":%%.1f,\"p99_us\":%%.1f}\n",
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout,
-    e.status, latency:percentile(50), latency:percentile(99)))
-end
-"""
-
 
 def say(text: str = "") -> None:
     print(text, flush=True)
@@ -110,17 +91,20 @@ async def publish_amqp(url: str, messages: list[tuple[str, bytes, int]]) -> floa
     return time.perf_counter() - started
 
 
+def wait_rows(dsn: str, before: int, count: int, started: float, timeout: float) -> float:
+    """Seconds from `started` until Postgres holds `count` more rows than `before`."""
+    while (rows := asyncio.run(count_rows(dsn))) < before + count:
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"only {rows - before} of {count} rows after {timeout:.0f}s")
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
 def ingest_round(dsn: str, url: str, messages: list, timeout: float = 300) -> dict:
     before = asyncio.run(count_rows(dsn))
-    want = before + len(messages)
     started = time.perf_counter()
     published = asyncio.run(publish_amqp(url, messages))
-    while (rows := asyncio.run(count_rows(dsn))) < want:
-        if time.perf_counter() - started > timeout:
-            raise SystemExit(f"ingest: only {rows - before} of {len(messages)} rows after "
-                             f"{timeout:.0f}s")
-        time.sleep(0.05)
-    took = time.perf_counter() - started
+    took = wait_rows(dsn, before, len(messages), started, timeout)
     return {"messages": len(messages), "seconds": took, "rate": len(messages) / took,
             "publish_rate": len(messages) / published}
 
@@ -130,7 +114,6 @@ def drain_round(dsn: str, url: str, messages: list, masters: list,
     """Queue everything while ingest is stopped; rows/s once it continues."""
     pids = [p for b in masters for p, title in children_of(b.pid) if "mqtt ingest" in title]
     before = asyncio.run(count_rows(dsn))
-    want = before + len(messages)
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -139,26 +122,9 @@ def drain_round(dsn: str, url: str, messages: list, masters: list,
         started = time.perf_counter()
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-    while (rows := asyncio.run(count_rows(dsn))) < want:
-        if time.perf_counter() - started > timeout:
-            raise SystemExit(f"drain: only {rows - before} of {len(messages)} rows after "
-                             f"{timeout:.0f}s")
-        time.sleep(0.02)
-    took = time.perf_counter() - started
+    took = wait_rows(dsn, before, len(messages), started, timeout)
     return {"messages": len(messages), "seconds": took, "rate": len(messages) / took,
             "processes": len(pids)}
-
-
-def wrk(port: int, seconds: float, script: Path) -> dict:
-    cmd = ["wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", "--latency", "--timeout",
-           "5s", "-s", str(script), f"http://127.0.0.1:{port}/"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    match = re.search(r"^BENCH-RESULT (\{.*\})$", out.stdout, re.M)
-    if out.returncode != 0 or not match:
-        raise SystemExit(f"wrk failed: {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
-    result = json.loads(match.group(1))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
 
 
 class Stream:
@@ -253,7 +219,7 @@ def main() -> int:
     services = Services(tmp / "services", heartbeat=120)  # outlives the SIGSTOP of drain
     say(f"cluster benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
         f"load {os.getloadavg()[0]:.1f}: {args.messages} messages per ingest run, "
-        f"wrk -t1 -c32 {args.duration:g}s through HAProxy, {args.samples} staleness samples")
+        f"wrk -t1 -c64 {args.duration:g}s through HAProxy, {args.samples} staleness samples")
     services.start()
     results = []
     try:
@@ -263,7 +229,7 @@ def main() -> int:
                               [0] * len(fleet))
             hives = sorted({s.hive_id for s in fleet})
             script = tmp / "spread.lua"
-            script.write_text(WRK_SCRIPT % {"ids": ",".join(map(str, hives))})
+            script.write_text(WRK_SPREAD % {"ids": ",".join(map(str, hives))} + WRK_DONE)
             for n in [int(x) for x in args.nodes.split(",")]:
                 results.append(one_count(services, dsn, traffic, hives, n, tmp, script, args))
     finally:
@@ -302,7 +268,7 @@ def one_count(services: Services, dsn: str, traffic: Traffic, hives: list[int], 
         say(f"{n} node(s): ingest drain {drain['rate']:,.0f} msg/s ({drain['messages']} "
             f"queued, committed in {drain['seconds']:.1f}s by {drain['processes']} "
             f"process(es))")
-        api = wrk(lb, args.duration, script)
+        api = wrk(lb, "/", args.duration, script, None)
         say(f"{n} node(s): API through HAProxy {api['rps']:,.0f} req/s, p50 "
             f"{api['p50_us'] / 1000:.2f} ms, p99 {api['p99_us'] / 1000:.2f} ms, "
             f"errors {api['errors']}, non-2xx {api['status']}")

@@ -25,14 +25,9 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-HEARTBEAT = 5
+from modules.mqtt_ingest.amqp import with_heartbeat  # the publishing side's contract
+
 RETRY = 1.0
-
-
-def with_heartbeat(url: str) -> str:
-    if "heartbeat=" in url:
-        return url
-    return f"{url}{'&' if '?' in url else '?'}heartbeat={HEARTBEAT}"
 
 
 class PeerUpdates:
