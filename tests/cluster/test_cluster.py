@@ -19,10 +19,12 @@ from cluster_support import (
     haproxy,
     kill_node,
     served_mismatches,
+    servers_up,
     sim,
     wait_served,
 )
 from modules.mqtt_ingest.testing import settle, temporary_database_sync
+from occ_support import SSEClient
 
 pytestmark = [pytest.mark.services, pytest.mark.cluster]
 
@@ -188,3 +190,43 @@ def request(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
             response.read()
     finally:
         conn.close()
+
+
+def test_reload_and_graceful_stop_of_nodes_cost_no_errors_and_streams_move(
+        tmp_path, services, dsn, tag):
+    """Through HAProxy: a node reloads (HUP), another stops (QUIT) while clients send
+    requests and hold occupancy streams; nothing fails, and the streams of the stopped
+    node end and reconnect to the others."""
+    with bizzyd_nodes(tmp_path, services, dsn, tag) as nodes, \
+            haproxy(tmp_path, services) as lb:
+        truth = sim(dsn, [services.mqtt_port(1)], tag, tmp_path / "truth.json", *traffic(2))
+        hive = next(iter(truth["hives"]))
+        path = f"/v1/hives/{hive}/occupancy/stream"
+        streams = [SSEClient(lb, path) for _ in range(6)]
+        try:
+            assert all(s.status == 200 for s in streams)
+            node2 = set(nodes[1].workers())
+            on_node2 = [s for s in streams if s.pid in node2]
+            assert on_node2, "leastconn spread the streams over the nodes"
+            with Load(lb, "/health", clients=4) as load:
+                time.sleep(1.0)
+                nodes[0].send(signal.SIGHUP)
+                nodes[0].wait_log("reconfiguring", timeout=10)
+                time.sleep(1.0)
+                nodes[1].send(signal.SIGQUIT)
+                assert nodes[1].proc.wait(30) == 0
+                wait_for(lambda: servers_up(services) == ["n1", "n3"], timeout=10,
+                         what="HAProxy to take n2 out")
+                time.sleep(1.0)
+            print(f"\nreload + graceful stop through HAProxy: {load.statuses}, "
+                  f"errors {load.errors[:3]}")
+            assert load.errors == [] and set(load.statuses) == {200}
+            for s in on_node2:
+                assert s.closed.wait(10), "a stream of the stopped node stayed open"
+            again = SSEClient(lb, path)
+            assert again.status == 200 and again.pid not in node2
+            again.close()
+        finally:
+            for s in streams:
+                s.close()
+
