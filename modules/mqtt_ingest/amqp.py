@@ -147,7 +147,7 @@ class AmqpIngest:
         preferred, others = shard_order(len(queues), self.amqp["node"], self.amqp["nodes"])
         epoch = self.epoch
         for i in preferred:
-            await queues[i].consume(self._deliver(epoch))
+            await queues[i].consume(self._deliver(epoch, i))
         self.log.notice("amqp ingest: connected to %s as %s, consuming %d shard(s) first, "  # type: ignore[attr-defined]
                         "%d more in %.1fs", _safe(url), self.name, len(preferred),
                         len(others), self.amqp["takeover_delay"])
@@ -156,7 +156,7 @@ class AmqpIngest:
                 await asyncio.wait_for(lost.wait(), self.amqp["takeover_delay"])
             if not lost.is_set():
                 for i in others:
-                    await queues[i].consume(self._deliver(epoch))
+                    await queues[i].consume(self._deliver(epoch, i))
         await lost.wait()
         self.log.warning("amqp ingest: connection to %s lost", _safe(url))
         self.next_url += 1  # another node first: this one may be the one that died
@@ -186,8 +186,13 @@ class AmqpIngest:
 
     # -- messages --------------------------------------------------------------------------
 
-    def _deliver(self, epoch: int) -> Callable[[AbstractIncomingMessage], Any]:
+    def _deliver(self, epoch: int, shard: int) -> Callable[[AbstractIncomingMessage], Any]:
+        first = [True]
+
         async def deliver(message: AbstractIncomingMessage) -> None:
+            if first[0]:  # which node holds which shard, and since when (failovers)
+                first[0] = False
+                self.log.info("amqp ingest: shard %d delivering to %s", shard, self.name)
             topic = swap_separators(message.routing_key or "")
             self.on_message(Incoming(topic, message.body, time.time(),
                                      message.delivery_tag or 0, 1, epoch,

@@ -26,7 +26,6 @@ from bizzyd_proc import ROOT, Bizzyd, base_config, children_of, wait_for
 PORT_BASE = int(os.environ.get("BIZZYD_PORT_BASE", "27100"))
 RABBIT_NODES = 3
 MC_SERVERS = 2
-SBIN_GLOB = "/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin"
 
 LOCATIONS = [
     {"location": "~ ^/v1/hives/(?<id>[0-9]+)/occupancy$", "content": "occupancy"},
@@ -89,28 +88,6 @@ class Services:
     def rabbit_pid(self, node: int) -> int:
         path = self.state / "rabbitmq-cluster" / f"node{node}" / "rabbitmq.pid"
         return int(path.read_text().split()[0])
-
-    def rabbitmqctl(self, node: int, *args: str, timeout: float = 60) -> str:
-        sbin = sorted(Path("/").glob(SBIN_GLOB.lstrip("/")))[-1]
-        env = {**os.environ, "HOME": str(self.state / "rabbitmq-cluster"),
-               "RABBITMQ_NODENAME": f"bizzyd{node}@localhost",
-               "ERL_EPMD_PORT": str(self.base + 9)}
-        out = subprocess.run([str(sbin / "rabbitmqctl"), *args], env=env, timeout=timeout,
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise AssertionError(f"rabbitmqctl {' '.join(args)}: {out.stderr}")
-        return out.stdout
-
-    def active_consumers(self, node: int, queue_prefix: str) -> dict[str, int]:
-        """Queue → number of active consumers, for the queues of a prefix."""
-        rows = json.loads(self.rabbitmqctl(node, "list_consumers", "-q", "queue_name",
-                                           "active", "--formatter", "json") or "[]")
-        out: dict[str, int] = {}
-        for row in rows:
-            if row["queue_name"].startswith(queue_prefix):
-                out.setdefault(row["queue_name"], 0)
-                out[row["queue_name"]] += 1 if row["active"] else 0
-        return out
 
 
 def node_config(services: Services, node: int, nodes: int, dsn: str, tag: str, *,
