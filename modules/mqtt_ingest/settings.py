@@ -81,9 +81,12 @@ AMQP = Block((
               doc="This node's number (0-based) among amqp.nodes: it subscribes first to "
                   "the shards i with i % nodes == node, and to its first URL."),
     Directive("nodes", Int(min=1, max=256), 1, doc="How many nodes share the shards."),
-    Directive("takeover_delay", Duration(), "2s",
+    Directive("takeover_delay", Duration(), "10s",
               doc="Subscribe to the other nodes' shards this long after the preferred "
-                  "ones (standing by: active only when their consumer goes away)."),
+                  "ones (standing by: active only when their consumer goes away). The "
+                  "first consumer of a queue is its active one, so nodes started within "
+                  "this delay of each other split the shards; a shard whose preferred "
+                  "node is down waits this long at start."),
     Directive("occupancy_exchange", Str(), "bizzyd.occupancy",
               doc="Fanout exchange that every commit's changed hives are published to "
                   "(OCCUPANCY_UPDATE frames) for the other nodes' cache managers."),

@@ -105,7 +105,7 @@ def node_config(services: Services, node: int, nodes: int, dsn: str, tag: str, *
         amqp={"urls": services.amqp_urls(), "shards": shards,  # amqp.node picks the first
               "exchange": f"{tag}.sensors", "queue_prefix": f"{tag}.sensors.",
               "occupancy_exchange": f"{tag}.occupancy", "node": node - 1, "nodes": nodes,
-              "takeover_delay": "1s", "prefetch": 400},
+              "takeover_delay": "5s", "prefetch": 400},
         occupancy={"memcached": services.memcached(), "peers": services.amqp_urls(node),
                    "peer_exchange": f"{tag}.occupancy", "memcached_prefix": f"{tag}:occ:",
                    **occupancy})
@@ -128,8 +128,9 @@ def bizzyd_nodes(tmp: Path, services: Services, dsn: str, tag: str, nodes: int =
             b = Bizzyd(tmp / f"node{n}", node_port(services, n))
             b.write_config(node_config(services, n, nodes, dsn, tag, **occupancy))
             masters.append(b)
-            b.start()
+            b.start(wait=False)  # together: each takes its preferred shards first
         for b in masters:
+            wait_for(b.ready, timeout=30, what="bizzyd to answer /health")
             b.wait_log("amqp ingest: connected to", timeout=20)
             b.wait_log("receiving other nodes' occupancy updates", timeout=20)
         yield masters
