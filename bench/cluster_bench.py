@@ -258,7 +258,7 @@ def one_count(services: Services, dsn: str, traffic: Traffic, hives: list[int], 
     work.mkdir()
     with bizzyd_nodes(work, services, dsn, tag, nodes=n, shards=12, memcached="") as masters, \
             haproxy(work, services, nodes=n) as lb:
-        time.sleep(2.5)  # takeover_delay: the standby consumers are in place
+        time.sleep(5.5)  # takeover_delay (5 s): the standby consumers are in place
         messages = traffic.batch(args.messages, tag)
         ingest = ingest_round(dsn, services.amqp_urls()[0], messages)
         say(f"{n} node(s): ingest {ingest['rate']:,.0f} msg/s ({ingest['messages']} in "
