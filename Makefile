@@ -63,8 +63,9 @@ clean:
 docs: venv
 	$(PY) -m bizzyd.config.docs > docs/config.md
 
-# Benchmarks: loopback HTTP (bizzyd vs uvicorn vs nginx with wrk; see bench/README.md),
-# then the occupancy endpoint (bench-occupancy) and MQTT ingest (bench-ingest).
+# Benchmarks: loopback HTTP (bizzyd vs the bare uvloop+httptools server, uvicorn and
+# nginx with wrk; see bench/README.md), idle connections (bench-idle), then the
+# occupancy endpoint (bench-occupancy) and MQTT ingest (bench-ingest).
 # Extra flags: make bench BENCH_ARGS='--duration 5 --workers 1'
 BENCH_ARGS ?= --markdown bench/RESULTS.md
 .PHONY: bench-deps
@@ -74,8 +75,16 @@ bench-deps: venv
 
 bench: bench-deps
 	$(PY) bench/http_bench.py $(BENCH_ARGS)
+	$(MAKE) bench-idle
 	$(MAKE) bench-occupancy
 	$(MAKE) bench-ingest
+
+# 10,000 idle keep-alive connections on one worker: its RSS, and a fresh client's p99
+# meanwhile (bench/idle_bench.py). Appends a section to RESULTS.md.
+IDLE_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-idle
+bench-idle: venv
+	$(PY) bench/idle_bench.py $(IDLE_BENCH_ARGS)
 
 # GET /v1/hives/{id}/occupancy vs a `return 200` location of the same bizzyd (wrk;
 # target: at least 0.8 of its requests/s). Appends a section to RESULTS.md.

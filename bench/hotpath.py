@@ -13,6 +13,7 @@ when the log records queued by those reads are handed to their handlers.
     bench/hotpath.py                      # µs per request (best of --repeat)
     bench/hotpath.py --profile            # cProfile, sorted by own time
     bench/hotpath.py --callgrind          # instructions per request (valgrind)
+    bench/hotpath.py --bare [--callgrind] # the same for bench/bare_server.py's protocol
 
 `--callgrind` runs itself twice under `valgrind --tool=callgrind`, collecting only
 inside the measured loop (run within one `functools.reduce` call, which callgrind
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import logging
 import re
 import subprocess
 import sys
@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,72 +42,57 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from http_bench import BODY, bizzyd_config  # noqa: E402
 
-from bizzyd.config import load_config  # noqa: E402
-from bizzyd.http.engine import HttpEngine, build_router  # noqa: E402
 from bizzyd.http.protocol import HttpProtocol  # noqa: E402
-from bizzyd.module import ProcessContext  # noqa: E402
+from bizzyd.http.testing import InProcessWorker, Transport  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
-
-
-class Transport:
-    """Just enough of a uvloop TCP transport; keeps the last write."""
-
-    def __init__(self) -> None:
-        self.last = b""
-        self.writes = 0
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else None
-
-    def write(self, data: bytes) -> None:
-        self.last = data
-        self.writes += 1
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.closed = True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def _next_iteration() -> None:
     """Nothing: running it lets the loop run the callbacks that are due."""
 
 
+class BareDriver:
+    """bench/bare_server.py's protocol on the same transport: the floor for bizzyd."""
+
+    def __init__(self, depth: int) -> None:
+        import bare_server
+
+        self.loop = uvloop.new_event_loop()
+        self.clock = bare_server.Clock(self.loop)
+        self.protocol = bare_server.Bare
+        self.data = REQUEST * depth
+        self.depth = depth
+        self.transport = Transport()
+        self.conn: Any = None
+        self.served = 0
+
+    def step(self, _acc: Any = None, i: int = 0) -> None:
+        if self.served % 1000 == 0:  # a new connection per 1000 requests, as bizzyd's
+            self.conn = self.protocol(self.clock)
+            self.conn.connection_made(self.transport)
+        self.conn.data_received(self.data)
+        self.served += self.depth
+
+    def check(self) -> None:
+        self.step()
+        last = self.transport.last
+        assert last.startswith(b"HTTP/1.1 200 OK\r\n") and last.endswith(BODY), last
+        assert last.count(b"HTTP/1.1 200") == self.depth, last
+
+    def run(self, reads: int) -> None:
+        functools.reduce(self.step, range(reads), None)
+
+    def close(self) -> None:
+        self.loop.close()
+
+
 class Driver:
     def __init__(self, access_log: bool, depth: int, prefix: Path, iteration: int = 64) -> None:
         log = ("http", "logs/access.log") if access_log else None
-        (prefix / "conf").mkdir(parents=True, exist_ok=True)
-        conf = prefix / "conf" / "bizzyd.yaml"
-        conf.write_text(yaml.safe_dump(bizzyd_config(8080, 1, log), sort_keys=False))
-        config = load_config(conf, prefix)
-        self.loop = uvloop.new_event_loop()
+        self.worker = InProcessWorker(bizzyd_config(8080, 1, log), prefix)
+        self.loop, self.ctx, self.engine = self.worker.loop, self.worker.ctx, self.worker.engine
         asyncio.set_event_loop(self.loop)
-        self.ctx = ProcessContext(config, logging.getLogger("hotpath"), "worker",
-                                  loop=self.loop)
-        for module in config.modules:
-            if module.init_worker is not None:
-                module.init_worker(self.ctx)
-        self.engine = HttpEngine(self.ctx, build_router(config))
-        self.engine._tick()
-        self.servers = self.engine.router.servers_for(next(iter(self.engine.router.by_key)))
         self.data = REQUEST * depth
         self.depth = depth
         self.iteration = iteration
@@ -117,9 +101,7 @@ class Driver:
         self.served = 0
 
     def connect(self) -> None:
-        self.transport = Transport()
-        self.conn = HttpProtocol(self.engine, self.servers)
-        self.conn.connection_made(self.transport)
+        self.conn, self.transport = self.worker.connect(keep=False)
         self.served = 0
 
     def step(self, _acc: Any = None, i: int = 0) -> None:
@@ -144,9 +126,7 @@ class Driver:
         functools.reduce(self.step, range(reads), None)
 
     def close(self) -> None:
-        for module in self.ctx.config.modules:
-            if module.exit_worker is not None:
-                module.exit_worker(self.ctx)
+        self.worker.close()
 
 
 def timing(driver: Driver, reads: int, repeat: int) -> float:
@@ -168,7 +148,8 @@ def callgrind(args: argparse.Namespace) -> None:
                    "--toggle-collect=functools_reduce", sys.executable, __file__,
                    "--reads", str(reads), "--repeat", "1", "--depth", str(args.depth),
                    "--warmup", "2000", "--iteration", str(args.iteration)] \
-                + (["--access-log"] if args.access_log else [])
+                + (["--access-log"] if args.access_log else []) \
+                + (["--bare"] if args.bare else [])
             subprocess.run(cmd, check=True, capture_output=True)
             text = out.read_text(errors="replace")
             match = re.search(r"^summary:\s+(\d+)", text, re.M) \
@@ -178,8 +159,13 @@ def callgrind(args: argparse.Namespace) -> None:
             if args.keep:
                 Path(args.keep).write_text(text)
     per = (counts[1] - counts[0]) / ((large - small) * args.depth)
-    print(f"instructions per request: {per:,.0f} "
-          f"({'access log on' if args.access_log else 'access log off'}, depth {args.depth})")
+    print(f"instructions per request: {per:,.0f} ({describe(args)})")
+
+
+def describe(args: argparse.Namespace) -> str:
+    what = "bare uvloop+httptools" if args.bare else \
+        f"bizzyd, access log {'on' if args.access_log else 'off'}"
+    return f"{what}, depth {args.depth}"
 
 
 def main() -> None:
@@ -191,6 +177,8 @@ def main() -> None:
     p.add_argument("--iteration", type=int, default=64, metavar="N",
                    help="reads per event-loop iteration (default: 64)")
     p.add_argument("--access-log", action="store_true")
+    p.add_argument("--bare", action="store_true",
+                   help="drive bench/bare_server.py's protocol instead of bizzyd's")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--callgrind", action="store_true")
     p.add_argument("--keep", metavar="FILE", help="with --callgrind: keep the larger run's "
@@ -200,7 +188,8 @@ def main() -> None:
         callgrind(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        driver = Driver(args.access_log, args.depth, Path(tmp), args.iteration)
+        driver: Any = BareDriver(args.depth) if args.bare else \
+            Driver(args.access_log, args.depth, Path(tmp), args.iteration)
         driver.check()
         for _ in range(args.warmup // args.depth):
             driver.step()
@@ -213,7 +202,7 @@ def main() -> None:
         else:
             us = timing(driver, args.reads, args.repeat)
             print(f"{us:.3f} µs per request (best of {args.repeat} x {args.reads} reads, "
-                  f"depth {args.depth}, access log {'on' if args.access_log else 'off'})")
+                  f"{describe(args)})")
         driver.close()
 
 

@@ -47,7 +47,7 @@ BENCH_DIR = ROOT / "bench"
 BODY = b'{"ok":true,"test":"27byte"}'
 assert len(BODY) == 27, len(BODY)
 CONTENT_TYPE = "application/json"
-SERVERS = ("bizzyd", "uvicorn", "nginx")
+SERVERS = ("bizzyd", "bare", "uvicorn", "nginx")
 PIPELINED_SERVERS = ("bizzyd", "nginx")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 T0 = time.monotonic()
@@ -63,6 +63,9 @@ TARGET_NGINX_US = 4.4
 TARGET_VS_UVICORN = 2.5
 TARGET_P99_MS = 2.0
 TARGET_RSS_MIB = 30.0
+# Issue 14: CPU per request at most 1.2x the bare uvloop+httptools server's (with the
+# strict request checks), and with 2 workers at least nginx's requests/s.
+TARGET_VS_BARE = 1.2
 
 WRK_DONE = r"""
 done = function(summary, latency, requests)
@@ -465,6 +468,25 @@ class Uvicorn(Server):
                 if p != self.proc.pid and "spawn_main" in cmdline(p)]
 
 
+class Bare(Server):
+    """bench/bare_server.py: uvloop + httptools answering the body, nothing else."""
+
+    name = "bare"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(BENCH_DIR / "bare_server.py"), "--port", str(self.port),
+                "--workers", str(self.workers)]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "BENCH_BODY": BODY.decode()}
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        if self.workers == 1:
+            return [self.proc.pid]
+        return [p for p in descendants(self.proc.pid) if p != self.proc.pid]
+
+
 class Nginx(Server):
     name = "nginx"
 
@@ -746,7 +768,7 @@ def comparisons(results: list[Result], worker_counts: list[int]) -> list[str]:
         b = find(results, "bizzyd", n, False)
         if b is None:
             continue
-        for peer in ("uvicorn", "nginx"):
+        for peer in ("bare", "uvicorn", "nginx"):
             p = find(results, peer, n, False)
             if p and p.per_cpu_second:
                 lines.append(f"{n} worker(s): bizzyd/{peer} requests per CPU-second = "
@@ -809,6 +831,25 @@ def p99_targets(b: Result | None, n: Result | None) -> list[str]:
     return lines
 
 
+def bare_targets(results: list[Result], worker_counts: list[int]) -> list[str]:
+    """Issue 14: ≤ 1.2x the bare server's CPU per request (1 worker); with 2 workers,
+    requests/s ≥ nginx's."""
+    lines = []
+    b1, bare1 = find(results, "bizzyd", 1, False), find(results, "bare", 1, False)
+    if b1 and bare1 and bare1.requests:
+        ratio = b1.us_per_request / bare1.us_per_request
+        lines.append(f"{verdict(ratio <= TARGET_VS_BARE)}  return 200, 1 worker: "
+                     f"{b1.us_per_request:.2f} µs CPU/request = {ratio:.2f}x the bare "
+                     f"uvloop+httptools server's {bare1.us_per_request:.2f} µs "
+                     f"(target ≤ {TARGET_VS_BARE:g}x)")
+    if 2 in worker_counts:
+        b2, n2 = find(results, "bizzyd", 2, False), find(results, "nginx", 2, False)
+        if b2 and n2:
+            lines.append(f"{verdict(b2.rps >= n2.rps)}  {b2.mode}, 2 workers: bizzyd "
+                         f"{b2.rps:,.0f} req/s vs nginx {n2.rps:,.0f} (target ≥ nginx)")
+    return lines
+
+
 def targets(results: list[Result], worker_counts: list[int]) -> list[str]:
     b1, u1, n1 = (find(results, name, 1, False) for name in ("bizzyd", "uvicorn", "nginx"))
     lines = cpu_targets(b1, u1, n1, "return 200", TARGET_US_PER_REQUEST)
@@ -821,6 +862,7 @@ def targets(results: list[Result], worker_counts: list[int]) -> list[str]:
             lines.append(f"{verdict(bp.rps >= np_.rps)}  {bp.mode}, {n} worker(s): "
                          f"bizzyd {bp.rps:,.0f} req/s vs nginx "
                          f"{np_.rps:,.0f} (target ≥ nginx)")
+    lines += bare_targets(results, worker_counts)
     lines += p99_targets(b1, n1)
     rss = [k for r in results if r.server.startswith("bizzyd") for k in r.rss_kib]
     if rss:
@@ -1002,6 +1044,8 @@ def main(argv: list[str] | None = None) -> int:
                 server = Bizzyd(n, tmp, pin, access_log)
             elif name == "uvicorn":
                 server = Uvicorn(n, tmp, pin)
+            elif name == "bare":
+                server = Bare(n, tmp, pin)
             else:
                 server = Nginx(n, tmp, pin)
             servers.append(server)

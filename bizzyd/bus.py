@@ -8,7 +8,10 @@ Patterns (see ARCHITECTURE "Internal bus"):
 
 Every process makes its own `Bus` (one zmq context per process, none global) and
 closes it on exit.  The receiving end of a fan-in and the publisher bind; the
-others connect, so processes may start in any order.  High-water marks come from
+others connect, so processes may start in any order.  A sender that must not start
+before its receiver is ready (ingest waits for the cache manager, see
+docs/operations.md "Start-up order") watches its socket and awaits
+`wait_connected`: the receiver binds only once it is ready.  High-water marks come from
 config (`bus_hwm`): a full PUSH queue blocks the sender only when it asked to; a
 full PUB queue drops for the slow subscriber (workers re-read the zone anyway).
 
@@ -19,6 +22,7 @@ rejects an unknown type or version with `BusError` rather than misreading it.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -105,6 +109,7 @@ class Bus:
         self.hwm = hwm
         self.context: zmq.Context = zmq.asyncio.Context() if asyncio else zmq.Context()
         self.sockets: list[zmq.Socket] = []
+        self.monitors: dict[zmq.Socket, zmq.Socket] = {}  # watched socket → its monitor
 
     def endpoint(self, name: str) -> str:
         path = self.run_dir / f"bus.{ENDPOINTS[name]}"
@@ -112,7 +117,7 @@ class Bus:
             raise ValueError(f"bus endpoint path too long for a unix socket: {path}")
         return f"ipc://{path}"
 
-    def _socket(self, kind: int, name: str, bind: bool) -> zmq.Socket:
+    def _socket(self, kind: int, name: str, bind: bool, watch: bool = False) -> zmq.Socket:
         sock = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self.hwm)
@@ -121,13 +126,18 @@ class Bus:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             sock.bind(self.endpoint(name))
         else:
+            if watch:  # before the connect, so that its event cannot be missed
+                monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+                monitor.setsockopt(zmq.LINGER, 0)
+                self.monitors[sock] = monitor
             sock.connect(self.endpoint(name))
         self.sockets.append(sock)
         return sock
 
-    def pusher(self, name: str, linger_ms: int = 2000) -> zmq.Socket:
-        """A PUSH socket; on close it keeps trying to deliver for `linger_ms`."""
-        sock = self._socket(zmq.PUSH, name, bind=False)
+    def pusher(self, name: str, linger_ms: int = 2000, watch: bool = False) -> zmq.Socket:
+        """A PUSH socket; on close it keeps trying to deliver for `linger_ms`.
+        `watch`: `wait_connected` can tell when it first reached its receiver."""
+        sock = self._socket(zmq.PUSH, name, bind=False, watch=watch)
         sock.setsockopt(zmq.LINGER, linger_ms)
         return sock
 
@@ -143,7 +153,33 @@ class Bus:
             sock.setsockopt(zmq.SUBSCRIBE, t)
         return sock
 
+    async def wait_connected(self, sock: zmq.Socket, timeout: float,
+                             poll: float = 0.02) -> bool:
+        """Wait until a watched socket (synchronous) has connected to its receiver,
+        at most `timeout` seconds; True if it did.  Polls its monitor every `poll` s
+        (a sync socket has no awaitable receive), then stops watching."""
+        monitor = self.monitors.pop(sock)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                try:
+                    monitor.recv_multipart(zmq.NOBLOCK)
+                    return True
+                except zmq.Again:
+                    pass
+                if loop.time() >= deadline:
+                    return False
+                await asyncio.sleep(poll)
+        finally:
+            sock.disable_monitor()
+            monitor.close()
+
     def close(self) -> None:
+        for sock, monitor in self.monitors.items():
+            sock.disable_monitor()
+            monitor.close()
+        self.monitors = {}
         for sock in self.sockets:
             sock.close()
         self.sockets = []

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import ConfigError
+from .config.load import Config, load_config
 from .http.engine import build_router
 from .master import Options, start
 

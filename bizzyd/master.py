@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import ConfigError
+from .config.load import Config, load_config
 from .http.engine import build_router
 from .http.router import Router
 from .listen import INHERIT_ENV, ListenerSet, adopt_fds, close_socket, inherited_fds

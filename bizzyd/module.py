@@ -18,7 +18,8 @@ import importlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config.schema import ConfigError, Directive, Marks
 from .shm import Zone, ZoneSpec
@@ -26,10 +27,26 @@ from .shm import Zone, ZoneSpec
 if TYPE_CHECKING:
     import asyncio
 
-    from .config import Config
+
+class Config(Protocol):
+    """What a module's hooks may read of the loaded configuration (the loader's
+    `bizzyd.config.load.Config` is one): directives by name, where files resolve,
+    the modules loaded, and where a key was written."""
+
+    path: Path
+    prefix: Path
+    tree: dict[str, Any]
+    modules: list[Module]
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def mark(self, key: tuple) -> tuple[str, int] | None: ...
+
 
 Hook = Callable[[Any], Awaitable[None] | None]
-Command = Callable[[list[str], "Config"], int]
+Command = Callable[[list[str], Config], int]
 
 
 @dataclass
@@ -136,25 +153,38 @@ class Module:
     header_filters: Sequence[Filter] = ()
     body_filters: Sequence[Filter] = ()
     commands: Mapping[str, Command] = field(default_factory=dict)
+    # import paths of modules this one needs: loaded right after it unless listed
+    requires: Sequence[str] = ()
     doc: str = ""
 
 
 def import_modules(names: Sequence[str], marks: Marks | None = None,
                    loaded: Sequence[Module] = ()) -> list[Module]:
-    """Import the modules named in the config, in order; errors point at the entry."""
+    """Import the modules named in the config, in order, each followed by the modules
+    it requires that are not listed; errors point at the entry."""
+    listed = [_import_module(name, ("modules", i), marks) for i, name in enumerate(names)]
     modules: list[Module] = list(loaded)
-    for i, name in enumerate(names):
-        key = ("modules", i)
-        where = (marks or {}).get(key)
-        try:
-            mod = importlib.import_module(name)
-        except Exception as exc:  # an import can fail in any way: report it, don't crash
-            raise ConfigError(f"cannot import module {name!r}: {exc}", key, where) from None
-        desc = getattr(mod, "module", None)
-        if not isinstance(desc, Module):
-            raise ConfigError(f"{name!r} has no `module` attribute of type bizzyd.Module",
-                              key, where)
+    for i, desc in enumerate(listed):
         if any(m.name == desc.name for m in modules):
-            raise ConfigError(f"module {desc.name!r} is listed twice", key, where)
+            key = ("modules", i)
+            raise ConfigError(f"module {desc.name!r} is listed twice", key,
+                              (marks or {}).get(key))
         modules.append(desc)
+        for name in desc.requires:
+            need = _import_module(name, ("modules", i), marks)
+            if not any(m.name == need.name for m in modules + listed):
+                modules.append(need)
     return modules[len(loaded):]
+
+
+def _import_module(name: str, key: tuple, marks: Marks | None) -> Module:
+    where = (marks or {}).get(key)
+    try:
+        mod = importlib.import_module(name)
+    except Exception as exc:  # an import can fail in any way: report it, don't crash
+        raise ConfigError(f"cannot import module {name!r}: {exc}", key, where) from None
+    desc = getattr(mod, "module", None)
+    if not isinstance(desc, Module):
+        raise ConfigError(f"{name!r} has no `module` attribute of type bizzyd.Module",
+                          key, where)
+    return desc

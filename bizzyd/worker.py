@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import uvloop
 
 from .http.engine import HttpEngine
+from .http.protocol import HttpProtocol
 from .process import set_title
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class Worker:
         self._signals(loop)
         log = self.ctx.log
         await self._hooks("init_worker")
-        engine = HttpEngine(self.ctx, self.router)
+        engine = HttpEngine(self.ctx, self.router, HttpProtocol)
         await engine.start(self.listeners, self.backlogs)
         self._heartbeat(loop)
         how = await self.stopping

@@ -4,13 +4,14 @@
 - `cache manager` (manager.py): long-lived single writer of the zone (bus updates,
   reconciliation with Postgres, memcached replica, changes to the workers).
 
-The occupancy module (`modules.occupancy`) declares these roles; see loader.py for
-the hand-off between the two.
+They are a module of their own: `modules.occupancy` requires it (so it is loaded
+with it), and these processes use the occupancy module's public pieces (zone layout,
+replica), never the other way round.  See loader.py for the hand-off between the two.
 """
 
 from __future__ import annotations
 
-from bizzyd.module import ProcessRole
+from bizzyd.module import Module, ProcessRole
 
 from . import loader, manager
 
@@ -19,4 +20,6 @@ MANAGER = ProcessRole("cache manager", manager.main)
 
 roles = (LOADER, MANAGER)
 
-__all__ = ["LOADER", "MANAGER", "roles"]
+module = Module(name="cache_loader", roles=roles, doc=__doc__ or "")
+
+__all__ = ["LOADER", "MANAGER", "module", "roles"]

@@ -10,10 +10,12 @@ One asyncio loop, four tasks:
   one for a hive that did not fit (full zone) updates the manager's own table of
   those hives, which feeds memcached.
 - **insert**: looks up the capacity of new hives in Postgres and inserts them.
-- **reconcile**: at start, then every `occupancy.reconcile_interval`, compares
-  the zone with Postgres (`loader.sync_rows`, in chunks so updates keep flowing)
-  and corrects and logs any drift; hives gone from Postgres are flagged deleted.
-  If the cache loader did not load the zone, the first reconcile is the load.
+- **reconcile**: every `occupancy.reconcile_interval` (and once at start, before
+  the tasks), compares the zone with Postgres (`loader.sync_rows`, in chunks so
+  updates keep flowing), after applying the updates already queued, and corrects
+  and logs any drift (counted in `metrics.occupancy`); hives gone from Postgres are
+  flagged deleted.  If the cache loader did not load the zone, the first reconcile
+  is the load.
 - **peers** (with `occupancy.peers`): other nodes' commits, OCCUPANCY_UPDATE frames from
   a RabbitMQ fanout exchange (peers.py), applied like the bus's; each (re)connect
   triggers a reconcile (what was missed meanwhile is not replayed).
@@ -23,9 +25,12 @@ One asyncio loop, four tasks:
 
 Start (see loader.py for the hand-off): wait for `meta.loaded` (bounded), take the
 writer lock (waiting for a previous manager to exit), repair slots a killed writer
-left mid-write, and only then bind the bus endpoints.  The endpoints are bound
-after the lock because a previous manager unlinks its ipc socket files when it
-closes them.
+left mid-write, bind the changes' publisher, reconcile once, and only then bind the
+updates' puller.  The endpoints are bound after the lock because a previous manager
+unlinks its ipc socket files when it closes them.  The puller is bound last because
+ingest consumes nothing until it has connected to it (docs/operations.md, "Start-up
+order"): so no commit falls between the load and the first reconcile, and the first
+reconcile of a fresh start finds nothing to correct.
 
 Signals: TERM/INT stop at once; QUIT applies what is already queued, then stops;
 USR1 reopens the log.  After `kill -9` the master respawns it; the zone (shared
@@ -53,6 +58,7 @@ from modules.occupancy.zone import (
     FLAG_DELETED,
     FLAG_LIVE,
     FLAG_STALE,
+    METRICS,
     R_AT,
     R_CAP,
     R_FLAGS,
@@ -84,6 +90,7 @@ class Manager:
         self.log = ctx.log
         self.settings = ctx.config["occupancy"]
         self.zone = table(ctx.zones)
+        self.metrics = ctx.zones[METRICS]
         self.lock = WriterLock(self.zone.meta)
         self.db = Database(ctx.config["database"], ctx.log)
         self.stop: asyncio.Event | None = None
@@ -123,8 +130,11 @@ class Manager:
         tasks: list[asyncio.Task] = []
         try:
             self.bus = Bus(self.ctx.config["run_dir"], self.ctx.config["bus_hwm"], asyncio=True)
-            self.pull = self.bus.puller("occupancy.updates")
             self.pub = self.bus.publisher("occupancy.changes")
+            while not await self._reconcile():  # the zone must be loaded: retry
+                if await pause(self.stop, 1.0):
+                    return 0
+            self.pull = self.bus.puller("occupancy.updates")  # ingest may start now
             loop = asyncio.get_running_loop()
             tasks = [loop.create_task(self._apply_loop()),
                      loop.create_task(self._insert_loop()),
@@ -350,8 +360,6 @@ class Manager:
 
     async def _reconcile_loop(self) -> None:
         interval = self.settings["reconcile_interval"]
-        while not await self._reconcile():
-            await asyncio.sleep(1.0)  # the zone must be loaded: retry until Postgres answers
         assert self.reconcile_now is not None
         while True:
             with contextlib.suppress(TimeoutError):
@@ -384,6 +392,8 @@ class Manager:
         if self.db_down_logged:
             log.notice("cache manager: reconciling again (Postgres is back)")
             self.db_down_logged = False
+        if self.pull is not None:  # a commit in the snapshot whose update has arrived
+            await self._drain_queued()  # is no drift
         queried = time.monotonic()
         total = SyncResult()
         for i in range(0, len(rows), CHUNK):
@@ -403,6 +413,7 @@ class Manager:
         meta = zone.meta
         meta.set(0, "reconciled_at", time.time())
         meta.set(0, "drift_total", meta.get(0, "drift_total") + total.corrected)
+        self._count(total)
         elapsed = (time.monotonic() - started) * 1000
         if first_load:
             log.notice("cache manager: loaded %d hives into the occupancy zone in %.0f ms",
@@ -417,6 +428,13 @@ class Manager:
             log.info("cache manager: reconciled %d hives with Postgres in %.0f ms: no drift",
                      total.rows, elapsed)
         return True
+
+    def _count(self, total: SyncResult) -> None:
+        metrics = self.metrics
+        metrics.set(0, "reconciles_total", metrics.get(0, "reconciles_total") + 1)
+        for kind, n in total.drift.items():
+            field = f'reconcile_corrections_total{{kind="{kind}"}}'
+            metrics.set(0, field, metrics.get(0, field) + n)
 
     def _merge_overflow(self, found: dict[int, list]) -> None:
         if found:

@@ -110,6 +110,18 @@ CORE_DIRECTIVES: tuple[Directive, ...] = (
     Directive("client_max_header_size", Size(), "32k", (HTTP, SERVER),
               doc="Largest request line plus headers accepted; larger gets 431 (414 for "
                   "the URI alone)."),
+    Directive("client_max_request_line", Size(), "8k", (HTTP, SERVER),
+              doc="Longest request line (method, target and version) accepted; longer "
+                  "gets 414 (nginx: one of large_client_header_buffers, 8k)."),
+    Directive("client_max_header_line", Size(), "8k", (HTTP, SERVER),
+              doc="Longest header line (name, colon and value) accepted; longer gets 431."),
+    Directive("client_max_header_fields", Int(min=1), 100, (HTTP, SERVER),
+              doc="Most header fields in a request (trailer fields included); more gets "
+                  "431 (gunicorn's limit_request_fields)."),
+    Directive("underscores_in_headers", Bool(), False, (HTTP, SERVER),
+              doc="Off (nginx's default): header fields whose name has an underscore "
+                  "(`Content_Length`, look-alikes of framing headers) are dropped before "
+                  "any handler sees them. On: they are passed on."),
     Directive("server_tokens", Bool(), True, HSL,
               doc="Send `Server: bizzyd/VERSION` (off: `Server: bizzyd`)."),
     Directive("default_type", Str(), "text/plain", HSL,

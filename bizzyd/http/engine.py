@@ -14,11 +14,10 @@ import asyncio
 import inspect
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import __version__
 from ..config.schema import ConfigError
 from ..stats import BUCKETS, DURATION_US, HIST, bucket_of
 from .phases import (
@@ -32,12 +31,11 @@ from .phases import (
     record_of,
     run_handlers,
 )
-from .protocol import HttpProtocol
-from .response import Response, StaticResponse, error_body
+from .response import Response, StaticResponse, error_body, server_header
 from .router import Location, Router, Server, parse_match
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config.load import Config
     from ..module import ProcessContext
 
 TICK = 1.0
@@ -45,10 +43,6 @@ RETIRING_TICK = 0.1
 LOCATION_PHASES = ("rewrite", "preaccess", "access", "precontent", "content")
 NOT_FOUND_BODY = error_body(404)
 FIRST_BUCKET = BUCKETS[0]
-
-
-def server_header(tokens: bool) -> bytes:
-    return f"Server: bizzyd/{__version__}\r\n".encode() if tokens else b"Server: bizzyd\r\n"
 
 
 def build_router(config: Config) -> Router:
@@ -127,18 +121,41 @@ def _empty_server(config: Config) -> dict[str, Any]:
     return {**config["http"], "server_name": ["_"], "listen": []}
 
 
+class Connection(Protocol):
+    """What the engine needs of a client connection (`protocol.HttpProtocol`): its
+    deadline and pipeline state, for the tick and the worker's status row."""
+
+    id: int
+    deadline: float
+    in_request: bool
+    pending: list[Any]
+    sender: asyncio.Task[None] | None
+    at_boundary: bool
+    flow: Any
+
+    def expire(self) -> None: ...
+
+    def check_peer(self) -> None: ...
+
+    def retire(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class HttpEngine:
     """Serves HTTP in one worker process."""
 
-    def __init__(self, ctx: ProcessContext, router: Router) -> None:
+    def __init__(self, ctx: ProcessContext, router: Router,
+                 protocol: Callable[[HttpEngine, Sequence[Server]], Connection]) -> None:
         self.ctx = ctx
+        self.protocol = protocol
         self.log = ctx.log
         self.loop: asyncio.AbstractEventLoop = ctx.loop  # type: ignore[assignment]
         self.router = router
         config = ctx.config
         self.max_connections = config["worker_connections"]
         self.idle_grace = config["worker_shutdown_idle_grace"]
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.counters = {"accepted": 0, "requests": 0}
         self.retiring = False
@@ -163,8 +180,8 @@ class HttpEngine:
         self._tick()
         for key, sock in listeners:
             servers = self.router.servers_for(key)
-            def factory(servers: Sequence[Server] = servers) -> HttpProtocol:
-                return HttpProtocol(self, servers)
+            def factory(servers: Sequence[Server] = servers) -> Connection:
+                return self.protocol(self, servers)
             backlog = backlogs.get(key, 511)
             if sock.family == socket.AF_UNIX:
                 srv = await self.loop.create_unix_server(factory, sock=sock, backlog=backlog)

@@ -53,6 +53,7 @@ response is not destroyed by a reset.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import socket
 import time
@@ -95,7 +96,28 @@ _RESPONSES = (Response, StaticResponse)
 _NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
 _SLASH, _HASH, _QUESTION = 0x2F, 0x23, 0x3F
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]*").fullmatch
+# RFC 3986 3.2.2-3.2.3: IP-literal / IPv4address / reg-name, then an optional port
+_HOST = re.compile(rb"(?:\[(?:([0-9A-Fa-f:.]+)|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
+                   rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::([0-9]*))?").fullmatch
+_UNDERSCORE = 0x5F
+# Header fields looked at when the header section is complete, as bits.  All but
+# Upgrade are singletons: a second one is refused (RFC 9110 5.3: fields that are not
+# lists; nginx refuses duplicates of most of these too).
+_F_HOST, _F_LENGTH, _F_TE, _F_EXPECT, _F_UPGRADE, _F_SINGLE = (1 << i for i in range(6))
+_FIELDS = {b"host": _F_HOST, b"content-length": _F_LENGTH, b"transfer-encoding": _F_TE,
+           b"expect": _F_EXPECT, b"upgrade": _F_UPGRADE} | {
+    name: _F_SINGLE << i for i, name in enumerate((
+        b"content-type", b"content-range", b"authorization", b"proxy-authorization",
+        b"if-modified-since", b"if-unmodified-since", b"if-range", b"range"))}
+# RFC 9110 6.5.1: fields a sender must not put in a trailer section (framing, routing,
+# request modifiers, authentication, content format)
+_NOT_IN_TRAILERS = frozenset((
+    b"host", b"content-length", b"transfer-encoding", b"trailer", b"te", b"expect",
+    b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",
+    b"content-type", b"content-encoding", b"content-range", b"cache-control", b"pragma",
+    b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
+    b"if-range", b"max-forwards", b"connection", b"keep-alive", b"upgrade"))
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
 # Request targets that are neither origin-form nor absolute-form, by their look.
 _TARGET_ERRORS = (
     (b"*", "asterisk-form targets (OPTIONS *) are not supported"),
@@ -149,7 +171,9 @@ class HttpProtocol(asyncio.Protocol):
         # request
         "url", "headers", "header_size", "body", "body_size", "max_body", "server",
         "location", "captures", "path", "version", "chunked_body", "chunks", "wire",
-        "header_count",
+        "header_count", "head_read",
+        # limits of the request line and header section (the default server's)
+        "max_line", "max_field", "max_fields", "underscores",
     )
 
     def __init__(self, engine: HttpEngine, servers: Sequence[Server]) -> None:
@@ -166,6 +190,10 @@ class HttpProtocol(asyncio.Protocol):
         self.timeout_kind = ""
         limits = self.default.config
         self.max_header = limits["client_max_header_size"]
+        self.max_line = limits["client_max_request_line"]
+        self.max_field = limits["client_max_header_line"]
+        self.max_fields = limits["client_max_header_fields"]
+        self.underscores = limits["underscores_in_headers"]
         self.header_timeout = limits["client_header_timeout"]
         self.keepalive_requests = limits["keepalive_requests"]
         self.keepalive_timeout = limits["keepalive_timeout"]
@@ -188,12 +216,13 @@ class HttpProtocol(asyncio.Protocol):
         self.good_host = b""  # the last Host value found valid
         self.fresh = False  # the current read began at a message boundary
         # the last routing: (url, host, origin-form url, path, server, location,
-        # captures, config), reused while a connection asks for the same target
+        # captures, config, its body size limit, keep-alive timeout and requests),
+        # reused while a connection asks for the same target
         self.routed: tuple[Any, ...] | None = None
         # request state
         self.version = "1.1"
         self.chunked_body = False
-        self.chunks = self.wire = self.header_count = 0
+        self.chunks = self.wire = self.header_count = self.head_read = 0
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -242,6 +271,8 @@ class HttpProtocol(asyncio.Protocol):
         """The peer will send no more: answer what it asked, then close.  A stream
         (Server-Sent Events) is not answered to the end: a client that closed its side
         during one has gone away (nginx's 499), so it ends at its next chunk boundary."""
+        if self.in_request and not self.discarding:
+            self._ended_early()
         self.discarding = self.peer_eof = True
         if self.sender is not None and not isinstance(self.pending[0].body, FileBody):
             self.engine.log.info("*%d client closed the connection during a stream", self.id)
@@ -254,6 +285,23 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
             return True  # keep the transport open for the pending responses
         return False
+
+    def _ended_early(self) -> None:
+        """The client closed its side inside a request.  A location answered by a
+        fixed response does not need the body: it is answered (nginx answers `return`
+        before reading the body).  Otherwise the request is refused with 400 (and so
+        logged), for a client that half-closed may still read."""
+        loc = self.location
+        if self.path and loc is not None and loc.fast:
+            self.out = []
+            self.in_request = False
+            self.must_close = True
+            self.on_message_complete()
+            out, self.out = self.out, None
+            self.transport.write(b"".join(out))
+            return
+        part = "body" if self.path else "header"
+        self._reject(Reject(400, f"the client closed the connection inside the request {part}"))
 
     def check_peer(self) -> None:
         """Called by the engine tick for a stream waiting for its next chunk: reading
@@ -289,10 +337,13 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.discarding:
             return
+        inside = self.in_request
         if self.chunked_body:
             self.wire += len(data)
+        elif not inside and not data.isascii():
+            data = _encode_target(data)
         self.read = data  # kept until the next read (on_body drops a large one)
-        self.fresh = not self.in_request
+        self.fresh = not inside
         self.out = []
         try:
             self.parser.feed_data(data)
@@ -313,10 +364,23 @@ class HttpProtocol(asyncio.Protocol):
 
     def _request_pending(self) -> None:
         """A request is incomplete at the end of a read: its header deadline runs from
-        the read in which it began (the clock is the engine's, cached per tick)."""
+        the read in which it began (the clock is the engine's, cached per tick).
+
+        httptools holds a header line until it ends, so the header limits are also
+        checked on the bytes read: those of every read after the one in which the
+        request began (that one is bounded by the read size)."""
         if self.chunked_body:
             self._check_framing()
-        if not self.path and self.timeout_kind != "header":
+        if self.path:
+            return
+        if self.head_read < 0:  # the request began in this read
+            self.head_read = 0
+        else:
+            self.head_read += len(self.read)
+            if self.head_read > self.max_header:
+                self._reject(Reject(431, "request header fields too large"))
+                return
+        if self.timeout_kind != "header":
             self.deadline = self.engine.now + self.header_timeout
             self.timeout_kind = "header"
 
@@ -334,41 +398,68 @@ class HttpProtocol(asyncio.Protocol):
         if self.discarding:
             raise _Discard
         self.in_request = True  # the header deadline is set if the read ends before it
+        self.head_read = -1
 
     def on_url(self, url: bytes) -> None:
         self.url += url  # in pieces when the target is split across reads
         self.header_size = size = len(self.url)  # on_url comes before any header
         if size > self.max_header:
             raise Reject(414, "request URI too long")
+        # the request line: method SP target SP HTTP/1.1 (a method has at most 7 bytes)
+        if size + 17 > self.max_line and \
+                len(self.parser.get_method()) + size + 10 > self.max_line:
+            raise Reject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if value and value[-1] in _OWS:  # llhttp keeps trailing whitespace
             value = value.rstrip(b" \t")
-        self.header_size += len(name) + len(value) + 4
+        size = len(name) + len(value)
+        self.header_size += size + 4
         if self.header_size > self.max_header:
             raise Reject(431, "request header fields too large")
-        self.headers.append((name, value))  # trailers too, dropped at the end
+        if size + 2 > self.max_field:  # `name: value`
+            raise Reject(431, "request header line too long")
+        headers = self.headers
+        if len(headers) >= self.max_fields:
+            raise Reject(431, "too many header fields")
+        if _UNDERSCORE in name and not self.underscores:
+            return  # nginx's underscores_in_headers off: dropped, never seen
+        if self.chunked_body:
+            _check_trailer(name)
+        headers.append((name, value))  # trailers too, dropped at the end
 
     def on_headers_complete(self) -> None:
-        self.version = version = self._http_version()
+        # When the message began this read, its request line is the read's first line:
+        # " HTTP/1.1" at its end spares get_http_version (which makes a new string).
+        read = self.read
+        if self.fresh and read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
+            version = "1.1"
+        else:
+            version = self._http_version()
+        self.fresh = False
+        self.version = version
         host = expect = te = None
         length = 0
+        seen = 0  # the singleton fields met, as bits
         for name, value in self.headers:
-            lname = name.lower()
-            if lname == b"host":
-                if host is not None:
-                    raise Reject(400, "duplicate Host header")
+            field = _FIELDS.get(name.lower())
+            if field is None:
+                continue
+            if field == _F_UPGRADE:
+                if self.parser.should_upgrade():
+                    self.must_close = True  # we do not switch protocols: answer, close
+                continue
+            if seen & field:
+                raise Reject(400, f"duplicate {name.decode('latin-1')} header")
+            seen |= field
+            if field == _F_HOST:
                 host = value
-            elif lname == b"content-length":
+            elif field == _F_LENGTH:
                 length = _content_length(value)
-            elif lname == b"transfer-encoding":
-                if te is not None:
-                    raise Reject(400, "more than one Transfer-Encoding header")
+            elif field == _F_TE:
                 te = value
-            elif lname == b"expect":
+            elif field == _F_EXPECT:
                 expect = value
-            elif lname == b"upgrade" and self.parser.should_upgrade():
-                self.must_close = True  # we do not switch protocols: answer, then close
         if host is None and version == "1.1":
             raise Reject(400, "missing Host header")
         if version == "1.0":
@@ -388,14 +479,7 @@ class HttpProtocol(asyncio.Protocol):
             raise Reject(417, "unsupported Expect")
 
     def _http_version(self) -> str:
-        """"1.1" or "1.0" (else 505).  When the message began this read, its request
-        line is the read's first line: " HTTP/1.1" at its end spares get_http_version
-        (which formats a new string)."""
-        read = self.read
-        if self.fresh:
-            self.fresh = False
-            if read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
-                return "1.1"
+        """"1.1" or "1.0" (else 505)."""
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise Reject(505, f"HTTP/{version} is not supported")  # 0.9, 2.0
@@ -423,7 +507,8 @@ class HttpProtocol(asyncio.Protocol):
         engine = self.engine
         engine.counters["requests"] += 1
         loc = self.location
-        keep_alive = self._keep_alive()
+        keep_alive = (self.parser.should_keep_alive() and not self.retiring
+                      and self.requests < self.keepalive_requests and not self.must_close)
         if not keep_alive:
             self.discarding = True  # this was the connection's last request
         if loc is None:
@@ -527,17 +612,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def _route(self, host: bytes | None) -> Any:
         routed = self.routed
-        if routed is not None and self.url == routed[0] and host == routed[1]:
-            _, _, self.url, self.path, self.server, self.location, self.captures, config \
-                = routed
-        else:
-            config = self._find_route(self.url, host)
-        self.max_body = config["client_max_body_size"]
-        self.keepalive_timeout = config["keepalive_timeout"]
-        self.keepalive_requests = config["keepalive_requests"]
+        if routed is None or self.url != routed[0] or host != routed[1]:
+            routed = self._find_route(self.url, host)
+        (_, _, self.url, self.path, self.server, self.location, self.captures, config,
+         self.max_body, self.keepalive_timeout, self.keepalive_requests) = routed
         return config
 
-    def _find_route(self, raw: bytes, host: bytes | None) -> Any:
+    def _find_route(self, raw: bytes, host: bytes | None) -> tuple[Any, ...]:
         """Check the target and Host, pick the server and location (then remembered)."""
         url, raw_host = raw, host
         if url[0] != _SLASH:  # llhttp never reports an empty target
@@ -556,8 +637,10 @@ class HttpProtocol(asyncio.Protocol):
             else self.default
         self.location, self.captures = server.find(path)
         config = self.location.config if self.location else server.config
-        self.routed = (raw, raw_host, url, path, server, self.location, self.captures, config)
-        return config
+        self.routed = (raw, raw_host, url, path, server, self.location, self.captures, config,
+                       config["client_max_body_size"], config["keepalive_timeout"],
+                       config["keepalive_requests"])
+        return self.routed
 
     def _expect(self, expect: bytes) -> None:
         if expect.lower() != b"100-continue":
@@ -568,10 +651,6 @@ class HttpProtocol(asyncio.Protocol):
             self._write(CONTINUE)
 
     # -- dispatch ----------------------------------------------------------------
-
-    def _keep_alive(self) -> bool:
-        return (self.parser.should_keep_alive() and not self.retiring
-                and self.requests < self.keepalive_requests and not self.must_close)
 
     def _conn_header(self, keep_alive: bool) -> bytes:
         if not keep_alive:
@@ -970,8 +1049,40 @@ def _absolute_form(url: bytes) -> tuple[bytes, bytes]:
 
 
 def _check_host(host: bytes) -> None:
-    if not _HOST(host) or b".." in host or host.startswith(b"."):
+    """RFC 9112 3.2: a Host (or the authority of an absolute-form target) is a valid
+    RFC 3986 host with an optional port; nginx also refuses `..` and a leading dot."""
+    match = _HOST(host)
+    if match is None or b".." in host or host.startswith(b"."):
         raise Reject(400, "invalid Host")
+    literal, port = match.groups()  # an IPv6 literal (not IPvFuture), the port
+    if port and int(port) > 65535:
+        raise Reject(400, "invalid Host port")
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal.decode("ascii"))
+        except ValueError:
+            raise Reject(400, "invalid IP literal in Host") from None
+
+
+def _check_trailer(name: bytes) -> None:
+    if name.lower() in _NOT_IN_TRAILERS:
+        raise Reject(400, f"{name.decode('latin-1')} is not allowed in a trailer")
+
+
+def _encode_target(data: bytes) -> bytes:
+    """Bytes >= 0x80 in the request line that begins `data` are percent-encoded (nginx
+    serves such targets; llhttp refuses them).  Only a request line that begins a read
+    is seen here: one split across reads, or a later pipelined one, is refused."""
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2  # empty lines before a request line are allowed
+    end = data.find(b"\n", start)
+    end = len(data) if end < 0 else end
+    line = data[start:end]
+    if line.isascii():
+        return data
+    encoded = _NON_ASCII.sub(lambda m: b"%%%02X" % m.group()[0], line)
+    return data[:start] + encoded + data[end:]
 
 
 def _error(status: int, reason: str | None = None) -> Response:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Iterable
 from http import HTTPStatus
 from typing import BinaryIO
 
+from .. import __version__
+
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 REASONS.setdefault(499, b"Client Closed Request")
 CLOSE = b"Connection: close\r\n"
@@ -175,3 +177,8 @@ def error_body(status: int, reason: str | None = None) -> bytes:
     if reason:
         body["reason"] = reason
     return json.dumps(body).encode() + b"\n"
+
+
+def server_header(tokens: bool) -> bytes:
+    """The `Server` header line: with the version (`server_tokens on`) or without."""
+    return f"Server: bizzyd/{__version__}\r\n".encode() if tokens else b"Server: bizzyd\r\n"

@@ -132,7 +132,14 @@ class IngestProcess:
         await db.start()
         metrics = Metrics(ctx.zones.get(ZONE), ctx.slot)
         bus = Bus(self.config["run_dir"], self.config["bus_hwm"])
-        pusher = bus.pusher("occupancy.updates", linger_ms=200)  # advisory: absolute states
+        occupancy = self.config.get("occupancy")  # this node's cache manager consumes
+        pusher = bus.pusher("occupancy.updates", linger_ms=200,  # advisory: absolute states
+                            watch=bool(occupancy))
+        if occupancy and not await self._wait_for_zone(bus, pusher, occupancy):
+            metrics.close()
+            bus.close()
+            await db.close()
+            return 0
         cid = client_id(self.config, ctx.slot)
         amqp = mqtt["ingest"] == "amqp"
         pipeline = Pipeline(
@@ -202,6 +209,27 @@ class IngestProcess:
         await db.close()
         self.log.info("mqtt ingest process exiting (%s stop)", how_text)
         return 0 if how_text != "crash" else 1
+
+    async def _wait_for_zone(self, bus: Bus, pusher: Any, occupancy: Any) -> bool:
+        """Consume nothing (no commit, no reset sweep) before the cache manager is
+        ready: it binds the bus once the occupancy zone is loaded and reconciled, so
+        every commit of this process is either in that load or reaches it on the bus
+        (docs/operations.md, "Start-up order").  Bounded: twice the manager's own wait
+        for the cache loader.  False when told to stop meanwhile."""
+        limit = 2 * occupancy["load_timeout"]
+        waiting = asyncio.ensure_future(bus.wait_connected(pusher, limit))
+        assert self.stopping is not None
+        await asyncio.wait({waiting, self.stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            return False
+        if not waiting.result():
+            self.log.warning("mqtt ingest slot %d: the cache manager is not ready after "
+                             "%.0fs; consuming anyway (its reconcile will catch up)",
+                             self.ctx.slot, limit)
+        return True
 
     def _occupancy_publisher(self, amqp: bool) -> Any:
         """Changed hives for the other nodes: the AMQP fanout exchange (always, in amqp

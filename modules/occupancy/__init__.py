@@ -41,7 +41,7 @@ from modules.database.memcached import servers
 
 from .api import NAME, Api, occupancy, occupancy_many
 from .stream import Fanout, occupancy_stream
-from .zone import table, zone_specs
+from .zone import metrics_spec, table, zone_specs
 
 
 def _address(value: Any) -> str:
@@ -107,7 +107,7 @@ def check(config: Any) -> None:
 
 
 def zones(config: Any) -> list:
-    return zone_specs(settings(config)["zone_capacity"])
+    return [*zone_specs(settings(config)["zone_capacity"]), metrics_spec()]
 
 
 def init_worker(ctx: ProcessContext) -> None:
@@ -125,12 +125,6 @@ def exit_worker(ctx: ProcessContext) -> None:
     state.close()
 
 
-def _roles() -> tuple:
-    from cache_loader import roles
-
-    return roles
-
-
 module = Module(
     name=NAME,
     directives=DIRECTIVES,
@@ -138,7 +132,7 @@ module = Module(
     check=check,
     init_worker=init_worker,
     exit_worker=exit_worker,
-    roles=_roles(),
+    requires=("cache_loader",),  # the loader and manager processes of the zone
     content_handlers={"occupancy": occupancy, "occupancy_many": occupancy_many,
                       "occupancy_stream": occupancy_stream},
     doc=__doc__ or "",

@@ -21,9 +21,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from bizzyd.http.engine import server_header
 from bizzyd.http.phases import Request
-from bizzyd.http.response import HTTPError, Response, StaticResponse
+from bizzyd.http.response import HTTPError, Response, StaticResponse, server_header
 
 from .replica import ReplicaReader
 from .zone import OccupancyTable

@@ -83,8 +83,21 @@ MASK64 = (1 << 64) - 1
 WRITER_LOCK_BYTE = 8  # byte of the meta segment whose record lock makes the writer
 
 
+# The cache manager's counters (one row; exported by modules.status as
+# bizzyd_occupancy_<field>): reconciliations, and the slots they corrected by kind
+# (loader.sync_rows).  Corrections mean the zone had missed a change: 0 is the goal.
+METRICS = "metrics.occupancy"
+DRIFT_KINDS = ("behind", "differs", "capacity", "stale", "reappeared", "deleted")
+METRICS_FIELDS = (("reconciles_total", "Q"),
+                  *((f'reconcile_corrections_total{{kind="{k}"}}', "Q") for k in DRIFT_KINDS))
+
+
 def zone_specs(capacity: int) -> list[ZoneSpec]:
     return [ZoneSpec(ZONE, FIELDS, capacity), ZoneSpec(META, META_FIELDS, 1)]
+
+
+def metrics_spec() -> ZoneSpec:
+    return ZoneSpec(METRICS, METRICS_FIELDS, 1)
 
 
 def home(hive_id: int, capacity: int) -> int:

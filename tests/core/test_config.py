@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bizzyd.config import ConfigError, load_config
+from bizzyd.config import ConfigError
 from bizzyd.config.core import CORE_DIRECTIVES
+from bizzyd.config.load import load_config
 from bizzyd.config.types import format_duration, format_size, parse_duration, parse_size
 from bizzyd.http.engine import build_router
 from bizzyd_proc import BIZZYD, ROOT

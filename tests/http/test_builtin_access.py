@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bizzyd.config import ConfigError, load_config
+from bizzyd.config import ConfigError
+from bizzyd.config.load import load_config
 from bizzyd_proc import base_config, free_port, running
 
 

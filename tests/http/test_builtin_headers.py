@@ -9,7 +9,8 @@ import httpx
 import pytest
 import yaml
 
-from bizzyd.config import ConfigError, load_config
+from bizzyd.config import ConfigError
+from bizzyd.config.load import load_config
 from bizzyd_proc import base_config, free_port, running
 
 LOCATIONS = [

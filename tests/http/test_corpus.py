@@ -4,15 +4,18 @@ happen to them, against a real server whose locations echo what it parsed.
 Each case is one file, `requests/valid/NNN.http` or `requests/invalid/NNN.http`:
 
     # what: Content-Length and Transfer-Encoding together (CL.TE smuggling)
+    # rule: RFC 9112 6.1 (a server MAY reject CL with TE, and MUST close)
     # status: 400
     # reason: Transfer-Encoding
     POST /echo HTTP/1.1\\r\\n
     Host: example\\r\\n
     ...
 
-The leading `#` lines are YAML (the expectations); the rest is the request, sent in
-one write: physical newlines are ignored, `\\r \\n \\t \\0 \\xHH \\\\` are escapes,
-and `{{N*text}}` stands for `text` repeated N times.
+The leading `#` lines are YAML (the expectations); `what` says what the case is and
+`rule` which RFC 9110/9112/3986 section or nginx behaviour it follows (every case has
+both).  The rest is the request, sent in one write: physical newlines are ignored,
+`\\r \\n \\t \\0 \\xHH \\\\` are escapes, and `{{N*text}}` stands for `text` repeated
+N times.
 
 Expectations of a valid case: `requests`, a list of what the echo handler must have
 seen, in order (method, path, query, version, body, server, `headers` as a subset
@@ -71,7 +74,8 @@ def echo_config(port: int) -> dict:
     """One worker; a default server and `a.example`, both echoing."""
     config = base_config(port, worker_processes=1, modules=["corpusecho"])
     config["http"].update({"client_max_body_size": "1k", "client_max_header_size": "4k",
-                           "client_header_timeout": "5s"})
+                           "client_max_request_line": "1k", "client_max_header_line": "1k",
+                           "client_max_header_fields": 20, "client_header_timeout": "5s"})
     echo = [{"location": "= /health", "return": [200, "ok"]},
             {"location": "/async", "content": "echo_async"},
             {"location": "/", "content": "echo"}]
@@ -182,9 +186,13 @@ def send(server, data: bytes) -> tuple[socket.socket, Reader]:
 
 # -- the cases ---------------------------------------------------------------------
 
-def test_the_corpus_is_large_enough():
-    assert len(VALID) + len(INVALID) >= 60
-    assert len(VALID) >= 25 and len(INVALID) >= 25
+def test_every_case_says_what_and_which_rule():
+    assert len(VALID) + len(INVALID) >= 120
+    assert len(VALID) >= 50 and len(INVALID) >= 70
+    for path in VALID + INVALID:
+        expect, _ = load_case(path)
+        for key in ("what", "rule"):
+            assert isinstance(expect.get(key), str) and expect[key].strip(), (path, key)
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: f"valid/{p.stem}")

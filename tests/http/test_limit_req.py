@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from bizzyd.config import ConfigError, load_config
+from bizzyd.config import ConfigError
+from bizzyd.config.load import load_config
 from bizzyd.http.builtin.limit_req import parse_rate
 from bizzyd_proc import BIZZYD, base_config, http_get, running
 

@@ -292,7 +292,8 @@ def test_no_torn_reads_under_a_writer(make_table, capsys):
 def test_config_needs_the_database_module_and_checks_addresses(tmp_path):
     import yaml
 
-    from bizzyd.config import ConfigError, load_config
+    from bizzyd.config import ConfigError
+    from bizzyd.config.load import load_config
 
     conf = tmp_path / "conf" / "bizzyd.yaml"
     conf.parent.mkdir()
