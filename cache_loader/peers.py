@@ -64,6 +64,7 @@ class PeerUpdates:
             except Exception as exc:
                 self.log.error("cache manager: peer updates from %s failed: %s: %s",
                                _host(url), type(exc).__name__, exc)
+                await asyncio.sleep(RETRY)  # not at once into the same failure
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), 2.0)

@@ -95,14 +95,18 @@ class AmqpIngest:
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Send the acknowledgements and publications still pending, then disconnect."""
         self._stopping = True
+        if self._ack_soon:
+            self._flush_acks(self.epoch)
+        if self._outbox:
+            self._flush_outbox()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 1.0)
 
     async def _run(self) -> None:
         backoff = 0.25
@@ -119,19 +123,21 @@ class AmqpIngest:
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.mqtt["reconnect_max_backoff"])
                 continue
-            backoff = 0.25
             try:
                 await self._session(connection, url)
+                backoff = 0.25
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # e.g. a queue declared with other arguments
                 self.log.error("amqp ingest: session on %s failed: %s: %s", _safe(url),
                                type(exc).__name__, exc)
                 self.next_url += 1
+                backoff = min(backoff * 2, self.mqtt["reconnect_max_backoff"])
             finally:
                 self._down()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), 2.0)
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
 
     async def _session(self, connection: Any, url: str) -> None:
         lost = asyncio.Event()
