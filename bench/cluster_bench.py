@@ -52,7 +52,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from bizzyd_proc import children_of  # noqa: E402
 from cluster_support import Services, bizzyd_nodes, haproxy, node_port  # noqa: E402
-from modules.mqtt_ingest.amqp import swap_separators  # noqa: E402
+from modules.mqtt_ingest.amqp import routing_key  # noqa: E402
 from modules.mqtt_ingest.fleet import create_fleet  # noqa: E402
 from modules.mqtt_ingest.testing import temporary_database_sync  # noqa: E402
 
@@ -86,7 +86,7 @@ async def publish_amqp(url: str, messages: list[tuple[str, bytes, int]]) -> floa
         for i in range(0, len(messages), 500):
             await asyncio.gather(*(exchange.publish(
                 aio_pika.Message(payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=swap_separators(topic))
+                routing_key=routing_key(topic))
                 for topic, payload, _ in messages[i:i + 500]))
     return time.perf_counter() - started
 

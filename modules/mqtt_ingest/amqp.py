@@ -2,9 +2,10 @@
 cluster.
 
 RabbitMQ's MQTT plugin (3.10: MQTT 3.1.1, no shared subscriptions) publishes what the
-sensors send to the `amq.topic` exchange, with the topic's `/` and `.` swapped
-(`sensors/s7/counters` → `sensors.s7.counters`). The topology, declared idempotently by
-every ingest process at every connect:
+sensors send to the `amq.topic` exchange, with the topic's `/` turned into `.`
+(`sensors/s7/counters` → `sensors.s7.counters`; a `.` stays a `.`, so a sensor id with
+dots is recovered from the known shape, `topic_of`). The topology, declared
+idempotently by every ingest process at every connect:
 
     amq.topic ──<prefix>sensors.#──▶ amqp.exchange (x-consistent-hash, durable)
         ──weight "1"──▶ <amqp.queue_prefix>0 .. <shards-1>   (quorum, single active consumer)
@@ -45,14 +46,27 @@ QUORUM = {"x-queue-type": "quorum", "x-single-active-consumer": True}
 HEARTBEAT = 5  # seconds; a broker node that hangs is left after about twice this
 
 
-def swap_separators(topic: str) -> str:
-    """MQTT topic ↔ AMQP routing key, as RabbitMQ's MQTT plugin maps them."""
-    return topic.translate(str.maketrans("./", "/."))
+def routing_key(topic: str) -> str:
+    """What RabbitMQ 3.10's MQTT plugin makes of a topic (checked against the broker)."""
+    return topic.replace("/", ".")
+
+
+def topic_of(routing_key: str, topic_prefix: str = "") -> str:
+    """The MQTT topic of a routing key: `<prefix>.sensors.<id>.<kind>` →
+    `<prefix>/sensors/<id>/<kind>`, whatever dots the sensor id holds; anything else
+    with every dot a slash (it ends as a `bad_topic` reject)."""
+    prefix = topic_prefix.strip("/")
+    head = f"{prefix.replace('/', '.')}.sensors." if prefix else "sensors."
+    if routing_key.startswith(head):
+        sensor, dot, kind = routing_key[len(head):].rpartition(".")
+        if dot and sensor:
+            return f"{prefix}/sensors/{sensor}/{kind}" if prefix else f"sensors/{sensor}/{kind}"
+    return routing_key.replace(".", "/")
 
 
 def binding_key(topic_prefix: str) -> str:
     prefix = topic_prefix.strip("/")
-    return swap_separators(f"{prefix}/sensors/#" if prefix else "sensors/#")
+    return f"{prefix.replace('/', '.')}.sensors.#" if prefix else "sensors.#"
 
 
 def shard_order(shards: int, node: int, nodes: int) -> tuple[list[int], list[int]]:
@@ -199,7 +213,7 @@ class AmqpIngest:
             if first[0]:  # which node holds which shard, and since when (failovers)
                 first[0] = False
                 self.log.info("amqp ingest: shard %d delivering to %s", shard, self.name)
-            topic = swap_separators(message.routing_key or "")
+            topic = topic_of(message.routing_key or "", self.mqtt["topic_prefix"])
             self.on_message(Incoming(topic, message.body, time.time(),
                                      message.delivery_tag or 0, 1, epoch,
                                      bool(message.redelivered)))

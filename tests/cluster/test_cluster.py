@@ -3,6 +3,7 @@ node, and faults (a node killed, a broker node killed, a memcached server stoppe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from cluster_support import (
     sim,
     wait_served,
 )
-from modules.mqtt_ingest.testing import settle, temporary_database_sync
+from modules.mqtt_ingest.testing import fetch, settle, temporary_database_sync
 
 pytestmark = [pytest.mark.services, pytest.mark.cluster]
 
@@ -38,8 +39,10 @@ def traffic(seconds: float = 6) -> tuple[str, ...]:
 
 def test_three_nodes_share_the_shards_and_each_serves_the_truth(tmp_path, services, dsn, tag):
     with bizzyd_nodes(tmp_path, services, dsn, tag) as nodes:
+        # sensor ids with dots ("dotted.fleet-3-1"): the MQTT plugin keeps the dots in
+        # the routing key, and ingest must still find the sensor
         truth = sim(dsn, [services.mqtt_port(n) for n in range(1, RABBIT_NODES + 1)], tag,
-                    tmp_path / "truth.json", *traffic())
+                    tmp_path / "truth.json", *traffic(), "--fleet-prefix", "dotted.fleet")
         settle(dsn, truth, timeout=60)
         for b in nodes:
             wait_served(b.port, truth)
@@ -48,6 +51,9 @@ def test_three_nodes_share_the_shards_and_each_serves_the_truth(tmp_path, servic
             assert "consuming 2 shard(s) first" in b.log()
             assert set(shards_delivering(b)) == {k, k + 3}, b.log()
         assert truth["messages"]["duplicated"] > 0
+        rejects = asyncio.run(fetch(dsn, "SELECT reason, count(*) AS n FROM ingest_reject "
+                                         "GROUP BY reason"))
+        assert rejects == [], rejects
 
 
 def test_kill_9_of_a_node_moves_its_shards_and_the_survivors_serve_the_truth(
