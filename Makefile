@@ -45,13 +45,13 @@ demo: venv
 		demo-data --if-empty --hives 2000 --seed 1
 	DEMO_SIM_ARGS="$(DEMO_SIM_ARGS)" exec scripts/demo
 
-# The cluster on one host (docs/cluster.md): Postgres, a 3-node RabbitMQ cluster, 2
-# memcached, the demo city, then scripts/cluster-demo: 3 bizzyd nodes behind HAProxy and
+# The cluster on one host (docs/cluster.md): Postgres and a streaming standby, a 3-node
+# RabbitMQ cluster, 2 memcached, the demo city, then scripts/cluster-demo: 3 bizzyd nodes behind HAProxy and
 # the simulator publishing to every broker node. Ctrl-C stops the nodes, HAProxy and the
 # simulator (`make services-stop` stops the services).
 cluster-demo: venv
 	scripts/install-deps cluster
-	scripts/services start postgres memcached-pool rabbitmq-cluster
+	scripts/services start postgres postgres-standby memcached-pool rabbitmq-cluster
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
 		demo-data --if-empty --hives 2000 --seed 1
