@@ -254,6 +254,7 @@ class Load:
         self.port, self.path = port, path
         self.statuses: dict[int, int] = {}
         self.errors: list[str] = []
+        self.retried = 0  # GETs retried once after a kept-alive connection closed
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
@@ -271,22 +272,51 @@ class Load:
     def _run(self) -> None:
         import http.client
 
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn, used = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5), 0
         while not self.stopping.is_set():
             try:
-                conn.request("GET", self.path)
-                response = conn.getresponse()
-                response.read()
-                with self.lock:
-                    self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
-                if response.getheader("connection", "").lower() == "close":
-                    conn.close()
-            except (OSError, http.client.HTTPException) as exc:
-                with self.lock:
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                status, close = self._get(conn)
+                used += 1
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A kept-alive connection closed before any answer: like browsers and
+                # HTTP libraries (RFC 9112 9.3.1), retry the GET once on a new one.
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                if not used:
+                    self._error("closed without an answer on a new connection")
+                    continue
+                with self.lock:
+                    self.retried += 1
+                used = 0
+                try:
+                    status, close = self._get(conn)
+                    used += 1
+                except (OSError, http.client.HTTPException) as exc:
+                    self._error(f"{type(exc).__name__}: {exc} (after a retry)")
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                    continue
+            except (OSError, http.client.HTTPException) as exc:
+                self._error(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                conn, used = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5), 0
+                continue
+            with self.lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+            if close:
+                conn.close()
+                used = 0
         conn.close()
+
+    def _get(self, conn: object) -> tuple[int, bool]:
+        conn.request("GET", self.path)  # type: ignore[attr-defined]
+        response = conn.getresponse()  # type: ignore[attr-defined]
+        response.read()
+        return response.status, response.getheader("connection", "").lower() == "close"
+
+    def _error(self, text: str) -> None:
+        with self.lock:
+            self.errors.append(text)
 
     def total(self) -> int:
         return sum(self.statuses.values()) + len(self.errors)

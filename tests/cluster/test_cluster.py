@@ -85,7 +85,8 @@ def test_kill_9_of_a_node_moves_its_shards_and_the_survivors_serve_the_truth(
         print(f"\nnode 2 held shards {sorted(held)}; they delivered to a survivor less than "
               f"{took:.1f}s after the kill; through HAProxy: "
               f"{load.total()} requests ({before} before the kill), statuses "
-              f"{load.statuses}, {len(load.errors)} errors {load.errors[:3]}")
+              f"{load.statuses}, {len(load.errors)} errors {load.errors[:3]}, "
+              f"{load.retried} GET(s) retried on a new connection")
         assert took <= 10
         # only requests in flight on the dead node may fail (one per client at most)
         assert len(load.errors) + load.server_errors() <= 4
@@ -247,7 +248,8 @@ def test_reload_and_graceful_stop_of_nodes_cost_no_errors_and_streams_move(
                          what="HAProxy to take n2 out")
                 time.sleep(1.0)
             print(f"\nreload + graceful stop through HAProxy: {load.statuses}, "
-                  f"errors {load.errors[:3]}")
+                  f"errors {load.errors[:3]}, {load.retried} GET(s) retried on a new "
+                  "connection after a kept-alive one closed")
             assert load.errors == [] and set(load.statuses) == {200}
             for s in on_node2:
                 assert s.closed.wait(10), "a stream of the stopped node stayed open"
