@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps test lint demo docs bench services services-stop clean
+.PHONY: venv deps test lint demo cluster-demo docs bench services services-stop clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,18 @@ demo: venv
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
 		demo-data --if-empty --hives 2000 --seed 1
 	DEMO_SIM_ARGS="$(DEMO_SIM_ARGS)" exec scripts/demo
+
+# The cluster on one host (docs/cluster.md): Postgres and a streaming standby, a 3-node
+# RabbitMQ cluster, 2 memcached, the demo city, then scripts/cluster-demo: 3 bizzyd nodes behind HAProxy and
+# the simulator publishing to every broker node. Ctrl-C stops the nodes, HAProxy and the
+# simulator (`make services-stop` stops the services).
+cluster-demo: venv
+	scripts/install-deps cluster
+	scripts/services start postgres postgres-standby memcached-pool rabbitmq-cluster
+	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
+	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
+		demo-data --if-empty --hives 2000 --seed 1
+	exec scripts/cluster-demo
 
 clean:
 	rm -rf $(VENV) run logs .pytest_cache .ruff_cache

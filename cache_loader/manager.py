@@ -16,6 +16,9 @@ One asyncio loop, four tasks:
   and logs any drift (counted in `metrics.occupancy`); hives gone from Postgres are
   flagged deleted.  If the cache loader did not load the zone, the first reconcile
   is the load.
+- **peers** (with `occupancy.peers`): other nodes' commits, OCCUPANCY_UPDATE frames from
+  a RabbitMQ fanout exchange (peers.py), applied like the bus's; each (re)connect
+  triggers a reconcile (what was missed meanwhile is not replayed).
 - **replica**: writes changed hives to memcached (`set_many`, noreply) from a
   one-thread executor, and all of them every half `occupancy.memcached_ttl`.
   memcached down: logged once, retried every `occupancy.memcached_retry`.
@@ -49,7 +52,7 @@ import zmq
 
 from bizzyd.bus import OCCUPANCY_CHANGE, OCCUPANCY_UPDATE, Bus, BusError, topic
 from bizzyd.shm import HEADER
-from modules.database import Database, DatabaseUnavailable
+from modules.database import Database, DatabaseUnavailable, memcached
 from modules.occupancy import replica
 from modules.occupancy.zone import (
     FLAG_DELETED,
@@ -74,6 +77,7 @@ from .loader import (
     row_values,
     sync_rows,
 )
+from .peers import PeerUpdates
 
 BATCH = 1000
 CHUNK = 2000  # reconcile rows per step (the loop runs the other tasks in between)
@@ -100,6 +104,7 @@ class Manager:
         self.new_hives: asyncio.Event | None = None
         self.dirty: set[int] = set()
         self.dirty_event: asyncio.Event | None = None
+        self.reconcile_now: asyncio.Event | None = None
         self.next_seq = seed_sequence()
         self.loaded_by_me = False
         self.counts = {"updates": 0, "applied": 0, "older": 0, "bad": 0, "published": 0}
@@ -118,6 +123,7 @@ class Manager:
         self.how = "graceful"
         self.new_hives = asyncio.Event()
         self.dirty_event = asyncio.Event()
+        self.reconcile_now = asyncio.Event()
         install_stop(asyncio.get_running_loop(), self.ctx, self._on_stop)
         if not await self._handoff():
             return 0
@@ -135,6 +141,10 @@ class Manager:
                      loop.create_task(self._reconcile_loop())]
             if self.settings["memcached"]:
                 tasks.append(loop.create_task(self._replica_loop()))
+            if self.settings["peers"]:
+                peers = PeerUpdates(self.settings, self.log, self._apply,
+                                    self.reconcile_now.set)
+                tasks.append(loop.create_task(peers.run()))
             for task in tasks:
                 task.add_done_callback(self._task_done)
             await self.stop.wait()
@@ -350,8 +360,11 @@ class Manager:
 
     async def _reconcile_loop(self) -> None:
         interval = self.settings["reconcile_interval"]
+        assert self.reconcile_now is not None
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reconcile_now.wait(), interval)
+            self.reconcile_now.clear()
             await self._reconcile()
 
     def _zone_ids(self) -> set[int]:
@@ -520,7 +533,7 @@ class _ReplicaWriter:
                 self.client.delete_many(gone, noreply=True)
             if time.monotonic() >= self.verify_at:
                 # noreply writes never read, so a dead server goes unnoticed: ask it
-                self.client.version()
+                memcached.ping(self.client)
                 self.verify_at = time.monotonic() + self.settings["memcached_retry"]
         except Exception:
             self.client.close()

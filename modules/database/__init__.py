@@ -8,7 +8,7 @@ Command: `bizzyd migrate status|up`.
 from __future__ import annotations
 
 from bizzyd.config.schema import Block, Directive
-from bizzyd.config.types import Duration, Int, Str
+from bizzyd.config.types import Duration, Int, ListOf, Str
 from bizzyd.http.response import Response
 from bizzyd.module import Module, ProcessContext
 
@@ -21,6 +21,11 @@ DIRECTIVES = (
     Directive("database", Block((
         Directive("dsn", Str(), DEFAULT_DSN,
                   doc="libpq connection string of the Postgres that is the truth."),
+        Directive("replicas", ListOf(Str()), [],
+                  doc="DSNs of streaming standbys for reads that may be a few seconds old "
+                      "(Database.read_connection(): catalogue cache misses, analytics); "
+                      "writes and read-your-writes stay on `dsn`. A standby that is down "
+                      "is skipped; with all down, those reads go to the primary."),
         Directive("pool_min_size", Int(min=0), 1, doc="Connections a process keeps open."),
         Directive("pool_max_size", Int(min=1), 4, doc="Connections a process opens at most."),
         Directive("statement_timeout", Duration(), "5s",

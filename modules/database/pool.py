@@ -48,6 +48,9 @@ class Database:
         self.down_until = 0.0
         self.last_error = ""
         self._creating: asyncio.Lock | None = None
+        self.replicas = [Database({**settings, "dsn": dsn, "replicas": []}, log)
+                         for dsn in settings.get("replicas") or ()]
+        self._next_replica = 0
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self.pool is not None:
@@ -83,6 +86,36 @@ class Database:
         else:
             self._succeeded()
 
+    @contextlib.asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A standby's connection (may lag by seconds), else the primary's."""
+        for replica in self._replica_order():
+            opened = replica.connection()
+            try:
+                conn = await opened.__aenter__()
+            except DatabaseUnavailable:
+                continue  # its breaker is open now: the next one, or the primary
+            failed = True
+            try:
+                yield conn
+                failed = False
+            except BaseException as exc:
+                if not await opened.__aexit__(type(exc), exc, exc.__traceback__):
+                    raise
+            finally:
+                if not failed:
+                    await opened.__aexit__(None, None, None)
+            return
+        async with self.connection() as conn:
+            yield conn
+
+    def _replica_order(self) -> list[Database]:
+        n = len(self.replicas)
+        if not n:
+            return []
+        self._next_replica = (self._next_replica + 1) % n
+        return self.replicas[self._next_replica:] + self.replicas[:self._next_replica]
+
     def _failed(self, exc: BaseException) -> None:
         self.backoff = min(self.settings["reconnect_max_backoff"],
                            max(0.5, self.backoff * 2))
@@ -104,6 +137,8 @@ class Database:
             self._failed(exc)
 
     async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.close()
         if self.pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pool.close(), 5)

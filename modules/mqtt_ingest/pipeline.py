@@ -247,11 +247,8 @@ class Pipeline:
     def push(self, hives: Sequence[HiveState]) -> None:
         for hive in hives:
             if self.pusher is not None:
-                frame = OCCUPANCY_UPDATE.encode(hive.hive_id, hive.occupancy, hive.total_in,
-                                                hive.total_out, hive.delta_in, hive.delta_out,
-                                                hive.updated_at)
                 try:
-                    self.pusher.send(frame, zmq.NOBLOCK)
+                    self.pusher.send(update_frame(hive), zmq.NOBLOCK)
                     self.metrics.inc("occupancy_updates_total")
                 except zmq.Again:
                     self.metrics.inc("bus_dropped_total")
@@ -286,6 +283,13 @@ def _latest(hives: list[HiveState]) -> list[HiveState]:
                              hive.updated_at)
         out[hive.hive_id] = hive
     return list(out.values())
+
+
+def update_frame(hive: HiveState) -> bytes:
+    """The bus's OCCUPANCY_UPDATE frame of a hive (also what other nodes receive)."""
+    return OCCUPANCY_UPDATE.encode(hive.hive_id, hive.occupancy, hive.total_in,
+                                   hive.total_out, hive.delta_in, hive.delta_out,
+                                   hive.updated_at)
 
 
 def occupancy_json(hive: HiveState) -> bytes:

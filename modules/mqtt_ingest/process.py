@@ -30,10 +30,11 @@ from bizzyd.bus import Bus
 from bizzyd.module import ProcessContext
 from modules.database import Database
 
+from .amqp import AmqpIngest
 from .client import AsyncMqtt
 from .codec import subscription_topics
 from .metrics import ZONE, Metrics
-from .pipeline import Pipeline, occupancy_json
+from .pipeline import Pipeline, occupancy_json, update_frame
 from .settings import byte_order, counting_params, reset_clock, uses_shared
 from .store import HiveState, Incoming, StoreSettings, sweep_resets
 
@@ -140,12 +141,14 @@ class IngestProcess:
             await db.close()
             return 0
         cid = client_id(self.config, ctx.slot)
+        amqp = mqtt["ingest"] == "amqp"
         pipeline = Pipeline(
             db, store_settings(self.config), metrics, self.log,
-            ack=lambda item: client.ack(item.mid, item.qos, item.epoch),
+            ack=lambda item: client.ack(item.mid, item.epoch) if amqp
+            else client.ack(item.mid, item.qos, item.epoch),
             batch_size=mqtt["batch_size"], batch_linger=mqtt["batch_linger"],
             topic_prefix=mqtt["topic_prefix"], byte_order=byte_order(mqtt), pusher=pusher,
-            publish=self._occupancy_publisher() if mqtt["publish_occupancy"] else None)
+            publish=self._occupancy_publisher(amqp))
 
         def on_message(message: Any, epoch: int) -> None:
             try:
@@ -167,12 +170,17 @@ class IngestProcess:
                                   "left to redelivery", dropped)
             metrics.flush()
 
-        client = AsyncMqtt(mqtt, cid, loop, self.log, topics(mqtt), on_message, on_state)
+        client: Any
+        if amqp:
+            client = AmqpIngest(mqtt, self.config["amqp"], cid, self.log, pipeline.submit,
+                                on_state)
+        else:
+            client = AsyncMqtt(mqtt, cid, loop, self.log, topics(mqtt), on_message, on_state)
+            self.log.notice("mqtt ingest slot %d: %s:%d as %s (MQTT %s), topics %s",  # type: ignore[attr-defined]
+                            ctx.slot, mqtt["host"], mqtt["port"], cid, mqtt["protocol"],
+                            ", ".join(topics(mqtt)))
         self.client = client
         client.start()
-        self.log.notice("mqtt ingest slot %d: %s:%d as %s (MQTT %s), topics %s",  # type: ignore[attr-defined]
-                        ctx.slot, mqtt["host"], mqtt["port"], cid, mqtt["protocol"],
-                        ", ".join(topics(mqtt)))
         writer = loop.create_task(pipeline.run())
         chores = [loop.create_task(self._flush_metrics(metrics, pipeline))]
         if ctx.slot == 0:
@@ -223,7 +231,13 @@ class IngestProcess:
                              self.ctx.slot, limit)
         return True
 
-    def _occupancy_publisher(self) -> Any:
+    def _occupancy_publisher(self, amqp: bool) -> Any:
+        """Changed hives for the other nodes: the AMQP fanout exchange (always, in amqp
+        mode), or retained MQTT messages (mqtt.publish_occupancy)."""
+        if amqp:
+            return lambda hive: self.client.publish_occupancy(update_frame(hive))
+        if not self.mqtt["publish_occupancy"]:
+            return None
         prefix = self.mqtt["topic_prefix"].rstrip("/")
         head = f"{prefix}/occupancy/" if prefix else "occupancy/"
 

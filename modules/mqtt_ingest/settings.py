@@ -8,7 +8,7 @@ from datetime import time
 from typing import Any
 
 from bizzyd.config.schema import Block, ConfigError, Directive
-from bizzyd.config.types import Auto, Bool, Custom, Duration, Enum, Int, Optional, Str
+from bizzyd.config.types import Auto, Bool, Custom, Duration, Enum, Int, ListOf, Optional, Str
 
 from .codec import ByteOrder
 from .counting import CountingParams
@@ -60,8 +60,44 @@ TLS = Block((
               doc="Do not check the broker's host name (tests only)."),
 ))
 
+AMQP = Block((
+    Directive("urls", ListOf(Str(pattern=r"amqps?://.+"), min_len=1),
+              ["amqp://guest:guest@127.0.0.1:5672/"],
+              doc="AMQP URLs of the broker cluster's nodes; a process connects to one and "
+                  "moves to the next when it fails (a heartbeat of 5 s is added unless the "
+                  "URL sets one)."),
+    Directive("shards", Int(min=1, max=256), 8,
+              doc="Quorum queues the sensors are spread over (consistent hash of the "
+                  "routing key). Fixed for the life of the cluster: changing it moves "
+                  "sensors between queues."),
+    Directive("exchange", Str(), "bizzyd.sensors",
+              doc="The x-consistent-hash exchange bound to amq.topic."),
+    Directive("queue_prefix", Str(), "bizzyd.sensors.",
+              doc="Queue names: <queue_prefix>0 .. <shards-1>."),
+    Directive("prefetch", Int(min=1, max=65535), 1000,
+              doc="Unacknowledged messages per shard consumer (acks wait for the commit: "
+                  "keep it at least batch_size)."),
+    Directive("node", Int(min=0, max=255), 0,
+              doc="This node's number (0-based) among amqp.nodes: it subscribes first to "
+                  "the shards i with i % nodes == node, and to its first URL."),
+    Directive("nodes", Int(min=1, max=256), 1, doc="How many nodes share the shards."),
+    Directive("takeover_delay", Duration(), "10s",
+              doc="Subscribe to the other nodes' shards this long after the preferred "
+                  "ones (standing by: active only when their consumer goes away). The "
+                  "first consumer of a queue is its active one, so nodes started within "
+                  "this delay of each other split the shards; a shard whose preferred "
+                  "node is down waits this long at start."),
+    Directive("occupancy_exchange", Str(), "bizzyd.occupancy",
+              doc="Fanout exchange that every commit's changed hives are published to "
+                  "(OCCUPANCY_UPDATE frames) for the other nodes' cache managers."),
+))
+
 DIRECTIVES = (
     Directive("mqtt", Block((
+        Directive("ingest", Enum("mqtt", "amqp"), "mqtt",
+                  doc="Where ingest consumes: mqtt = subscribe to the MQTT broker; amqp = "
+                      "consume RabbitMQ's quorum queues (the `amqp` block; several nodes "
+                      "on a RabbitMQ cluster, docs/cluster.md)."),
         Directive("host", Str(), "127.0.0.1", doc="The MQTT broker."),
         Directive("port", Int(min=1, max=65535), 1883, doc="Its port (8883 for TLS)."),
         Directive("protocol", Custom("5 or 3.1.1", _protocol), V5,
@@ -127,6 +163,7 @@ DIRECTIVES = (
                   doc="Ingest slot 0 calls create_sensor_report_partitions(now, 3) at start "
                       "and daily."),
     )), doc="MQTT ingest of sensor reports (modules.mqtt_ingest)."),
+    Directive("amqp", AMQP, doc="RabbitMQ AMQP side of ingest (mqtt.ingest: amqp)."),
 )
 
 
@@ -155,7 +192,7 @@ def check(config: Any) -> None:
     if "database" not in config.tree:
         raise ConfigError("modules.mqtt_ingest needs modules.database (list it first)",
                           ("modules",), config.mark(("modules",)))
-    if mqtt["protocol"] == V311 and mqtt["processes"] > 1:
+    if mqtt["protocol"] == V311 and mqtt["processes"] > 1 and mqtt["ingest"] == "mqtt":
         key = ("mqtt", "processes")
         raise ConfigError(
             f"{mqtt['processes']} ingest processes need MQTT 5 shared subscriptions, but "

@@ -454,17 +454,6 @@ def generate(fleet: list[FleetSensor], args: argparse.Namespace,
 
 
 def publish(sim: Simulation, delivered: list[Message], args: argparse.Namespace) -> dict:
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    v5 = str(args.protocol) == "5"
-    client = paho.Client(CallbackAPIVersion.VERSION2,
-                         client_id=args.client_id or f"bizzyd-sim-{random.getrandbits(32):08x}",
-                         protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
-    if args.username:
-        client.username_pw_set(args.username, args.password)
-    client.max_inflight_messages_set(args.inflight)
-    client.max_queued_messages_set(0)
     acked = [0]
     unrouted = [0]  # accepted, but no subscription matched: the broker dropped it
     refused: list[str] = []
@@ -479,13 +468,7 @@ def publish(sim: Simulation, delivered: list[Message], args: argparse.Namespace)
                 acked[0] += 1
                 unrouted[0] += code == NO_MATCHING_SUBSCRIBERS
 
-    connected = threading.Event()
-    client.on_publish = on_publish
-    client.on_connect = lambda *a: connected.set()
-    client.connect(args.host, args.port, 30)
-    client.loop_start()
-    if not connected.wait(10):
-        raise SystemExit(f"bizzyd-sim: no CONNACK from {args.host}:{args.port}")
+    clients = [_connect(args, port, n, on_publish) for n, port in enumerate(ports(args))]
     topics = [{k: sensor_topic(d.sensor.external_id, k, args.topic_prefix)
                for k in ("counters", "events", "status")} for d in sim.doors]
     started = time.monotonic()
@@ -495,7 +478,9 @@ def publish(sim: Simulation, delivered: list[Message], args: argparse.Namespace)
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        client.publish(topics[m.sensor][m.kind], m.payload, qos=args.qos)
+        # a sensor keeps its broker node (its messages stay in order on one connection)
+        clients[m.sensor % len(clients)].publish(topics[m.sensor][m.kind], m.payload,
+                                                 qos=args.qos)
         now = time.monotonic()
         if args.progress and now - last_line >= 1.0:
             last_line = now
@@ -508,8 +493,9 @@ def publish(sim: Simulation, delivered: list[Message], args: argparse.Namespace)
         _progress(sim, delivered[-1] if delivered else None, len(delivered), len(delivered),
                   acked[0], elapsed)
         print(file=sys.stderr)
-    client.disconnect()
-    client.loop_stop()
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
     if args.qos > 0 and acked[0] < len(delivered):
         why = f" ({len(refused)} refused: {refused[0]})" if refused else ""
         raise SystemExit(f"bizzyd-sim: only {acked[0]} of {len(delivered)} publishes were "
@@ -521,6 +507,33 @@ def publish(sim: Simulation, delivered: list[Message], args: argparse.Namespace)
     return {"published": len(delivered), "acked": acked[0], "unrouted": unrouted[0],
             "seconds": round(elapsed, 3),
             "rate": round(len(delivered) / elapsed, 1) if elapsed else 0.0}
+
+
+def ports(args: argparse.Namespace) -> list[int]:
+    """--port 1883 or several broker nodes: --port 21011,21021,21031."""
+    return [int(p) for p in str(args.port).split(",") if p.strip()]
+
+
+def _connect(args: argparse.Namespace, port: int, n: int, on_publish: Any) -> Any:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    v5 = str(args.protocol) == "5"
+    base = args.client_id or f"bizzyd-sim-{random.getrandbits(32):08x}"
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{base}-{n}" if n else base,
+                         protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
+    if args.username:
+        client.username_pw_set(args.username, args.password)
+    client.max_inflight_messages_set(args.inflight)
+    client.max_queued_messages_set(0)
+    connected = threading.Event()
+    client.on_publish = on_publish
+    client.on_connect = lambda *a: connected.set()
+    client.connect(args.host, port, 30)
+    client.loop_start()
+    if not connected.wait(10):
+        raise SystemExit(f"bizzyd-sim: no CONNACK from {args.host}:{port}")
+    return client
 
 
 def _progress(sim: Simulation, m: Message | None, n: int, total: int, acked: int,
@@ -552,7 +565,9 @@ def parser() -> argparse.ArgumentParser:
                    help="share of v2 sensors in a created fleet")
     g = p.add_argument_group("broker")
     g.add_argument("--host", default="127.0.0.1")
-    g.add_argument("--port", type=int, default=1883)
+    g.add_argument("--port", default="1883",
+                   help="broker port, or several nodes' ports separated by commas (each "
+                        "sensor publishes to one of them)")
     g.add_argument("--protocol", default="5", choices=("5", "3.1.1"))
     g.add_argument("--username", default=None)
     g.add_argument("--password", default=None)

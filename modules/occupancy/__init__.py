@@ -35,20 +35,29 @@ from __future__ import annotations
 from typing import Any
 
 from bizzyd.config.schema import Block, ConfigError, Directive
-from bizzyd.config.types import Custom, Duration, Int, Str
+from bizzyd.config.types import Custom, Duration, Int, ListOf, Str
 from bizzyd.module import Module, ProcessContext
+from modules.database.memcached import parse_address, servers
 
 from .api import NAME, Api, occupancy, occupancy_many
-from .replica import parse_address
 from .stream import Fanout, occupancy_stream
 from .zone import metrics_spec, table, zone_specs
 
 
 def memcached_address(value: Any) -> str:
-    """A `HOST:PORT` setting, or empty (none)."""
+    """A single `HOST:PORT` setting, or empty (none)."""
     text = Str(allow_empty=True).convert(value)
     if text:
         parse_address(text)
+    return text
+
+
+def memcached_servers(value: Any) -> str:
+    """HOST:PORT, several separated by commas (or a YAML list), or empty."""
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    text = Str(allow_empty=True).convert(value)
+    servers(text)
     return text
 
 
@@ -63,8 +72,11 @@ DIRECTIVES = (
         Directive("load_timeout", Duration(), "30s",
                   doc="How long the cache manager waits for the cache loader before it "
                       "loads the zone itself."),
-        Directive("memcached", Custom("HOST:PORT or empty", memcached_address), "127.0.0.1:21211",
-                  doc="memcached server of the replica (HOST:PORT); empty: no replica."),
+        Directive("memcached", Custom("HOST:PORT[,HOST:PORT...] or empty", memcached_servers),
+                  "127.0.0.1:21211",
+                  doc="memcached server(s) of the replica: HOST:PORT, or several separated "
+                      "by commas (a pool with consistent hashing; one down costs misses, "
+                      "not errors); empty: no replica."),
         Directive("memcached_prefix", Str(), "bizzyd:occ:",
                   doc="Key prefix of the replica's entries (the hive id follows)."),
         Directive("memcached_ttl", Duration(), "120s",
@@ -74,6 +86,12 @@ DIRECTIVES = (
                   doc="Connect and read timeout of each memcached call."),
         Directive("memcached_retry", Duration(), "5s",
                   doc="After a memcached failure, skip it this long before trying again."),
+        Directive("peers", ListOf(Str(pattern=r"amqps?://.+")), [],
+                  doc="AMQP URLs of the RabbitMQ cluster that carries other nodes' "
+                      "occupancy updates (mqtt.ingest: amqp publishes them); the cache "
+                      "manager applies them to this node's zone. Empty: single node."),
+        Directive("peer_exchange", Str(), "bizzyd.occupancy",
+                  doc="The fanout exchange of those updates (amqp.occupancy_exchange)."),
         Directive("sse_heartbeat", Duration(), "15s",
                   doc="Interval of the heartbeat comments on occupancy streams."),
         Directive("sse_retry", Duration(), "2s",

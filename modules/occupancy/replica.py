@@ -11,6 +11,10 @@ for every change and refreshes all of it every half TTL; workers read it for the
 hives their zone does not have (before the cache loader is done, or past a full
 zone), before they ask Postgres.  Other nodes' managers write the same keys.
 
+`occupancy.memcached` may name several servers (a pool: pymemcache's HashClient with
+consistent hashing, modules/database/memcached.py): a dead one costs misses, which
+fall back to Postgres, and its keys move to the others.
+
 memcached is optional: every call is bounded by `occupancy.memcached_timeout`
 (connect and read), and after a failure a `Breaker` skips memcached for
 `occupancy.memcached_retry` before the next try, logging once per outage.
@@ -25,15 +29,8 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pymemcache.client.base import Client
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'host:port' (or '[v6]:port') → (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+from modules.database import memcached
+from modules.database.memcached import parse_address  # noqa: F401  (public name)
 
 
 def encode(hive_id: int, occupancy: int, capacity: int, total_in: int, total_out: int,
@@ -82,10 +79,10 @@ class Breaker:
         return was_down
 
 
-def client(settings: Mapping[str, Any]) -> Client:
-    timeout = settings["memcached_timeout"]
-    return Client(parse_address(settings["memcached"]), connect_timeout=timeout,
-                  timeout=timeout, no_delay=True)
+def client(settings: Mapping[str, Any]) -> Any:
+    """One server, or a pool with consistent hashing (`memcached: "a:1,b:2"`)."""
+    return memcached.client(memcached.servers(settings["memcached"]),
+                            settings["memcached_timeout"])
 
 
 class ReplicaReader:
@@ -106,7 +103,7 @@ class ReplicaReader:
         self.breaker = Breaker(f"memcached {settings['memcached']}",
                                settings["memcached_retry"], log)
         self.bound = settings["memcached_timeout"] * 3 + 0.05
-        self._client: Client | None = None
+        self._client: Any = None
         self._executor: ThreadPoolExecutor | None = None
 
     def _get_many(self, keys: list[str]) -> dict[str, bytes]:
