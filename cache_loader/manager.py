@@ -418,7 +418,10 @@ class Manager:
         if first_load:
             log.notice("cache manager: loaded %d hives into the occupancy zone in %.0f ms",
                        total.inserted, elapsed)
-        elif total.corrected or total.inserted:
+        elif total.inserted and not total.corrected:
+            log.notice("cache manager: reconciled %d hives with Postgres in %.0f ms: no drift, "
+                       "added %d new", total.rows, elapsed, total.inserted)
+        elif total.corrected:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted(total.drift.items())) or "none"
             log.notice("cache manager: reconciled %d hives with Postgres in %.0f ms "
                        "(query %.0f ms): corrected drift in %d (%s), added %d new",

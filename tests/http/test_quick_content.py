@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bizzyd_proc import base_config, free_port, running
+from bizzyd_proc import base_config, free_port, running, wait_for
 
 QUICK_MODULE = '''
 """Test module: `item` answers quickly for even ids, through the handler for odd."""
@@ -129,6 +129,9 @@ def test_the_access_log_logs_a_quick_answer(client, prefix):
     answer = client.get("/logged/10?x=1", headers={"User-Agent": "quick-agent"})
     assert answer.text.startswith("quick 10 #")
     log = prefix / "logs" / "quick.log"
+    # log records are handed over after the loop iteration that sent the answer
+    wait_for(lambda: log.exists() and "quick-agent" in log.read_text(), 5,
+             what="the access log line")
     line = log.read_text().splitlines()[-1]
     assert line.endswith(f'"GET /logged/10?x=1 HTTP/1.1" 200 {len(answer.content)} "-" '
                          '"quick-agent"')
