@@ -21,6 +21,7 @@ TimeZone = Annotated[str, Meta(min_length=1, max_length=64, examples=["Europe/Be
                                description="an IANA time zone name")]
 ClockTime = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
                                 examples=["17:00"], description="hive-local HH:MM")]
+Instant = Annotated[datetime, Meta(tz=True, description="with a UTC offset")]
 Weekday = Annotated[int, Meta(ge=1, le=7, description="ISO weekday, 1 = Monday")]
 
 
@@ -120,8 +121,8 @@ class Daily(Struct, forbid_unknown_fields=True):
 
 class DealIn(Struct, forbid_unknown_fields=True):
     title: Name
-    valid_from: datetime
-    valid_until: datetime
+    valid_from: Instant
+    valid_until: Instant
     kind: DealKind = "promotion"
     description: Text | None = None
     terms: Text | None = None
@@ -130,8 +131,8 @@ class DealIn(Struct, forbid_unknown_fields=True):
 
 class DealPatch(Struct, forbid_unknown_fields=True):
     title: Name | UnsetType = UNSET
-    valid_from: datetime | UnsetType = UNSET
-    valid_until: datetime | UnsetType = UNSET
+    valid_from: Instant | UnsetType = UNSET
+    valid_until: Instant | UnsetType = UNSET
     kind: DealKind | UnsetType = UNSET
     description: Text | None | UnsetType = UNSET
     terms: Text | None | UnsetType = UNSET
