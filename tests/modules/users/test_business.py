@@ -194,6 +194,10 @@ def test_daily_deals_recur_in_the_hive_time_zone_across_dst(biz: httpx.Client,
     deal = expect(biz.post(f"/v1/hives/{hive}/deals", json=body, headers=h), 201)
     assert deal["daily"] == {"weekdays": [3, 7], "start": "17:00", "end": "19:00"}
     assert deal["next_occurrence"]["starts_at"] == "2027-03-03T16:00:00Z"  # a Wednesday, CET
+    shown = wait_for(lambda: [x for x in biz.get(f"/v1/hives/{hive}/deals").json()["items"]
+                              if x["id"] == deal["id"]], timeout=10, what="the public deal")
+    assert shown[0]["daily"] == deal["daily"]
+    assert shown[0]["next_occurrence"] == deal["next_occurrence"]
     d = deal["id"]
     # Berlin: CET (UTC+1) until Sunday 2027-03-28, CEST (UTC+2) after, CET from 10-31
     assert occurrence(biz.dsn, d, "2027-03-21T12:00:00+00:00") == ("03-21 16:00", "03-21 18:00")
