@@ -187,6 +187,31 @@ def signed_in(port: int, emulator: str) -> None:
     assert status == 200 and json.loads(body)["nickname"] == "Demo", body
     status, _, body = put(port, "/v1/me/favourites", None, auth, "GET")
     assert [i["hive_id"] for i in json.loads(body)["items"]] == [1]
+    business(port, auth)
+
+
+def business(port: int, auth: dict) -> None:
+    """A business opens an account, adds a hive and a daily deal (docs/api.md)."""
+    status, _, body = put(port, "/v1/accounts", {"name": "Demo Bar GmbH"}, auth, "POST")
+    assert status == 201, body
+    account = json.loads(body)["id"]
+    hive = {"name": "Demo Bar", "type": "bar", "capacity": 60, "timezone": "Europe/Berlin",
+            "status": "active", "address": {"street": "Torstr. 1", "city": "Berlin",
+                                            "country": "DE", "latitude": 52.53,
+                                            "longitude": 13.4}}
+    status, _, body = put(port, f"/v1/accounts/{account}/hives", hive, auth, "POST")
+    assert status == 201, body
+    hive_id = json.loads(body)["id"]
+    deal = {"title": "Happy hour", "kind": "happy_hour", "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+            "daily": {"weekdays": [1, 2, 3, 4, 5], "start": "17:00", "end": "19:00"}}
+    status, _, body = put(port, f"/v1/hives/{hive_id}/deals", deal, auth, "POST")
+    assert status == 201 and json.loads(body)["next_occurrence"], body
+    wait_for(lambda: json.loads(http_get(port, f"/v1/hives/{hive_id}/deals")[1])["items"],
+             timeout=10, what="the public deal list shows the new deal")
+    status, _, body = put(port, f"/v1/accounts/{account}/audit", None, auth, "GET")
+    assert [a["action"] for a in json.loads(body)["items"]] == [
+        "deal.create", "hive.create", "account.create"], body
 
 
 def put(port: int, path: str, body: dict | None, headers: dict | None = None,

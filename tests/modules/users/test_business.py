@@ -214,3 +214,16 @@ def test_daily_deals_recur_in_the_hive_time_zone_across_dst(biz: httpx.Client,
     # a weekday change is a PATCH of the whole daily rule
     r = biz.patch(f"/v1/deals/{d}", json={"daily": None}, headers=h)
     assert expect(r, 200)["daily"] is None
+
+
+def test_the_business_endpoints_are_in_the_openapi_document(biz: httpx.Client) -> None:
+    from .test_business_matrix import ENDPOINTS
+
+    doc = expect(biz.get("/v1/openapi.json"), 200)
+    for method, path, _, success, _ in ENDPOINTS:
+        operation = doc["paths"][path][method.lower()]
+        assert operation["security"] == [{"bearerAuth": []}], (method, path)
+        assert str(success) in operation["responses"], (method, path)
+        assert {"401", "403", "404"} <= set(operation["responses"]), (method, path)
+    assert "get" in doc["paths"]["/v1/hives/{id}"]       # the public read stays
+    assert "DealDaily" in doc["components"]["schemas"]
