@@ -434,6 +434,21 @@ async def deal_delete(call: Call) -> None:
         await _audit(call, conn, account_id, "deal.delete", row["id"], _deal(row), None)
 
 
+def _signed_in(handler: Any) -> Any:
+    """401 before the body is validated: on the public hive locations (`auth:
+    optional`) an anonymous write must not learn how its body would be judged."""
+
+    async def checked(request: Any) -> Any:
+        try:
+            identity(request)
+        except Problem as exc:
+            return exc.response(request.path)
+        return await handler(request)
+
+    checked.route = handler.route  # type: ignore[attr-defined]
+    return checked
+
+
 def _with_quick(dispatch: Any, public: Any) -> Any:
     """Keep the public GET's quick hook (docs/modules.md) on a shared location."""
     quick = getattr(public, "quick", None)
@@ -449,8 +464,8 @@ HANDLERS = {
     "account_member": methods(member_put, member_delete),
     "account_audit": audit,
     "account_hives": hive_post,
-    "hive_managed": _with_quick(methods(PUBLIC["hive"], hive_patch, hive_delete),
-                                PUBLIC["hive"]),
-    "hive_deals_managed": methods(PUBLIC["hive_deals"], deal_post),
+    "hive_managed": _with_quick(methods(PUBLIC["hive"], _signed_in(hive_patch),
+                                        _signed_in(hive_delete)), PUBLIC["hive"]),
+    "hive_deals_managed": methods(PUBLIC["hive_deals"], _signed_in(deal_post)),
     "deal": methods(deal_patch, deal_delete),
 }

@@ -227,3 +227,36 @@ def test_the_business_endpoints_are_in_the_openapi_document(biz: httpx.Client) -
         assert {"401", "403", "404"} <= set(operation["responses"]), (method, path)
     assert "get" in doc["paths"]["/v1/hives/{id}"]       # the public read stays
     assert "DealDaily" in doc["components"]["schemas"]
+
+
+def test_schemathesis_over_the_business_endpoints_finds_no_failure(biz: httpx.Client,
+                                                                   tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .test_business_matrix import ENDPOINTS
+
+    h, _ = signed_in(biz)
+    new_account(biz, h)     # ids 1.. of accounts mostly exist: not only 404s
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "run",
+         f"{biz.base_url}/v1/openapi.json", "--checks", "all",
+         "--exclude-checks", "positive_data_acceptance", "--max-examples", "10",
+         "--seed", "17", "--request-timeout", "10", "--report-dir", str(tmp_path),
+         "-H", h["Authorization"].join(("Authorization: ", "")),
+         "--include-path-regex", r"^/v1/(accounts|deals/\{id\}$|hives/\{id\}(/deals)?$)"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    public = 2  # GET /v1/hives/{id} and GET /v1/hives/{id}/deals
+    assert f"Selected: {len(ENDPOINTS) + public}/" in done.stdout, done.stdout[-3000:]
+
+
+def test_anonymous_writes_on_the_public_locations_are_401_before_validation(
+        biz: httpx.Client) -> None:
+    hive = sql(biz.dsn, "SELECT min(id) FROM hive")[0][0]
+    r = biz.patch(f"/v1/hives/{hive}", json={"capacity": 0})
+    expect(r, 401)
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    expect(biz.post(f"/v1/hives/{hive}/deals", json={"title": ""}), 401)
+    expect(biz.delete(f"/v1/hives/{hive}"), 401)
