@@ -44,6 +44,9 @@ from .schemas import (
     MemberIn,
     MemberList,
     Occurrence,
+    Sensor,
+    SensorConfig,
+    SensorList,
 )
 
 NAME = "business"
@@ -97,6 +100,9 @@ DEAL_POST = _route("POST", "/v1/hives/{id}/deals", "Add a deal (manager)", Manag
                    params=(HIVE_ID,), body=DealIn, status=201, errors=(422,))
 DEAL_PATCH = _route("PATCH", "/v1/deals/{id}", "Change a deal (manager)", ManagedDeal,
                     params=(DEAL_ID,), body=DealPatch, errors=(422,))
+SENSORS = _route("GET", "/v1/hives/{id}/sensors", "A hive's sensors (viewer)", SensorList,
+                 params=(HIVE_ID,), description="Status, battery, signal, last seen, and "
+                 "the pending and applied configuration of each sensor in the hive.")
 DEAL_DELETE = _route("DELETE", "/v1/deals/{id}", "Delete a deal (manager)", None,
                      status=204, params=(DEAL_ID,))
 
@@ -359,6 +365,23 @@ async def hive_delete(call: Call) -> None:
         await _audit(call, conn, after.account_id, "hive.close", before.id, before, after)
 
 
+_CONFIG = msgspec.json.Decoder(SensorConfig | None)
+
+
+@endpoint(SENSORS)
+async def sensors(call: Call) -> SensorList:
+    async with _tx(call) as conn:
+        account_id = await conn.fetchval("SELECT account_id FROM hive WHERE id = $1",
+                                         call.params["id"])
+        await _allow(call, conn, account_id, "viewer")
+        rows = await conn.fetch(queries.SENSORS, call.params["id"])
+    return SensorList([Sensor(
+        r["external_id"], r["name"], r["firmware"], r["status"], r["battery_mv"], r["csq"],
+        r["firmware_version"], r["received_at"], r["installed_at"],
+        _CONFIG.decode(r["pending"] or "null"), _CONFIG.decode(r["applied"] or "null"))
+        for r in rows])
+
+
 # -- deals -----------------------------------------------------------------------------
 
 def _clock(text: str) -> dt.time:
@@ -468,4 +491,5 @@ HANDLERS = {
                                         _signed_in(hive_delete)), PUBLIC["hive"]),
     "hive_deals_managed": methods(PUBLIC["hive_deals"], _signed_in(deal_post)),
     "deal": methods(deal_patch, deal_delete),
+    "hive_sensors": sensors,
 }

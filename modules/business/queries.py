@@ -77,3 +77,21 @@ WHERE d.id = $1"""
 DEAL_INSERT = f"""
 INSERT INTO deal (hive_id, {", ".join(DEAL_COLUMNS)})
 VALUES ($1, {", ".join(f"${i}" for i in range(2, len(DEAL_COLUMNS) + 2))}) RETURNING id"""
+
+CONFIG = """(SELECT row_to_json(c)::text FROM (
+    SELECT id, threshold_cm, reporting_interval_min, status_interval_min, event_threshold,
+           created_at, applied_at
+    FROM sensor_config WHERE sensor_id = s.id AND state = '{state}') c)"""
+SENSORS = f"""
+SELECT s.external_id, s.name, s.firmware, s.installed_at, st.battery_mv,
+       NULLIF(st.csq, 99) AS csq, st.firmware AS firmware_version, st.received_at,
+       CASE WHEN st.received_at IS NULL THEN 'never_seen'
+            WHEN st.received_at < now() - make_interval(mins => 2 * coalesce(
+                (SELECT status_interval_min FROM sensor_config
+                 WHERE sensor_id = s.id AND state = 'applied'), 1440)) THEN 'silent'
+            ELSE 'ok' END AS status,
+       {CONFIG.format(state="pending")} AS pending,
+       {CONFIG.format(state="applied")} AS applied
+FROM sensor s LEFT JOIN sensor_status st ON st.sensor_id = s.id
+WHERE s.hive_id = $1
+ORDER BY s.external_id"""

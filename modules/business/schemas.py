@@ -170,3 +170,33 @@ class AuditEntry(Struct):
 
 class AuditList(Struct):
     items: list[AuditEntry]
+
+
+class SensorConfig(Struct):
+    id: Annotated[int, Meta(description="the protocol's 32-bit configuration id")]
+    threshold_cm: int
+    reporting_interval_min: int
+    status_interval_min: int
+    event_threshold: int
+    created_at: datetime
+    applied_at: datetime | None
+
+
+class Sensor(Struct):
+    external_id: Annotated[str, Meta(description="the id in its MQTT topics")]
+    name: str | None
+    firmware: Literal["v1", "v2"]
+    status: Annotated[Literal["ok", "silent", "never_seen"], Meta(
+        description="silent: no status message for twice its status interval (the "
+                    "applied configuration's, else a day)")]
+    battery_mv: int | None
+    signal_csq: Annotated[int | None, Meta(description="GSM CSQ 0..31; null: unknown")]
+    firmware_version: str | None
+    last_seen: datetime | None
+    installed_at: datetime | None
+    pending: SensorConfig | None
+    applied: SensorConfig | None
+
+
+class SensorList(Struct):
+    items: list[Sensor]

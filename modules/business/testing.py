@@ -15,6 +15,7 @@ LOCATIONS = (
     (f"~ ^{ACCOUNT}/audit$", "account_audit"),
     (f"~ ^{ACCOUNT}/hives$", "account_hives"),
     ("~ ^/v1/deals/(?<id>[0-9]+)$", "deal"),
+    ("~ ^/v1/hives/(?<id>[0-9]+)/sensors$", "hive_sensors"),
 )
 # the public hive and hive deals locations also take the business writes
 SHARED = {"hive": "hive_managed", "hive_deals": "hive_deals_managed"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import secrets
 from collections.abc import Iterator
 
 import httpx
@@ -245,7 +246,7 @@ def test_schemathesis_over_the_business_endpoints_finds_no_failure(biz: httpx.Cl
          "--exclude-checks", "positive_data_acceptance", "--max-examples", "10",
          "--seed", "17", "--request-timeout", "10", "--report-dir", str(tmp_path),
          "-H", h["Authorization"].join(("Authorization: ", "")),
-         "--include-path-regex", r"^/v1/(accounts|deals/\{id\}$|hives/\{id\}(/deals)?$)"],
+         "--include-path-regex", r"^/v1/(accounts|deals/\{id\}$|hives/\{id\}(/deals|/sensors)?$)"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
     public = 2  # GET /v1/hives/{id} and GET /v1/hives/{id}/deals
@@ -260,3 +261,24 @@ def test_anonymous_writes_on_the_public_locations_are_401_before_validation(
     assert r.headers["www-authenticate"].startswith("Bearer")
     expect(biz.post(f"/v1/hives/{hive}/deals", json={"title": ""}), 401)
     expect(biz.delete(f"/v1/hives/{hive}"), 401)
+
+
+def test_a_hive_lists_its_sensors_with_status_and_configuration(biz: httpx.Client,
+                                                                own_hive: tuple) -> None:
+    h, hive = own_hive
+    tag = secrets.token_hex(4)
+    ids = [sql(biz.dsn, "INSERT INTO sensor (external_id, firmware, hive_id) VALUES ($1, $2, $3)"
+               " RETURNING id", f"{tag}-{n}", "v2", hive)[0][0] for n in ("a", "b", "c")]
+    sql(biz.dsn, "INSERT INTO sensor_status (sensor_id, started_at, battery_mv, state_flags, "
+        "discarded_events, csq, firmware_version, configuration_id, received_at) VALUES "
+        "($1, now(), 3700, 0, 0, 17, 16908291, 0, now()), "
+        "($2, now(), 3300, 0, 0, 99, 16908291, 0, now() - interval '3 days')", ids[0], ids[1])
+    sql(biz.dsn, "INSERT INTO sensor_config (sensor_id, threshold_cm, reporting_interval_min, "
+        "status_interval_min, event_threshold) VALUES ($1, 150, 15, 60, 5)", ids[0])
+    items = expect(biz.get(f"/v1/hives/{hive}/sensors", headers=h), 200)["items"]
+    assert [(s["external_id"], s["status"], s["battery_mv"], s["signal_csq"])
+            for s in items] == [(f"{tag}-a", "ok", 3700, 17), (f"{tag}-b", "silent", 3300, None),
+                                (f"{tag}-c", "never_seen", None, None)]
+    assert items[0]["firmware_version"] == "1.2.3"
+    assert items[0]["pending"]["threshold_cm"] == 150 and items[0]["applied"] is None
+    assert items[0]["last_seen"] is not None and items[2]["last_seen"] is None

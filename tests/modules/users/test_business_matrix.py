@@ -88,6 +88,7 @@ ENDPOINTS: list[tuple[str, str, str | None, int, Builder]] = [
     ("POST", "/v1/hives/{id}/deals", "manager", 201, lambda w, a: ({"id": w.hives[a]}, DEAL)),
     ("PATCH", "/v1/deals/{id}", "manager", 200,
      lambda w, a: ({"id": w.deals[a]}, {"terms": f"t {secrets.token_hex(3)}"})),
+    ("GET", "/v1/hives/{id}/sensors", "viewer", 200, lambda w, a: ({"id": w.hives[a]}, None)),
     ("DELETE", "/v1/deals/{id}", "manager", 204, lambda w, a: ({"id": w.fresh_deal(a)}, None)),
 ]
 
