@@ -40,6 +40,7 @@ from .schemas import (
     HivePatch,
     ManagedDeal,
     ManagedHive,
+    ManagedHiveList,
     Member,
     MemberIn,
     MemberList,
@@ -90,6 +91,8 @@ AUDIT = _route("GET", "/v1/accounts/{id}/audit", "The account's audit trail, new
                    "limit", IntParam(min=1, max=500), "entries at most", default=100)))
 HIVE_POST = _route("POST", "/v1/accounts/{id}/hives", "Add a hive (manager)", ManagedHive,
                    params=(ACCOUNT_ID,), body=HiveIn, status=201, errors=(422,))
+HIVE_LIST = _route("GET", "/v1/accounts/{id}/hives", "The account's hives, drafts and "
+                   "closed ones included (viewer)", ManagedHiveList, params=(ACCOUNT_ID,))
 HIVE_PATCH = _route("PATCH", "/v1/hives/{id}", "Change a hive (manager)", ManagedHive,
                     params=(HIVE_ID,), body=HivePatch, errors=(422,))
 HIVE_DELETE = _route("DELETE", "/v1/hives/{id}", "Close a hive (manager)", None, status=204,
@@ -326,6 +329,14 @@ async def hive_post(call: Call) -> ManagedHive:
     return after
 
 
+@endpoint(HIVE_LIST)
+async def hive_list(call: Call) -> ManagedHiveList:
+    async with _tx(call) as conn:
+        await _allow(call, conn, call.params["id"], "viewer")
+        rows = await conn.fetch(queries.ACCOUNT_HIVES, call.params["id"])
+    return ManagedHiveList([_hive(r) for r in rows])
+
+
 async def _hive_for(call: Call, conn: Any, need: str) -> ManagedHive:
     row = await conn.fetchrow(queries.HIVE + " FOR UPDATE OF h", call.params["id"])
     await _allow(call, conn, row and row["account_id"], need)
@@ -486,7 +497,7 @@ HANDLERS = {
     "account_members": members,
     "account_member": methods(member_put, member_delete),
     "account_audit": audit,
-    "account_hives": hive_post,
+    "account_hives": methods(hive_list, hive_post),
     "hive_managed": _with_quick(methods(PUBLIC["hive"], _signed_in(hive_patch),
                                         _signed_in(hive_delete)), PUBLIC["hive"]),
     "hive_deals_managed": methods(PUBLIC["hive_deals"], _signed_in(deal_post)),

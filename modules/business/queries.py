@@ -38,6 +38,7 @@ JOIN hive_type t ON t.id = h.hive_type_id
 JOIN hive_status s ON s.id = h.status_id
 JOIN address a ON a.id = h.address_id
 WHERE h.id = $1"""
+ACCOUNT_HIVES = HIVE.replace("WHERE h.id = $1", "WHERE h.account_id = $1 ORDER BY h.id")
 # HivePatch field -> hive column (type and status are looked up to ids first)
 HIVE_COLUMNS = {"name": "name", "capacity": "capacity", "timezone": "timezone",
                 "description": "description", "type": "hive_type_id",

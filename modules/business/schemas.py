@@ -110,6 +110,10 @@ class ManagedHive(Struct):
     updated_at: datetime
 
 
+class ManagedHiveList(Struct):
+    items: list[ManagedHive]
+
+
 class Daily(Struct, forbid_unknown_fields=True):
     """A deal that recurs on these weekdays between two hive-local times (an end at or
     before the start ends on the next day)."""

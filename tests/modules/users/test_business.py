@@ -118,6 +118,9 @@ def test_a_hive_is_managed_and_the_public_catalogue_follows(biz: httpx.Client) -
     wait_for(lambda: biz.get(public).json().get("name") == "Honey Bar", timeout=10,
              what="the public hive shows the new name")
     expect(biz.delete(public, headers=h), 204)
+    listed = expect(biz.get(f"/v1/accounts/{account}/hives", headers=h), 200)["items"]
+    assert [(x["id"], x["status"], x["name"]) for x in listed] == [
+        (hive["id"], "closed", "Honey Bar")]
     wait_for(lambda: biz.get(public).status_code == 404, timeout=10,
              what="the closed hive leaves the catalogue")
     status = sql(biz.dsn, "SELECT s.code FROM hive h JOIN hive_status s ON s.id = h.status_id "

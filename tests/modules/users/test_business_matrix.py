@@ -80,6 +80,7 @@ ENDPOINTS: list[tuple[str, str, str | None, int, Builder]] = [
     ("DELETE", "/v1/accounts/{id}/members/{user_id}", "admin", 204,
      lambda w, a: ({"id": w.accounts[a], "user_id": w.fresh_member(a)}, None)),
     ("GET", "/v1/accounts/{id}/audit", "admin", 200, lambda w, a: ({"id": w.accounts[a]}, None)),
+    ("GET", "/v1/accounts/{id}/hives", "viewer", 200, lambda w, a: ({"id": w.accounts[a]}, None)),
     ("POST", "/v1/accounts/{id}/hives", "manager", 201,
      lambda w, a: ({"id": w.accounts[a]}, HIVE)),
     ("PATCH", "/v1/hives/{id}", "manager", 200,
