@@ -167,6 +167,11 @@ def test_deals_are_written_and_shown_publicly(biz: httpx.Client, own_hive: tuple
                                        "ends_at": "2099-01-01T00:00:00Z"}
     wait_for(lambda: [d["id"] for d in biz.get(public).json()["items"]] == [deal["id"]],
              timeout=10, what="the public deals show the new deal")
+    near = "/v1/deals?near=52.53,13.38&radius=50&limit=100"   # where HIVE is
+    feed = wait_for(lambda: [i["deal"] for i in biz.get(near).json()["items"]
+                             if i["deal"]["id"] == deal["id"]],
+                    timeout=10, what="the deal feed shows the new deal")
+    assert feed[0]["next_occurrence"] == deal["next_occurrence"] and feed[0]["daily"] is None
     r = biz.patch(f"/v1/deals/{deal['id']}", json={"valid_until": "2025-06-01T00:00:00Z"},
                   headers=h)
     expect(r, 422, "valid_until")
