@@ -40,10 +40,11 @@ from bizzyd.config.schema import HTTP, LOCATION, SERVER, Block, ConfigError, Dir
 from bizzyd.config.types import Bool, Custom, Duration, Enum, Int, Optional, Str
 from bizzyd.http.builtin.limit_req import account, parse_rate
 from bizzyd.http.phases import Request
-from bizzyd.http.response import Response
+from bizzyd.http.response import HTTPError, Response
 from bizzyd.module import Module, PhaseHandler, ProcessContext
 from bizzyd.shm import ZoneSpec
 from modules.api import Problem
+from modules.api.problem import from_http_error
 from modules.database import database
 
 from .users import Features, features_of, user_id_of
@@ -252,21 +253,28 @@ async def authenticate(request: Request) -> Response | None:
         return unauthorized(request, "the Authorization header must be Bearer <token>")
     try:
         user = await _sign_in(request, token)
+        request.ctx["user"] = user
+        return await _check_feature(request, user, config["require_feature"])
     except InvalidToken as exc:
         return unauthorized(request, f"invalid token: {exc}")
     except VerifierUnavailable as exc:
         request.process.log.error(f"*{request.conn_id} sign-in: {exc}")
         return Problem(503, "sign-in is unavailable, try again shortly",
                        headers=[("Retry-After", "5")]).response(request.path)
-    request.ctx["user"] = user
-    feature = config["require_feature"]
-    if feature is not None:
-        granted = await auth_state(request.process).features.get(
-            database(request.process), user.user_id,
-            user_version(request.process, user.user_id))
-        if feature not in granted.features:
-            return Problem(403, f"your plan does not include the feature {feature!r}"
-                           ).response(request.path)
+    except HTTPError as exc:  # Postgres unavailable: its 503 + Retry-After, problem+json
+        return from_http_error(exc).response(request.path)
+
+
+async def _check_feature(request: Request, user: Identity, feature: str | None
+                         ) -> Response | None:
+    if feature is None:
+        return None
+    ctx = request.process
+    plan = await auth_state(ctx).features.get(database(ctx), user.user_id,
+                                              user_version(ctx, user.user_id))
+    if feature not in plan.features:
+        return Problem(403, f"your plan does not include the feature {feature!r}"
+                       ).response(request.path)
     return None
 
 

@@ -278,7 +278,8 @@ async def patch_notification(call: Call) -> Notification:
     if row is None:
         raise Problem(404, "no such notification setting", param="id")
     current = msgspec.to_builtins(_notification(row))
-    changes = {k: v for k, v in msgspec.structs.asdict(call.body).items() if v is not None}
+    changes = {k: v for k, v in msgspec.structs.asdict(call.body).items()
+               if v is not msgspec.UNSET}
     fields = {k: current[k] for k in NotificationIn.__struct_fields__ if k in current}
     merged = msgspec.convert({**fields, **msgspec.to_builtins(changes)}, NotificationIn)
     return await _save_note(call, queries.UPDATE_NOTIFICATION, user_id, call.params["id"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 MAX_ID = (1 << 63) - 1
 HiveId = Annotated[int, Meta(ge=1, le=MAX_ID)]
@@ -75,15 +75,16 @@ class NotificationIn(Struct, forbid_unknown_fields=True):
 
 
 class NotificationPatch(Struct, forbid_unknown_fields=True):
-    """Fields to change; the others keep their values (checked together again)."""
+    """Fields to change (null clears one); the others keep their values. The result is
+    checked as a whole, as a new setting would be."""
 
-    direction: Literal["rises_above", "falls_below"] | None = None
-    threshold_percent: Annotated[int, Meta(ge=0, le=100)] | None = None
-    threshold_count: Annotated[int, Meta(ge=0, le=100_000)] | None = None
-    quiet_hours: QuietHours | None = None
-    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
-    deal_kinds: Annotated[list[DealKind], Meta(max_length=4)] | None = None
-    enabled: bool | None = None
+    direction: Literal["rises_above", "falls_below"] | None | UnsetType = UNSET
+    threshold_percent: Annotated[int, Meta(ge=0, le=100)] | None | UnsetType = UNSET
+    threshold_count: Annotated[int, Meta(ge=0, le=100_000)] | None | UnsetType = UNSET
+    quiet_hours: QuietHours | None | UnsetType = UNSET
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
+    deal_kinds: Annotated[list[DealKind], Meta(max_length=4)] | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
 
 
 class Notification(Struct):

@@ -121,3 +121,24 @@ def test_record_recent_without_sign_in_is_a_config_error(tmp_path) -> None:
                            str(config), "-t"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0 and "record_recent needs auth" in done.stderr, done.stderr
+
+
+def test_sign_in_with_postgres_down_is_503_not_500(tmp_path, users_dsn: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FIREBASE_AUTH_EMULATOR_HOST", raising=False)
+    key = KeyPair("k1")
+    port = free_port()
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    with certs_server(key) as url:
+        config = users_config(port, closed, memcached(),
+                              {"project_id": PROJECT, "certs_url": url}, workers=1)
+        config["database"]["connect_timeout"] = "300ms"
+        with running(tmp_path, config, port), \
+                httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            r = c.get("/v1/me", headers={"Authorization":
+                                         f"Bearer {key.token(PROJECT, 'no-db-user')}"})
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            assert "retry-after" in r.headers
+            bad = c.get("/v1/me", headers={"Authorization": "Bearer nonsense"})
+            assert bad.status_code == 401  # a bad token needs no database

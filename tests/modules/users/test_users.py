@@ -159,8 +159,17 @@ def test_notification_settings_round_trip(api: httpx.Client) -> None:
     problem(api.post("/v1/me/notifications", headers=h, json={**OCCUPANCY, "hive_id": hive}),
             409)
     r = api.patch(f"/v1/me/notifications/{note['id']}", headers=h,
-                  json={"threshold_percent": None, "direction": "falls_below"})
+                  json={"direction": "falls_below"})
     assert r.status_code == 200 and r.json()["direction"] == "falls_below"
+    assert r.json()["threshold_percent"] == 80 and r.json()["quiet_hours"]  # kept
+    problem(api.patch(f"/v1/me/notifications/{note['id']}", headers=h,
+                      json={"threshold_count": 40}), 422, "threshold_percent")  # both
+    r = api.patch(f"/v1/me/notifications/{note['id']}", headers=h,
+                  json={"threshold_percent": None, "threshold_count": 40,
+                        "quiet_hours": None})
+    assert r.status_code == 200, r.text
+    assert (r.json()["threshold_percent"], r.json()["threshold_count"],
+            r.json()["quiet_hours"]) == (None, 40, None)
     r = api.post("/v1/me/notifications", headers=h,
                  json={"kind": "new_deal", "deal_kinds": ["happy_hour", "event"]})
     assert r.status_code == 201 and r.json()["deal_kinds"] == ["event", "happy_hour"]
