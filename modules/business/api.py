@@ -205,12 +205,17 @@ def _member(row: Any) -> Member:
     return Member(row["user_id"], row["member_role"], row["nickname"], row["created_at"])
 
 
+async def _rows_of_account(call: Call, need: str, query: str, *args: Any) -> list[Any]:
+    """The rows of `query` about the account of the path (`$1`), for a role ≥ `need`."""
+    async with _tx(call) as conn:
+        await _allow(call, conn, call.params["id"], need)
+        return await conn.fetch(query, call.params["id"], *args)
+
+
 @endpoint(MEMBERS)
 async def members(call: Call) -> MemberList:
-    async with _tx(call) as conn:
-        await _allow(call, conn, call.params["id"], "viewer")
-        rows = await conn.fetch(queries.MEMBERS, call.params["id"])
-    return MemberList([_member(r) for r in rows])
+    return MemberList([_member(r) for r in await _rows_of_account(call, "viewer",
+                                                                  queries.MEMBERS)])
 
 
 async def _last_admin(conn: Any, account_id: int, user_id: int) -> bool:
@@ -255,9 +260,7 @@ async def member_delete(call: Call) -> None:
 
 @endpoint(AUDIT)
 async def audit(call: Call) -> AuditList:
-    async with _tx(call) as conn:
-        await _allow(call, conn, call.params["id"], "admin")
-        rows = await conn.fetch(queries.AUDIT, call.params["id"], call.params["limit"])
+    rows = await _rows_of_account(call, "admin", queries.AUDIT, call.params["limit"])
     return AuditList([AuditEntry(r["id"], r["at"], r["user_id"], r["action"], r["entity_id"],
                                  _decode(r["before"]), _decode(r["after"])) for r in rows])
 
@@ -331,9 +334,7 @@ async def hive_post(call: Call) -> ManagedHive:
 
 @endpoint(HIVE_LIST)
 async def hive_list(call: Call) -> ManagedHiveList:
-    async with _tx(call) as conn:
-        await _allow(call, conn, call.params["id"], "viewer")
-        rows = await conn.fetch(queries.ACCOUNT_HIVES, call.params["id"])
+    rows = await _rows_of_account(call, "viewer", queries.ACCOUNT_HIVES)
     return ManagedHiveList([_hive(r) for r in rows])
 
 
