@@ -11,6 +11,7 @@ hive or deal, which changes the public cache keys (modules.hives).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from modules.auth import identity
 from modules.database import database
 from modules.hives.api import HANDLERS as PUBLIC
 
-from . import queries
+from . import images, queries
 from .schemas import (
     Account,
     AccountIn,
@@ -38,9 +39,12 @@ from .schemas import (
     DealPatch,
     HiveIn,
     HivePatch,
+    ImagePatch,
+    ImageUrlIn,
     ManagedDeal,
     ManagedHive,
     ManagedHiveList,
+    ManagedImage,
     Member,
     MemberIn,
     MemberList,
@@ -106,6 +110,19 @@ DEAL_PATCH = _route("PATCH", "/v1/deals/{id}", "Change a deal (manager)", Manage
 SENSORS = _route("GET", "/v1/hives/{id}/sensors", "A hive's sensors (viewer)", SensorList,
                  params=(HIVE_ID,), description="Status, battery, signal, last seen, and "
                  "the pending and applied configuration of each sensor in the hive.")
+IMAGE_ID = _id("id", "the image")
+IMAGE_POST = _route("POST", "/v1/hives/{id}/images", "Add an image (manager)", ManagedImage,
+                    params=(HIVE_ID,), status=201, errors=(415, 422),
+                    description="The body is the image's bytes (JPEG, PNG or WebP, told "
+                                "from the bytes; at most business.image_max_bytes and "
+                                "business.image_max_pixels), or, with Content-Type "
+                                "application/json, {\"url\": \"https://...\"} of an image "
+                                "hosted elsewhere. The hive's first image is its cover.")
+IMAGE_PATCH = _route("PATCH", "/v1/images/{id}", "Make an image the cover, move or caption "
+                     "it (manager)", ManagedImage, params=(IMAGE_ID,), body=ImagePatch,
+                     errors=(422,))
+IMAGE_DELETE = _route("DELETE", "/v1/images/{id}", "Remove an image (manager)", None,
+                      status=204, params=(IMAGE_ID,))
 DEAL_DELETE = _route("DELETE", "/v1/deals/{id}", "Delete a deal (manager)", None,
                      status=204, params=(DEAL_ID,))
 
@@ -394,6 +411,82 @@ async def sensors(call: Call) -> SensorList:
         for r in rows])
 
 
+# -- images ----------------------------------------------------------------------------
+
+def _image(row: Any) -> ManagedImage:
+    return ManagedImage(row["id"], row["hive_id"], row["url"], row["kind"], row["position"],
+                        row["caption"])
+
+
+_URL_BODY = msgspec.json.Decoder(ImageUrlIn)
+
+
+def _url_body(body: bytes) -> ImageUrlIn:
+    try:
+        return _URL_BODY.decode(body)
+    except msgspec.ValidationError as exc:
+        path = str(exc).rpartition(" - at `$.")[2].rstrip("`") or "body"
+        raise Problem(422, str(exc), param=path) from None
+    except msgspec.DecodeError as exc:
+        raise Problem(400, f"malformed JSON: {exc}") from None
+
+
+@endpoint(IMAGE_POST)
+async def image_post(call: Call) -> ManagedImage:
+    settings = call.process.config[NAME]
+    body: bytes = call.request.body or b""
+    async with _tx(call) as conn:
+        account_id = await conn.fetchval("SELECT account_id FROM hive WHERE id = $1",
+                                         call.params["id"])
+        await _allow(call, conn, account_id, "manager")
+        if (call.request.header("Content-Type") or "").startswith("application/json"):
+            given = _url_body(body)
+            url, caption, name = given.url, given.caption, None
+        else:
+            extension = await asyncio.to_thread(images.inspect, body,
+                                                settings["image_max_bytes"],
+                                                settings["image_max_pixels"])
+            name = images.name_of(body, extension)
+            url, caption = f"{settings['images_url'].rstrip('/')}/{name}", None
+        image_id = await conn.fetchval(queries.IMAGE_INSERT, call.params["id"], url, caption)
+        after = _image(await conn.fetchrow(queries.IMAGE, image_id))
+        await _audit(call, conn, account_id, "image.create", image_id, None, after)
+        if name is not None:  # last: a refused row leaves no file behind
+            await asyncio.to_thread(images.store, settings["images_dir"], name, body)
+    return after
+
+
+async def _image_for(call: Call, conn: Any) -> tuple[int, ManagedImage]:
+    row = await conn.fetchrow(queries.IMAGE + " FOR UPDATE OF i", call.params["id"])
+    await _allow(call, conn, row and row["account_id"], "manager")
+    return row["account_id"], _image(row)
+
+
+@endpoint(IMAGE_PATCH)
+async def image_patch(call: Call) -> ManagedImage:
+    changes = _changes(call.body)
+    async with _tx(call) as conn:
+        account_id, before = await _image_for(call, conn)
+        if changes.get("kind") == "cover":
+            await conn.execute("UPDATE hive_image SET kind = 'secondary' WHERE hive_id = $1 "
+                               "AND kind = 'cover' AND id <> $2", before.hive_id, before.id)
+        sets, args = _set(changes, {"kind": "kind", "position": "position",
+                                    "caption": "caption"}, 2)
+        if sets:
+            await conn.execute(f"UPDATE hive_image SET {sets} WHERE id = $1", before.id, *args)
+        after = _image(await conn.fetchrow(queries.IMAGE, before.id))
+        await _audit(call, conn, account_id, "image.update", before.id, before, after)
+    return after
+
+
+@endpoint(IMAGE_DELETE)
+async def image_delete(call: Call) -> None:
+    async with _tx(call) as conn:
+        account_id, before = await _image_for(call, conn)
+        await conn.execute("DELETE FROM hive_image WHERE id = $1", before.id)
+        await _audit(call, conn, account_id, "image.delete", before.id, before, None)
+
+
 # -- deals -----------------------------------------------------------------------------
 
 def _clock(text: str) -> dt.time:
@@ -504,4 +597,6 @@ HANDLERS = {
     "hive_deals_managed": methods(PUBLIC["hive_deals"], _signed_in(deal_post)),
     "deal": methods(deal_patch, deal_delete),
     "hive_sensors": sensors,
+    "hive_images_managed": methods(PUBLIC["hive_images"], _signed_in(image_post)),
+    "image": methods(image_patch, image_delete),
 }

@@ -96,3 +96,16 @@ SELECT s.external_id, s.name, s.firmware, s.installed_at, st.battery_mv,
 FROM sensor s LEFT JOIN sensor_status st ON st.sensor_id = s.id
 WHERE s.hive_id = $1
 ORDER BY s.external_id"""
+
+IMAGE = """
+SELECT i.id, i.hive_id, h.account_id, i.url, i.kind, i.position, i.caption
+FROM hive_image i JOIN hive h ON h.id = i.hive_id
+WHERE i.id = $1"""
+# the first image of a hive is its cover; the others go last
+IMAGE_INSERT = """
+INSERT INTO hive_image (hive_id, url, caption, kind, position)
+SELECT $1, $2, $3,
+       CASE WHEN EXISTS (SELECT 1 FROM hive_image WHERE hive_id = $1 AND kind = 'cover')
+            THEN 'secondary' ELSE 'cover' END,
+       coalesce((SELECT max(position) + 1 FROM hive_image WHERE hive_id = $1), 0)
+RETURNING id"""

@@ -204,3 +204,25 @@ class Sensor(Struct):
 
 class SensorList(Struct):
     items: list[Sensor]
+
+
+class ImageUrlIn(Struct, forbid_unknown_fields=True):
+    """An image hosted elsewhere (JSON body instead of the image's bytes)."""
+
+    url: Annotated[str, Meta(max_length=2000, pattern=r"^https?://\S+$")]
+    caption: Annotated[str, Meta(max_length=500)] | None = None
+
+
+class ImagePatch(Struct, forbid_unknown_fields=True):
+    kind: Literal["cover", "secondary"] | UnsetType = UNSET
+    position: Annotated[int, Meta(ge=0, le=32767)] | UnsetType = UNSET
+    caption: Annotated[str, Meta(max_length=500)] | None | UnsetType = UNSET
+
+
+class ManagedImage(Struct):
+    id: int
+    hive_id: int
+    url: str
+    kind: Literal["cover", "secondary"]
+    position: int
+    caption: str | None

@@ -22,13 +22,15 @@ def start(tmp_path_factory: pytest.TempPathFactory, dsn: str, emulator: str,
           project: str) -> Iterator[httpx.Client]:
     port = free_port()
     firebase = {"project_id": project, "emulator": emulator, "features_ttl": "0s"}
+    prefix = tmp_path_factory.mktemp("business")
     config = business_config(port, dsn, os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"),
-                             firebase, WRITE_LIMIT)
-    with running(tmp_path_factory.mktemp("business"), config, port) as b, \
+                             firebase, WRITE_LIMIT, str(prefix / "images"))
+    with running(prefix, config, port) as b, \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         client.bizzyd = b  # type: ignore[attr-defined]
         client.emulator = emulator  # type: ignore[attr-defined]
         client.dsn = dsn  # type: ignore[attr-defined]
+        client.images = prefix / "images"  # type: ignore[attr-defined]
         wait_until_cached(b.log_file, 2)
         yield client
 

@@ -254,10 +254,11 @@ def test_schemathesis_over_the_business_endpoints_finds_no_failure(biz: httpx.Cl
          "--exclude-checks", "positive_data_acceptance", "--max-examples", "10",
          "--seed", "17", "--request-timeout", "10", "--report-dir", str(tmp_path),
          "-H", h["Authorization"].join(("Authorization: ", "")),
-         "--include-path-regex", r"^/v1/(accounts|deals/\{id\}$|hives/\{id\}(/deals|/sensors)?$)"],
+         "--include-path-regex",
+         r"^/v1/(accounts|(deals|images)/\{id\}$|hives/\{id\}(/deals|/sensors|/images)?$)"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
-    public = 2  # GET /v1/hives/{id} and GET /v1/hives/{id}/deals
+    public = 3  # GET /v1/hives/{id}, its /deals and /images
     assert f"Selected: {len(ENDPOINTS) + public}/" in done.stdout, done.stdout[-3000:]
 
 

@@ -53,6 +53,12 @@ class World:
                              headers=self.as_admin(where))
         return expect(r, 201)["id"]
 
+    def fresh_image(self, where: str) -> int:
+        r = self.client.post(f"/v1/hives/{self.hives[where]}/images",
+                             json={"url": "https://cdn.example.com/x.jpg"},
+                             headers=self.as_admin(where))
+        return expect(r, 201)["id"]
+
     def fresh_user(self) -> int:
         return sql(self.client.dsn, "INSERT INTO app_user (firebase_uid) VALUES ($1) "
                    "RETURNING id", f"matrix-{secrets.token_hex(8)}")[0][0]
@@ -90,6 +96,11 @@ ENDPOINTS: list[tuple[str, str, str | None, int, Builder]] = [
     ("PATCH", "/v1/deals/{id}", "manager", 200,
      lambda w, a: ({"id": w.deals[a]}, {"terms": f"t {secrets.token_hex(3)}"})),
     ("GET", "/v1/hives/{id}/sensors", "viewer", 200, lambda w, a: ({"id": w.hives[a]}, None)),
+    ("POST", "/v1/hives/{id}/images", "manager", 201,
+     lambda w, a: ({"id": w.hives[a]}, {"url": "https://cdn.example.com/y.jpg"})),
+    ("PATCH", "/v1/images/{id}", "manager", 200,
+     lambda w, a: ({"id": w.fresh_image(a)}, {"position": 3})),
+    ("DELETE", "/v1/images/{id}", "manager", 204, lambda w, a: ({"id": w.fresh_image(a)}, None)),
     ("DELETE", "/v1/deals/{id}", "manager", 204, lambda w, a: ({"id": w.fresh_deal(a)}, None)),
 ]
 
