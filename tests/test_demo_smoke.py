@@ -8,6 +8,7 @@ traffic from the shared-memory zone, and the ingest metrics must count it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from bizzyd_proc import BIZZYD, ROOT, Bizzyd, fetch_raw, free_port, http_get, wait_for
 from modules.mqtt_ingest.testing import DEFAULT_MQTT_PORT, sim_command, temporary_database_sync
@@ -209,18 +211,29 @@ def business(port: int, auth: dict) -> None:
     assert status == 201 and json.loads(body)["next_occurrence"], body
     wait_for(lambda: json.loads(http_get(port, f"/v1/hives/{hive_id}/deals")[1])["items"],
              timeout=10, what="the public deal list shows the new deal")
+    image = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 150, 20)).save(image, "PNG")
+    status, _, body = put(port, f"/v1/hives/{hive_id}/images", image.getvalue(),
+                          {**auth, "Content-Type": "image/png"}, "POST")
+    assert status == 201, body
+    path = "/images/" + json.loads(body)["url"].split("/images/", 1)[1]
+    status, served = http_get(port, path)
+    assert status == 200 and served == image.getvalue()
     status, _, body = put(port, f"/v1/accounts/{account}/audit", None, auth, "GET")
     assert [a["action"] for a in json.loads(body)["items"]] == [
-        "deal.create", "hive.create", "account.create"], body
+        "image.create", "deal.create", "hive.create", "account.create"], body
 
 
-def put(port: int, path: str, body: dict | None, headers: dict | None = None,
+
+def put(port: int, path: str, body: dict | bytes | None, headers: dict | None = None,
         method: str = "PUT") -> tuple[int, object, bytes]:
+    """A request with a JSON body (bytes: sent as they are)."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request(method, path, None if body is None else json.dumps(body),
+        raw = body if isinstance(body, bytes | None) else json.dumps(body)
+        conn.request(method, path, raw,
                      {"Content-Type": "application/json", **(headers or {})})
         response = conn.getresponse()
         return response.status, response.headers, response.read()
