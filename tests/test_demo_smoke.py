@@ -163,7 +163,7 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             assert json.loads(body)["pending"]["threshold_cm"] == 180
 
             # a user signs in at the emulator and uses the signed-in endpoints
-            signed_in(port, config_emulator(b))
+            signed_in(port, config_emulator(b), dsn)
 
             assert b.stop() == 0
             wait_for(lambda: not b.leftovers(), timeout=5, what="no leftovers")
@@ -178,21 +178,25 @@ def config_emulator(b: Bizzyd) -> str:
     return yaml.safe_load(b.conf.read_text())["firebase"]["emulator"]
 
 
-def signed_in(port: int, emulator: str) -> None:
-    from modules.auth.testing import emulator_token
-
-    auth = {"Authorization": "Bearer " + emulator_token(
-        emulator, f"demo{secrets.token_hex(4)}@example.com")}
+def signed_in(port: int, emulator: str, dsn: str) -> None:
+    auth = token(emulator)
     status, _, body = put(port, "/v1/me/favourites/1", None, auth, "PUT")
     assert status == 204, body
     status, _, body = put(port, "/v1/me", {"nickname": "Demo"}, auth, "PATCH")
     assert status == 200 and json.loads(body)["nickname"] == "Demo", body
     status, _, body = put(port, "/v1/me/favourites", None, auth, "GET")
     assert [i["hive_id"] for i in json.loads(body)["items"]] == [1]
-    business(port, auth)
+    business(port, auth, dsn, token(emulator))
 
 
-def business(port: int, auth: dict) -> None:
+def token(emulator: str) -> dict[str, str]:
+    from modules.auth.testing import emulator_token
+
+    return {"Authorization": "Bearer " + emulator_token(
+        emulator, f"demo{secrets.token_hex(4)}@example.com")}
+
+
+def business(port: int, auth: dict, dsn: str, stranger: dict) -> None:
     """A business opens an account, adds a hive and a daily deal (docs/api.md)."""
     status, _, body = put(port, "/v1/accounts", {"name": "Demo Bar GmbH"}, auth, "POST")
     assert status == 201, body
@@ -219,6 +223,16 @@ def business(port: int, auth: dict) -> None:
     path = "/images/" + json.loads(body)["url"].split("/images/", 1)[1]
     status, served = http_get(port, path)
     assert status == 200 and served == image.getvalue()
+    # the sensor configuration push, now by membership (the sensor moves into the hive)
+    sql_sync(dsn, "UPDATE sensor SET hive_id = $1 WHERE external_id = 'bz2-000005'", hive_id)
+    config = {"threshold_cm": 170, "reporting_interval_min": 30, "status_interval_min": 60,
+              "event_threshold": 5}
+    status, _, body = put(port, "/v1/sensors/bz2-000005/config", config, auth)
+    assert status == 201, body
+    status, _, body = put(port, "/v1/sensors/bz2-000005/config", config, stranger)
+    assert status == 404, body
+    status, _, body = put(port, f"/v1/hives/{hive_id}/sensors", None, auth, "GET")
+    assert [s["pending"]["threshold_cm"] for s in json.loads(body)["items"]] == [170], body
     status, _, body = put(port, f"/v1/accounts/{account}/audit", None, auth, "GET")
     assert [a["action"] for a in json.loads(body)["items"]] == [
         "image.create", "deal.create", "hive.create", "account.create"], body
@@ -239,6 +253,20 @@ def put(port: int, path: str, body: dict | bytes | None, headers: dict | None = 
         return response.status, response.headers, response.read()
     finally:
         conn.close()
+
+
+def sql_sync(dsn: str, query: str, *args: object) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(query, *args)
+        finally:
+            await conn.close()
+    asyncio.run(run())
 
 
 def clear_retained(topic: str) -> None:
