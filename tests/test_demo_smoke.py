@@ -231,11 +231,19 @@ def business(port: int, auth: dict, dsn: str, stranger: dict) -> None:
     assert status == 201, body
     status, _, body = put(port, "/v1/sensors/bz2-000005/config", config, stranger)
     assert status == 404, body
+    # as a viewer of the account: may read the configuration, not change it
+    viewer = json.loads(put(port, "/v1/me", None, stranger, "GET")[2])["id"]
+    status, _, body = put(port, f"/v1/accounts/{account}/members/{viewer}",
+                          {"role": "viewer"}, auth)
+    assert status == 200, body
+    assert put(port, "/v1/sensors/bz2-000005/config", config, stranger)[0] == 403
+    status, _, body = put(port, "/v1/sensors/bz2-000005/config", None, stranger, "GET")
+    assert status == 200 and json.loads(body)["pending"]["threshold_cm"] == 170, body
     status, _, body = put(port, f"/v1/hives/{hive_id}/sensors", None, auth, "GET")
     assert [s["pending"]["threshold_cm"] for s in json.loads(body)["items"]] == [170], body
     status, _, body = put(port, f"/v1/accounts/{account}/audit", None, auth, "GET")
     assert [a["action"] for a in json.loads(body)["items"]] == [
-        "image.create", "deal.create", "hive.create", "account.create"], body
+        "member.put", "image.create", "deal.create", "hive.create", "account.create"], body
 
 
 
