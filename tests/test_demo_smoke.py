@@ -8,6 +8,7 @@ traffic from the shared-memory zone, and the ingest metrics must count it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from bizzyd_proc import BIZZYD, ROOT, Bizzyd, fetch_raw, free_port, http_get, wait_for
 from modules.mqtt_ingest.testing import DEFAULT_MQTT_PORT, sim_command, temporary_database_sync
@@ -161,7 +163,7 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             assert json.loads(body)["pending"]["threshold_cm"] == 180
 
             # a user signs in at the emulator and uses the signed-in endpoints
-            signed_in(port, config_emulator(b))
+            signed_in(port, config_emulator(b), dsn)
 
             assert b.stop() == 0
             wait_for(lambda: not b.leftovers(), timeout=5, what="no leftovers")
@@ -176,31 +178,103 @@ def config_emulator(b: Bizzyd) -> str:
     return yaml.safe_load(b.conf.read_text())["firebase"]["emulator"]
 
 
-def signed_in(port: int, emulator: str) -> None:
-    from modules.auth.testing import emulator_token
-
-    auth = {"Authorization": "Bearer " + emulator_token(
-        emulator, f"demo{secrets.token_hex(4)}@example.com")}
+def signed_in(port: int, emulator: str, dsn: str) -> None:
+    auth = token(emulator)
     status, _, body = put(port, "/v1/me/favourites/1", None, auth, "PUT")
     assert status == 204, body
     status, _, body = put(port, "/v1/me", {"nickname": "Demo"}, auth, "PATCH")
     assert status == 200 and json.loads(body)["nickname"] == "Demo", body
     status, _, body = put(port, "/v1/me/favourites", None, auth, "GET")
     assert [i["hive_id"] for i in json.loads(body)["items"]] == [1]
+    business(port, auth, dsn, token(emulator))
 
 
-def put(port: int, path: str, body: dict | None, headers: dict | None = None,
+def token(emulator: str) -> dict[str, str]:
+    from modules.auth.testing import emulator_token
+
+    return {"Authorization": "Bearer " + emulator_token(
+        emulator, f"demo{secrets.token_hex(4)}@example.com")}
+
+
+def business(port: int, auth: dict, dsn: str, stranger: dict) -> None:
+    """A business opens an account, adds a hive and a daily deal (docs/api.md)."""
+    status, _, body = put(port, "/v1/accounts", {"name": "Demo Bar GmbH"}, auth, "POST")
+    assert status == 201, body
+    account = json.loads(body)["id"]
+    hive = {"name": "Demo Bar", "type": "bar", "capacity": 60, "timezone": "Europe/Berlin",
+            "status": "active", "address": {"street": "Torstr. 1", "city": "Berlin",
+                                            "country": "DE", "latitude": 52.53,
+                                            "longitude": 13.4}}
+    status, _, body = put(port, f"/v1/accounts/{account}/hives", hive, auth, "POST")
+    assert status == 201, body
+    hive_id = json.loads(body)["id"]
+    deal = {"title": "Happy hour", "kind": "happy_hour", "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+            "daily": {"weekdays": [1, 2, 3, 4, 5], "start": "17:00", "end": "19:00"}}
+    status, _, body = put(port, f"/v1/hives/{hive_id}/deals", deal, auth, "POST")
+    assert status == 201 and json.loads(body)["next_occurrence"], body
+    wait_for(lambda: json.loads(http_get(port, f"/v1/hives/{hive_id}/deals")[1])["items"],
+             timeout=10, what="the public deal list shows the new deal")
+    image = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 150, 20)).save(image, "PNG")
+    status, _, body = put(port, f"/v1/hives/{hive_id}/images", image.getvalue(),
+                          {**auth, "Content-Type": "image/png"}, "POST")
+    assert status == 201, body
+    path = "/images/" + json.loads(body)["url"].split("/images/", 1)[1]
+    status, served = http_get(port, path)
+    assert status == 200 and served == image.getvalue()
+    # the sensor configuration push, now by membership (the sensor moves into the hive)
+    sql_sync(dsn, "UPDATE sensor SET hive_id = $1 WHERE external_id = 'bz2-000005'", hive_id)
+    config = {"threshold_cm": 170, "reporting_interval_min": 30, "status_interval_min": 60,
+              "event_threshold": 5}
+    status, _, body = put(port, "/v1/sensors/bz2-000005/config", config, auth)
+    assert status == 201, body
+    status, _, body = put(port, "/v1/sensors/bz2-000005/config", config, stranger)
+    assert status == 404, body
+    # as a viewer of the account: may read the configuration, not change it
+    viewer = json.loads(put(port, "/v1/me", None, stranger, "GET")[2])["id"]
+    status, _, body = put(port, f"/v1/accounts/{account}/members/{viewer}",
+                          {"role": "viewer"}, auth)
+    assert status == 200, body
+    assert put(port, "/v1/sensors/bz2-000005/config", config, stranger)[0] == 403
+    status, _, body = put(port, "/v1/sensors/bz2-000005/config", None, stranger, "GET")
+    assert status == 200 and json.loads(body)["pending"]["threshold_cm"] == 170, body
+    status, _, body = put(port, f"/v1/hives/{hive_id}/sensors", None, auth, "GET")
+    assert [s["pending"]["threshold_cm"] for s in json.loads(body)["items"]] == [170], body
+    status, _, body = put(port, f"/v1/accounts/{account}/audit", None, auth, "GET")
+    assert [a["action"] for a in json.loads(body)["items"]] == [
+        "member.put", "image.create", "deal.create", "hive.create", "account.create"], body
+
+
+
+def put(port: int, path: str, body: dict | bytes | None, headers: dict | None = None,
         method: str = "PUT") -> tuple[int, object, bytes]:
+    """A request with a JSON body (bytes: sent as they are)."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request(method, path, None if body is None else json.dumps(body),
+        raw = body if isinstance(body, bytes | None) else json.dumps(body)
+        conn.request(method, path, raw,
                      {"Content-Type": "application/json", **(headers or {})})
         response = conn.getresponse()
         return response.status, response.headers, response.read()
     finally:
         conn.close()
+
+
+def sql_sync(dsn: str, query: str, *args: object) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(query, *args)
+        finally:
+            await conn.close()
+    asyncio.run(run())
 
 
 def clear_retained(topic: str) -> None:

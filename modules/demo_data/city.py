@@ -1160,7 +1160,7 @@ class _Builder:
             account_id, created = account[0], account[3]
             people = rng.sample(range(1, users + 1), k=min(users, rng.choice((1, 1, 1, 2, 3))))
             for i, user_id in enumerate(people):
-                role = "owner" if i == 0 else rng.choice(("admin", "staff"))
+                role = "admin" if i == 0 else rng.choice(("manager", "viewer"))
                 self.add(
                     "account_member",
                     account_id,

@@ -40,10 +40,12 @@ from .render import Overlay, Slot, freeze
 from .schemas import (
     Address,
     Deal,
+    DealDaily,
     DealFeed,
     DealHive,
     DealItem,
     DealList,
+    DealOccurrence,
     HiveDetail,
     HiveItem,
     HiveList,
@@ -63,6 +65,8 @@ TAGS = ("catalogue",)
 SEARCH_SETTING = "SET pg_trgm.word_similarity_threshold = 0.4"
 _IMAGES = msgspec.json.Decoder(list[Image])
 _DEALS = msgspec.json.Decoder(list[Deal])
+_DAILY = msgspec.json.Decoder(DealDaily | None)
+_NEXT = msgspec.json.Decoder(DealOccurrence | None)
 
 ID = Param("id", IntParam(min=1, max=MAX_ID), "the hive's id", where="path")
 NEAR = Param("near", LatLon(), "LAT,LON (WGS84 degrees): filter by `radius`, add `distance_m`")
@@ -378,7 +382,8 @@ async def hive_types(call: Call) -> Reply:
 
 DEAL_FEED = """
 SELECT d.id, d.hive_id, d.kind, d.title, d.description, d.terms, d.valid_from,
-       d.valid_until, h.name, t.code AS type, {key} AS sort_key{distance}
+       d.valid_until, h.name, t.code AS type, {key} AS sort_key{distance},
+       ({daily})::text AS daily, ({next})::text AS next_occurrence
 FROM deal d
 JOIN hive h ON h.id = d.hive_id
 JOIN hive_status s ON s.id = h.status_id AND s.listed
@@ -400,7 +405,8 @@ def _deal_feed_sql(p: dict[str, Any], after: tuple[Any, int] | None) -> Sql:
     if after is not None:
         sql.where.append(f"({key}, d.id) > ({sql.arg(after[0])}, {sql.arg(after[1])})")
     distance = f", (a.geog <-> {point}) AS distance" if point else ""
-    sql.text = DEAL_FEED.format(key=key, distance=distance,
+    sql.text = DEAL_FEED.format(key=key, distance=distance, daily=queries.DAILY,
+                                next=queries.NEXT,
                                 where="".join(" AND " + c for c in sql.where),
                                 limit=sql.arg(p["limit"] + 1))
     return sql
@@ -410,7 +416,8 @@ def _deal_item(r: Any, near: bool) -> DealItem:
     now = datetime.now(UTC)
     deal = Deal(r["id"], r["hive_id"], r["kind"], r["title"], r["description"], r["terms"],
                 r["valid_from"], r["valid_until"],
-                "active" if r["valid_from"] <= now else "upcoming")
+                "active" if r["valid_from"] <= now else "upcoming",
+                _DAILY.decode(r["daily"] or "null"), _NEXT.decode(r["next_occurrence"] or "null"))
     distance = round(r["distance"], 1) if near else None
     return DealItem(deal, DealHive(r["hive_id"], r["name"], r["type"], distance))
 

@@ -31,14 +31,22 @@ IMAGES = """
                'caption', i.caption) ORDER BY i.kind <> 'cover', i.position, i.id), '[]')
     FROM hive_image i WHERE i.hive_id = h.id"""
 
+# a deal's daily rule and next window (migration 0008), as JSON
+DAILY = """CASE WHEN d.daily_weekdays IS NOT NULL THEN json_build_object(
+               'weekdays', d.daily_weekdays, 'start', to_char(d.daily_start, 'HH24:MI'),
+               'end', to_char(d.daily_end, 'HH24:MI')) END"""
+NEXT = """(SELECT json_build_object('starts_at', n.starts_at, 'ends_at', n.ends_at)
+              FROM deal_next_occurrence(d, h.timezone, now()) n
+              WHERE n.starts_at IS NOT NULL)"""
 # active and upcoming deals of hive h; $2: only active (true), only upcoming (false) or
 # both (null); $3: active deals ending within this many seconds (null: any)
-DEALS = """
+DEALS = f"""
     SELECT COALESCE(json_agg(json_build_object(
                'id', d.id, 'hive_id', d.hive_id, 'kind', d.kind, 'title', d.title,
                'description', d.description, 'terms', d.terms, 'valid_from', d.valid_from,
                'valid_until', d.valid_until,
-               'status', CASE WHEN d.valid_from <= now() THEN 'active' ELSE 'upcoming' END)
+               'status', CASE WHEN d.valid_from <= now() THEN 'active' ELSE 'upcoming' END,
+               'daily', {DAILY}, 'next_occurrence', {NEXT})
            ORDER BY d.valid_from, d.id), '[]')
     FROM deal d
     WHERE d.hive_id = h.id AND d.valid_until > now()"""

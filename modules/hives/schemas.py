@@ -43,6 +43,20 @@ class Image(Struct):
     caption: str | None
 
 
+class DealDaily(Struct):
+    """A daily deal: on these ISO weekdays (1 = Monday), between hive-local times (an end
+    at or before the start ends on the next day)."""
+
+    weekdays: list[int]
+    start: Annotated[str, Meta(examples=["17:00"])]
+    end: Annotated[str, Meta(examples=["19:00"])]
+
+
+class DealOccurrence(Struct):
+    starts_at: datetime
+    ends_at: datetime
+
+
 class Deal(Struct):
     id: int
     hive_id: int
@@ -54,6 +68,11 @@ class Deal(Struct):
     valid_until: datetime
     status: Annotated[Literal["active", "upcoming"], Meta(
         description="active: valid now; upcoming: starts later")]
+    daily: Annotated[DealDaily | None, Meta(
+        description="set for a deal that recurs daily; null: valid the whole window")] = None
+    next_occurrence: Annotated[DealOccurrence | None, Meta(
+        description="the current or next window (daily deals: in the hive's time zone, "
+                    "DST-correct); as of when the cached answer was filled")] = None
 
 
 class HiveBase(Struct):

@@ -4,7 +4,10 @@
       content: sensor_config
       access: ["allow 127.0.0.1", "allow 10.0.0.0/8", "deny all"]
 
-`{id}` is the sensor's external id (the one in its MQTT topics).
+`{id}` is the sensor's external id (the one in its MQTT topics).  With `auth: optional`
+on the location, a signed-in member of the account whose hive has the sensor may use it
+(viewer: GET; manager, admin: PUT), and operators may use every sensor; callers without
+a token must come from loopback (operators' tools on the host).  Non-members get 404.
 
 PUT takes a JSON object with the four values of the configuration message
 (`threshold_cm` 1..1000, `reporting_interval_min` 1..1440, `status_interval_min`
@@ -31,6 +34,7 @@ last reported.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import os
@@ -116,7 +120,50 @@ def exit_worker(ctx: ProcessContext) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
+# the caller's user role and membership in the account of the hive the sensor is in
+_ROLE = """
+SELECT u.user_role, m.member_role
+FROM app_user u
+LEFT JOIN (sensor s JOIN hive h ON h.id = s.hive_id) ON s.external_id = $1
+LEFT JOIN account_member m ON m.account_id = h.account_id AND m.user_id = u.id
+WHERE u.id = $2"""
+
+
+def _loopback(client: str) -> bool:
+    if client == "unix:":
+        return True
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+async def _authorise(request: Any, sensor: str) -> None:
+    """Loopback callers without a token (operators' tools) may do everything; a
+    signed-in caller needs to be an operator or a member of the account whose hive has
+    the sensor (viewer: GET; manager or admin: PUT). Non-members get 404, as for a
+    sensor that does not exist (docs/api.md "Business accounts")."""
+    user = request.ctx.get("user")
+    if user is None:
+        if _loopback(request.client):
+            return
+        raise HTTPError(401, "sign in as a member of the sensor's account",
+                        [("WWW-Authenticate", "Bearer")])
+    async with request.process.state["database"].connection() as conn:
+        row = await conn.fetchrow(_ROLE, sensor, user.user_id)
+    if row is not None and row["user_role"] == "operator":
+        return
+    role = None if row is None else row["member_role"]
+    if role is None:
+        raise HTTPError(404, f"no sensor {sensor!r}")
+    if request.method not in ("GET", "HEAD") and role == "viewer":
+        raise HTTPError(403, "configuring a sensor needs the role manager or admin")
+
+
 async def sensor_config(request: Any) -> Response:
+    await _authorise(request, _sensor_of(request))
     if request.method in ("GET", "HEAD"):
         return await _get(request)
     if request.method == "PUT":

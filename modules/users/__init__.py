@@ -100,7 +100,8 @@ async def exit_worker(ctx: ProcessContext) -> None:
 def record_recent(request: Request) -> None:
     user = request.ctx.get("user")
     hive = request.captures.get("id")
-    if user is None or hive is None or request.status not in (200, 304):
+    if (user is None or hive is None or request.status not in (200, 304)
+            or request.method not in ("GET", "HEAD")):  # a business PATCH is no visit
         return
     state = request.process.state.get(NAME)
     if state is None:

@@ -291,9 +291,9 @@ def test_referential_sanity(loaded: Loaded) -> None:
             "(SELECT 1 FROM subscription s WHERE s.user_id = u.id)",
         ),
         (
-            "an account without an owner",
+            "an account without an admin",
             "SELECT count(*) FROM account a WHERE NOT EXISTS (SELECT 1 FROM account_member m "
-            "WHERE m.account_id = a.id AND m.member_role = 'owner')",
+            "WHERE m.account_id = a.id AND m.member_role = 'admin')",
         ),
         (
             "a favourite or recent draft hive",
