@@ -52,7 +52,25 @@ async def _next_iteration() -> None:
     """Nothing: running it lets the loop run the callbacks that are due."""
 
 
-class BareDriver:
+class _Driving:
+    """What both drivers share: running reads, checking the last answer."""
+
+    depth: int
+    transport: Transport
+
+    def step(self, _acc: Any = None, i: int = 0) -> None:
+        raise NotImplementedError
+
+    def check_last(self) -> None:
+        last = self.transport.last
+        assert last.startswith(b"HTTP/1.1 200 OK\r\n") and last.endswith(BODY), last
+        assert last.count(b"HTTP/1.1 200") == self.depth, last
+
+    def run(self, reads: int) -> None:
+        functools.reduce(self.step, range(reads), None)
+
+
+class BareDriver(_Driving):
     """bench/bare_server.py's protocol on the same transport: the floor for bizzyd."""
 
     def __init__(self, depth: int) -> None:
@@ -76,18 +94,13 @@ class BareDriver:
 
     def check(self) -> None:
         self.step()
-        last = self.transport.last
-        assert last.startswith(b"HTTP/1.1 200 OK\r\n") and last.endswith(BODY), last
-        assert last.count(b"HTTP/1.1 200") == self.depth, last
-
-    def run(self, reads: int) -> None:
-        functools.reduce(self.step, range(reads), None)
+        self.check_last()
 
     def close(self) -> None:
         self.loop.close()
 
 
-class Driver:
+class Driver(_Driving):
     def __init__(self, access_log: bool, depth: int, prefix: Path, iteration: int = 64) -> None:
         log = ("http", "logs/access.log") if access_log else None
         self.worker = InProcessWorker(bizzyd_config(8080, 1, log), prefix)
@@ -118,12 +131,7 @@ class Driver:
         self.connect()
         self.step()
         self.loop.run_until_complete(_next_iteration())
-        last = self.transport.last
-        assert last.startswith(b"HTTP/1.1 200 OK\r\n") and last.endswith(BODY), last
-        assert last.count(b"HTTP/1.1 200") == self.depth, last
-
-    def run(self, reads: int) -> None:
-        functools.reduce(self.step, range(reads), None)
+        self.check_last()
 
     def close(self) -> None:
         self.worker.close()

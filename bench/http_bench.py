@@ -468,17 +468,15 @@ class Uvicorn(Server):
                 if p != self.proc.pid and "spawn_main" in cmdline(p)]
 
 
-class Bare(Server):
-    """bench/bare_server.py: uvloop + httptools answering the body, nothing else."""
+class Bare(Uvicorn):
+    """bench/bare_server.py: uvloop + httptools answering the body, nothing else (the
+    same environment and process layout as uvicorn's: forked workers)."""
 
     name = "bare"
 
     def command(self) -> list[str]:
         return [sys.executable, str(BENCH_DIR / "bare_server.py"), "--port", str(self.port),
                 "--workers", str(self.workers)]
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "BENCH_BODY": BODY.decode()}
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
