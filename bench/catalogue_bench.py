@@ -210,9 +210,14 @@ def prepare(args: argparse.Namespace) -> tuple[str, str | None]:
     return dsn, name
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hives", type=int, default=10000)
+def command_line(doc: str, hives: int, **extra: dict) -> tuple[argparse.Namespace, str | None,
+                                                                str | None]:
+    """The API benchmarks' shared options (and `extra` ones, name: add_argument keywords),
+    checked for wrk; with the CPUs the server and wrk are pinned to (None without)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--hives", type=int, default=hives)
+    for name, options in extra.items():
+        parser.add_argument(f"--{name}", **options)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--dsn", help="a database already holding a demo city")
@@ -220,8 +225,12 @@ def main() -> int:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (scripts/install-deps bench)")
-    pins = ("0", "1") if (os.cpu_count() or 1) >= 2 and shutil.which("taskset") else (None, None)
-    srv_pin, wrk_pin = pins
+    pinned = (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+    return (args, "0", "1") if pinned else (args, None, None)
+
+
+def main() -> int:
+    args, srv_pin, wrk_pin = command_line(__doc__ or "", 10000)
     say(f"catalogue benchmark: 1 worker, wrk -t1, {args.duration:g}s per run"
         + (f"; servers on CPU {srv_pin}, wrk on CPU {wrk_pin}" if srv_pin else ""))
     dsn, created = prepare(args)

@@ -16,7 +16,6 @@ on CPU 1.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -32,7 +31,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from catalogue_bench import Server, measure, prepare, script  # noqa: E402
+from catalogue_bench import Server, command_line, measure, prepare, script  # noqa: E402
 from occupancy_bench import (  # noqa: E402
     CLK_TCK,
     MEMCACHED,
@@ -149,18 +148,8 @@ def backend_ticks(dsn: str) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hives", type=int, default=2000)
-    parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--dsn", help="a database already holding a demo city")
-    parser.add_argument("--markdown", type=Path, metavar="FILE")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (scripts/install-deps bench)")
-    pins = ("0", "1") if (os.cpu_count() or 1) >= 2 and shutil.which("taskset") else (None, None)
-    srv_pin, wrk_pin = pins
+    args, srv_pin, wrk_pin = command_line(__doc__ or "", 2000,
+                                          users={"type": int, "default": 100})
     say(f"signed-in API benchmark: 1 worker, wrk -t1, {args.duration:g}s per run, "
         f"{args.users} users" + (f"; server on CPU {srv_pin}, wrk on CPU {wrk_pin}"
                                  if srv_pin else ""))

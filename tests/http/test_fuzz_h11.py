@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Callable
 
 import h11
@@ -102,7 +103,6 @@ module = Module(name="h11echo", content_handlers={"echo": echo})
 def worker(tmp_path_factory):
     prefix = tmp_path_factory.mktemp("h11fuzz")
     (prefix / "h11echo.py").write_text(ECHO)
-    import sys
     sys.path.insert(0, str(prefix))
     config = {"worker_processes": 1, "error_log": "logs/error.log", "modules": ["h11echo"],
               "http": {"client_max_body_size": "64k", "servers": [{
