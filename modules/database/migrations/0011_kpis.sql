@@ -16,6 +16,32 @@ CREATE TABLE sensor_door_daily (
 COMMENT ON TABLE sensor_door_daily IS
     'Entries and exits per sensor and local day (door imbalance in the health endpoint).';
 
+-- When each sensor was last heard from (a counted report or a status message), the
+-- reporting interval it works to (the applied configuration's, else its report
+-- profile's: the longest of the profile and its schedule windows, else 15 minutes), and
+-- whether it is offline: silent for 3 x that interval (issue 18).  The health endpoint
+-- and the freshness of live occupancy both read this, so they agree.
+CREATE VIEW sensor_liveness AS
+SELECT x.*, (x.last_seen IS NULL
+             OR x.last_seen < now() - make_interval(mins => 3 * x.interval_min)) AS offline
+FROM (
+    SELECT s.id AS sensor_id, s.hive_id,
+           nullif(greatest(coalesce(st.updated_at, '-infinity'),
+                           coalesce(ss.received_at, '-infinity')), '-infinity') AS last_seen,
+           coalesce(c.reporting_interval_min,
+                    greatest(p.reporting_interval_min,
+                             (SELECT max(w.reporting_interval_min)
+                              FROM sensor_report_schedule w
+                              WHERE w.report_config_id = p.id)),
+                    15) AS interval_min
+    FROM sensor s
+    LEFT JOIN sensor_ingest_state st ON st.sensor_id = s.id
+    LEFT JOIN sensor_status ss ON ss.sensor_id = s.id
+    LEFT JOIN sensor_config c ON c.sensor_id = s.id AND c.state = 'applied'
+    LEFT JOIN sensor_report_config p ON p.id = s.report_config_id) AS x;
+COMMENT ON VIEW sensor_liveness IS
+    'Per sensor: last heard from, reporting interval (minutes), offline (silent 3 x that).';
+
 -- App usage per hive and UTC hour, derived from user_analytics events as they are
 -- inserted (statement trigger below), so KPIs read counters, not the event log:
 --   hive_viewed  with data.hive_id      -> detail_views
@@ -47,14 +73,16 @@ RETURNS TABLE (hive_id bigint, kind text) LANGUAGE sql IMMUTABLE AS $$
     WHERE x ~ '^[1-9][0-9]{0,17}$'
 $$;
 
-CREATE FUNCTION usage_add(events user_analytics[]) RETURNS void LANGUAGE sql AS $$
+CREATE FUNCTION usage_add(actions text[], datas jsonb[], ats timestamptz[])
+RETURNS void LANGUAGE sql AS $$
     INSERT INTO hive_usage_hourly AS o (hive_id, hour, detail_views, search_impressions,
                                         deal_opens)
-    SELECT u.hive_id, date_trunc('hour', e.created_at, 'UTC'),
+    SELECT u.hive_id, date_trunc('hour', e.at, 'UTC'),
            count(*) FILTER (WHERE u.kind = 'hive_viewed'),
            count(*) FILTER (WHERE u.kind = 'search_made'),
            count(*) FILTER (WHERE u.kind = 'deal_opened')
-    FROM unnest(events) AS e, LATERAL usage_hives(e.action, e.data) AS u
+    FROM unnest(actions, datas, ats) AS e (action, data, at),
+         LATERAL usage_hives(e.action, e.data) AS u
     WHERE EXISTS (SELECT 1 FROM hive h WHERE h.id = u.hive_id)
     GROUP BY 1, 2
     ORDER BY 1, 2
@@ -66,8 +94,8 @@ $$;
 
 CREATE FUNCTION user_analytics_usage() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM usage_add(ARRAY(SELECT n FROM new_events n
-                            WHERE n.action IN ('hive_viewed', 'deal_opened', 'search_made')));
+    PERFORM usage_add(array_agg(action), array_agg(data), array_agg(created_at))
+    FROM new_events WHERE action IN ('hive_viewed', 'deal_opened', 'search_made');
     RETURN NULL;
 END $$;
 
@@ -76,8 +104,8 @@ CREATE TRIGGER user_analytics_usage AFTER INSERT ON user_analytics
     FOR EACH STATEMENT EXECUTE FUNCTION user_analytics_usage();
 
 -- the events stored before this migration
-SELECT usage_add(ARRAY(SELECT a FROM user_analytics a
-                       WHERE a.action IN ('hive_viewed', 'deal_opened', 'search_made')));
+SELECT usage_add(array_agg(action), array_agg(data), array_agg(created_at))
+FROM user_analytics WHERE action IN ('hive_viewed', 'deal_opened', 'search_made');
 
 -- Feedback sentiment: VADER's compound score (-1 .. 1), computed by the writer (modules
 -- .users) when the message is stored; rows from before are filled by
