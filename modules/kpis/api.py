@@ -40,6 +40,10 @@ TAGS = ("business",)
 ERRORS = (400, 401, 403, 404, 422, 429)
 
 
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # windows reach back as far again
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+
+
 class Instant(Kind):
     """An ISO 8601 date-time with a UTC offset (`Z` or `+01:00`)."""
 
@@ -50,7 +54,10 @@ class Instant(Kind):
             raise ValueError(f"expected an ISO 8601 date-time, got {text[:40]!r}") from None
         if value.tzinfo is None:
             raise ValueError("needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
-        return value.astimezone(dt.UTC)
+        value = value.astimezone(dt.UTC)
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
+        return value
 
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "format": "date-time",
