@@ -312,8 +312,9 @@ async def kpis(call: Call) -> Kpis:
 # -- feedback -----------------------------------------------------------------------------
 
 def _message(r: Any) -> FeedbackMessage:
+    score = None if r["sentiment"] is None else round(r["sentiment"], 4)  # real: float32
     return FeedbackMessage(r["id"], r["hive_id"], r["user_id"], r["rating"], r["content"],
-                           r["sentiment"], r["sentiment_label"], r["created_at"])
+                           score, r["sentiment_label"], r["created_at"])
 
 
 def _totals(r: Any) -> FeedbackTotals:
