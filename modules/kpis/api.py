@@ -286,17 +286,14 @@ async def _tallies(conn: Any, ids: list[int], bounds: tuple) -> dict[tuple[int, 
     return tallies
 
 
-@endpoint(KPIS)
-async def kpis(call: Call) -> Kpis:
-    p, settings, account_id = call.params, _settings(call), call.params["id"]
-    start, end = _window(p, settings, settings["default_window"])
-    c_start, c_end = _period(p, ("compare_from", "compare_to"), settings,
-                             (start - (end - start), start))
-    async with _tx(call) as conn:
-        await allow(call, conn, account_id, "viewer")
-        hives = await _hives_of(conn, account_id, p["hives"], "hives")
-        ids = list(hives)
-        tallies = await _tallies(conn, ids, (start, end, c_start, c_end)) if ids else {}
+async def report(conn: Any, account_id: int, wanted: list[int] | None,
+                 bounds: tuple[dt.datetime, dt.datetime, dt.datetime, dt.datetime]) -> Kpis:
+    """The KPIs of the account's hives (or the `wanted` ones) for [from, to) against
+    [compare_from, compare_to); the caller has checked access (bench/kpis_bench.py's
+    peer serves the same function)."""
+    hives = await _hives_of(conn, account_id, wanted, "hives")
+    ids = list(hives)
+    tallies = await _tallies(conn, ids, bounds) if ids else {}
     items = []
     for i in ids:
         now, before = _hive_figures(tallies[(i, True)]), _hive_figures(tallies[(i, False)])
@@ -304,9 +301,24 @@ async def kpis(call: Call) -> Kpis:
                                  name=hives[i]))
     now = _total_figures([tallies[(i, True)] for i in ids])
     before = _total_figures([tallies[(i, False)] for i in ids])
-    return Kpis(account_id=account_id, from_=start, to=end, compare_from=c_start,
-                compare_to=c_end, total=Figures(**now, change=_change(now, before)),
-                hives=items)
+    return Kpis(account_id=account_id, from_=bounds[0], to=bounds[1],
+                compare_from=bounds[2], compare_to=bounds[3],
+                total=Figures(**now, change=_change(now, before)), hives=items)
+
+
+def kpi_bounds(p: dict[str, Any], settings: dict[str, Any]) -> tuple[dt.datetime, ...]:
+    """(from, to, compare_from, compare_to) from the parameters, defaults filled."""
+    start, end = _window(p, settings, settings["default_window"])
+    return (start, end, *_period(p, ("compare_from", "compare_to"), settings,
+                                 (start - (end - start), start)))
+
+
+@endpoint(KPIS)
+async def kpis(call: Call) -> Kpis:
+    bounds = kpi_bounds(call.params, _settings(call))
+    async with _tx(call) as conn:
+        await allow(call, conn, call.params["id"], "viewer")
+        return await report(conn, call.params["id"], call.params["hives"], bounds)
 
 
 # -- feedback -----------------------------------------------------------------------------
