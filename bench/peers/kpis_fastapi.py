@@ -12,28 +12,24 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path as FsPath
 
-import asyncpg
 import msgspec
 from fastapi import FastAPI, Header, Request, Response
 
+sys.path.insert(0, str(FsPath(__file__).resolve().parent))
 sys.path.insert(0, str(FsPath(__file__).resolve().parents[2]))
 
-from modules.auth.users import user_id_of  # noqa: E402
-from modules.auth.verify import Identity, InvalidToken, Verifier  # noqa: E402
+# the same verifier, cache and enrolment as the /v1/me peer (its module state is ours)
+from users_fastapi import SETTINGS, Verifier, _Db, identity, state  # noqa: E402
+
+from modules.auth.verify import InvalidToken  # noqa: E402
 from modules.business.queries import ACCESS  # noqa: E402
 from modules.kpis.api import KPIS, kpi_bounds, report  # noqa: E402
 
-SETTINGS = {"project_id": os.environ["PEER_PROJECT"], "verify_timeout": 5.0,
-            "credentials": "", "emulator": "", "check_revoked": False,
-            "certs_url": os.environ["PEER_CERTS_URL"], "cache_size": 10000,
-            "clock_skew": 0.0, "revocation_check_interval": 300.0}
 KPI_SETTINGS = {"default_window": 7 * 86400.0, "max_window": 400 * 86400.0}
 
 app = FastAPI()
-state: dict = {}
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -41,16 +37,10 @@ def problem(status: int) -> Response:
     return Response(b'{"status":%d}' % status, status, media_type="application/problem+json")
 
 
-class _Db:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    def connection(self):  # noqa: ANN201
-        return self.pool.acquire()
-
-
 @app.on_event("startup")
 async def startup() -> None:
+    import asyncpg
+
     state["db"] = _Db(await asyncpg.create_pool(os.environ["PEER_DSN"], min_size=1,
                                                 max_size=4))
     state["verifier"] = Verifier(SETTINGS, f"peer-{os.getpid()}")
@@ -59,18 +49,6 @@ async def startup() -> None:
 @app.get("/ok")
 async def ok() -> Response:
     return Response(b'{"ok":true}', media_type="application/json")
-
-
-async def identity(token: str) -> Identity:
-    verifier: Verifier = state["verifier"]
-    key, now = verifier.key(token), time.time()
-    found = verifier.cached(key, now)
-    if found is None:
-        claims = await verifier.claims(token)
-        user_id = await user_id_of(state["db"], claims["uid"])
-        found = Identity(claims["uid"], user_id, verifier.valid_until(claims, now))
-        verifier.remember(key, found)
-    return found
 
 
 @app.get("/v1/accounts/{account_id}/kpis")
