@@ -141,17 +141,17 @@ def explain(dsn: str, ids: list[int], bounds: tuple) -> None:
 
     zones = [r["timezone"] for r in sql(dsn, "SELECT timezone FROM hive "
                                              "WHERE id = ANY($1::bigint[])", ids)]
-    thresholds = LocalHours(zones, bounds[2], bounds[1]).thresholds
+    thresholds = LocalHours(zones, bounds[0], bounds[1]).thresholds
 
     async def run() -> list:
         import asyncpg
         conn = await asyncpg.connect(dsn)
         try:
             return await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + OCCUPANCY,
-                                    ids, *bounds, thresholds)
+                                    ids, bounds[0], bounds[1], thresholds)
         finally:
             await conn.close()
-    say("  EXPLAIN ANALYZE of the rollup query (50 hives, 90 + 90 days):")
+    say("  EXPLAIN ANALYZE of the rollup query of the period (50 hives, 90 days):")
     for row in asyncio.run(run()):
         say("    " + row[0])
 

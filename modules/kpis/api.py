@@ -209,11 +209,13 @@ class Tally:
     by_hour: dict[int, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     usage: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add_rollup(self, r: Any, local_hour: int) -> None:
+    def add_rollup(self, r: Any, local_hour: int | None = None) -> None:
         self.visits += r["entries"]
         self.occupancy_hours += r["occupancy_hours"]
         self.hours += r["hours"]
         self.peak = r["peak"] if self.peak is None else max(self.peak, r["peak"])
+        if local_hour is None:
+            return
         cell = self.by_hour[local_hour]
         cell[0] += r["occupancy_hours"]
         cell[1] += r["hours"]
@@ -278,11 +280,12 @@ async def _tallies(conn: Any, hives: dict[int, Any],
                    bounds: tuple) -> dict[tuple[int, bool], Tally]:
     ids = list(hives)
     tallies: dict[tuple[int, bool], Tally] = {(i, c): Tally() for i in ids for c in (True, False)}
-    hours = LocalHours((h["timezone"] for h in hives.values()), min(bounds[0], bounds[2]),
-                       max(bounds[1], bounds[3]))
-    for r in await conn.fetch(queries.OCCUPANCY, ids, *bounds, hours.thresholds):
+    hours = LocalHours((h["timezone"] for h in hives.values()), bounds[0], bounds[1])
+    for r in await conn.fetch(queries.OCCUPANCY, ids, bounds[0], bounds[1], hours.thresholds):
         local = hours.local_hour(hives[r["hive_id"]]["timezone"], r["utc_hour"], r["segment"])
-        tallies[(r["hive_id"], r["current"])].add_rollup(r, local)
+        tallies[(r["hive_id"], True)].add_rollup(r, local)
+    for r in await conn.fetch(queries.OCCUPANCY_TOTALS, ids, bounds[2], bounds[3]):
+        tallies[(r["hive_id"], False)].add_rollup(r)
     for r in await conn.fetch(queries.USAGE, ids, *bounds):
         usage = tallies[(r["hive_id"], r["current"])].usage
         for key in ("detail_views", "search_impressions", "deal_opens"):

@@ -46,10 +46,15 @@ class LocalHours:
         self.zones = {name: ZoneInfo(name) for name in set(zones)}
         found = {t for z in self.zones.values() for t in _changes(z, self.start, end)}
         self.thresholds = [*sorted(found), NEVER]
+        self._known: dict[tuple[str, int, int], int] = {}
 
     def local_hour(self, zone: str, utc_hour: int, segment: int) -> int:
         """`segment` as width_bucket numbers it: 0 before the first threshold, i from
         threshold i-1 on; every zone's offset is constant within a segment."""
-        at = self.start if segment == 0 else self.thresholds[segment - 1]
-        minutes = utc_hour * 60 + _offset(self.zones[zone], at) // dt.timedelta(minutes=1)
-        return minutes // 60 % 24
+        key = (zone, utc_hour, segment)
+        known = self._known.get(key)
+        if known is None:
+            at = self.start if segment == 0 else self.thresholds[segment - 1]
+            minutes = utc_hour * 60 + _offset(self.zones[zone], at) // dt.timedelta(minutes=1)
+            known = self._known[key] = minutes // 60 % 24
+        return known
