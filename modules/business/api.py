@@ -472,14 +472,15 @@ async def _sensor_access(call: Call, conn: Any, need: str) -> int | None:
 
 
 @endpoint(SENSOR_CONFIG_GET)
-async def sensor_config_get(call: Call) -> Any:
+async def sensor_config_get(call: Call) -> SensorConfigState:
     async with _tx(call) as conn:
         await _sensor_access(call, conn, "viewer")
-        return await read_config(conn, call.params["sensor"])
+        state = await read_config(conn, call.params["sensor"])
+    return msgspec.convert(state, SensorConfigState, strict=False)
 
 
 @endpoint(SENSOR_CONFIG_PUT)
-async def sensor_config_put(call: Call) -> Any:
+async def sensor_config_put(call: Call) -> SensorConfigPushed:
     sensor, values = call.params["sensor"], msgspec.structs.asdict(call.body)
     async with _tx(call) as conn:
         account_id = await _sensor_access(call, conn, "manager")
@@ -492,8 +493,7 @@ async def sensor_config_put(call: Call) -> Any:
     if failure is not None:
         raise Problem(503, f"configuration {row['id']} is stored as pending but was not "
                       f"published: {failure}", headers=[("Retry-After", "5")])
-    pending = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-    return {"sensor": sensor, "pending": pending, "topic": topic, "published": True}
+    return SensorConfigPushed(sensor, msgspec.convert(dict(row), SensorConfig), topic, True)
 
 
 # -- images ----------------------------------------------------------------------------
