@@ -4,14 +4,13 @@ the same answer, without feeding llhttp again.  Anything else is parsed."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bizzyd.http.testing import InProcessWorker
+from bizzyd.http.testing import InProcessWorker, module_worker
 
 ECHO = '''
 import json
@@ -45,20 +44,11 @@ class Spy:
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessWorker]:
-    prefix = tmp_path_factory.mktemp("replay")
-    (prefix / "replayecho.py").write_text(ECHO)
-    sys.path.insert(0, str(prefix))
-    config = {"worker_processes": 1, "error_log": "logs/error.log", "modules": ["replayecho"],
-              "http": {"servers": [{
-                  "listen": ["127.0.0.1:8080"], "server_name": ["_"],
-                  "locations": [{"location": "= /fixed", "return": [200, "fixed"]},
-                                {"location": "/", "content": "echo"}]}]}}
-    w = InProcessWorker(config, prefix)
-    try:
+    locations = [{"location": "= /fixed", "return": [200, "fixed"]},
+                 {"location": "/", "content": "echo"}]
+    with module_worker(tmp_path_factory.mktemp("replay"), "replayecho", ECHO,
+                       locations) as w:
         yield w
-    finally:
-        w.close()
-        sys.path.remove(str(prefix))
 
 
 def exchange(worker: InProcessWorker, reads: list[bytes]) -> tuple[list[bytes], int]:
