@@ -173,6 +173,9 @@ async def _allow(call: Call, conn: Any, account_id: int | None, need: str) -> st
     return role
 
 
+allow = _allow  # for other modules that authorize by membership (modules.kpis)
+
+
 async def _audit(call: Call, conn: Any, account_id: int, action: str, entity_id: int | None,
                  before: Any, after: Any) -> None:
     user = call.request.ctx.get("user")  # None: a trusted operators' tool
