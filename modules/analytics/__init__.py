@@ -4,6 +4,7 @@ current (migration 0009; modules/mqtt_ingest/rollup.py), never from sensor_repor
 
     modules: [modules.database, modules.api, modules.auth, modules.analytics, ...]
     analytics:
+      free_history: 24h        # further back: feature occupancy_history
       retention_5m: 35d        # the 5-minute level
       retention_hourly: 0      # 0: forever
       retention_daily: 0
@@ -52,6 +53,9 @@ DIRECTIVES = (
                   doc="How long hourly rollup rows are kept; 0 keeps them forever."),
         Directive("retention_daily", Duration(), 0,
                   doc="How long daily rollup rows are kept; 0 keeps them forever."),
+        Directive("free_history", Duration(), "24h",
+                  doc="How far back history and the count at an instant go for anyone; "
+                      "further back needs the feature occupancy_history (modules.auth)."),
         Directive("cleanup_interval", Duration(), "1h",
                   doc="How often rows past their retention are deleted (one worker per "
                       "round, by an advisory lock)."),
@@ -60,7 +64,7 @@ DIRECTIVES = (
 
 
 def check(config: Any) -> None:
-    for key, needed in (("database", "database"), ("api", "api"), ("firebase", "auth")):
+    for key, needed in (("database", "database"), ("api", "api")):
         if config.get(key) is None:
             raise ConfigError(f"modules.analytics needs modules.{needed} (list it in "
                               "`modules:` before modules.analytics)", ("modules",),
@@ -120,7 +124,6 @@ async def exit_worker(ctx: ProcessContext) -> None:
 
 
 module = Module(name=NAME, directives=DIRECTIVES, check=check, init_worker=init_worker,
-                exit_worker=exit_worker, content_handlers=HANDLERS, doc=__doc__ or "",
-                requires=("modules.auth",))
+                exit_worker=exit_worker, content_handlers=HANDLERS, doc=__doc__ or "")
 
 __all__ = ["module", "sweep"]

@@ -33,7 +33,7 @@ from .schemas import (
 
 NAME = "analytics"
 FEATURE = "occupancy_history"
-FREE_HISTORY = timedelta(hours=24)
+DEFAULT_WINDOW = timedelta(hours=24)
 FUTURE_SKEW = timedelta(seconds=60)  # a correction "now" from a client clock a bit ahead
 LIVE_SKEW = timedelta(seconds=5)  # a correction this close to now applies to the live row
 MAX_CORRECTION_AGE = timedelta(days=400)
@@ -128,18 +128,22 @@ async def _hive(conn: Any, hive_id: int) -> Any:
 
 
 async def _need_history(call: Call, since: datetime, now: datetime) -> None:
-    """More than 24 h back: the caller's plan must include occupancy_history."""
-    if since >= now - FREE_HISTORY:
+    """More than analytics.free_history back: the caller's plan must include
+    occupancy_history (nobody's, without modules.auth)."""
+    if since >= now - timedelta(seconds=call.process.config[NAME]["free_history"]):
         return
     user = call.request.ctx.get("user")
     if user is None:
-        raise Problem(401, f"more than 24 h back needs sign-in and the feature {FEATURE!r}",
+        raise Problem(401, f"this far back needs sign-in and the feature {FEATURE!r}",
                       headers=[("WWW-Authenticate", "Bearer")])
     ctx = call.process
+    if ctx.state.get("firebase") is None:  # no modules.auth: no plans
+        raise Problem(403, f"this far back needs the feature {FEATURE!r}",
+                      param=FEATURE)
     plan = await auth_state(ctx).features.get(database(ctx), user.user_id,
                                               user_version(ctx, user.user_id))
     if FEATURE not in plan.features:
-        raise Problem(403, f"more than 24 h back needs the feature {FEATURE!r}",
+        raise Problem(403, f"this far back needs the feature {FEATURE!r}",
                       param=FEATURE)
 
 
@@ -176,7 +180,7 @@ def _window(call: Call, now: datetime) -> tuple[datetime, datetime, str]:
     if bucket not in series.BUCKETS:
         raise Problem(422, f"unknown bucket {bucket!r} (5m, 15m, 1h or 1d)", param="bucket")
     to = _time(call.params["to"], "to", now)
-    start = _time(call.params["from"], "from", to - FREE_HISTORY)
+    start = _time(call.params["from"], "from", to - DEFAULT_WINDOW)
     if start >= to:
         raise Problem(422, "from must be before to", param="from")
     limit = series.MAX_WINDOW[bucket]
