@@ -6,13 +6,24 @@ schedule (business: viewer reads, manager writes, operators everything; non-memb
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from modules.api import Call, IntParam, Param, Problem, Route, StrParam, endpoint, methods
+from modules.api import (
+    Call,
+    IntParam,
+    Param,
+    Problem,
+    Reply,
+    Route,
+    StrParam,
+    endpoint,
+    methods,
+)
 from modules.auth import auth_state, identity, user_version
 from modules.database import database
 from modules.mqtt_ingest.day import day_start, zone
@@ -165,10 +176,6 @@ def _spans(rows: list[Any]) -> list[series.Span]:
     return [series.Span(r["s"], r["e"], r["capacity"]) for r in rows]
 
 
-def _rows(records: list[Any]) -> list[series.Row]:
-    return [series.Row(*r) for r in records]
-
-
 # -- history ---------------------------------------------------------------------------
 
 LEVELS = {"5m": queries.FIVE_MINUTES, "15m": queries.FIVE_MINUTES, "1h": queries.HOURLY,
@@ -190,7 +197,7 @@ def _window(call: Call, now: datetime) -> tuple[datetime, datetime, str]:
 
 
 @endpoint(HISTORY)
-async def history(call: Call) -> History:
+async def history(call: Call) -> Reply:
     now = datetime.now(UTC)
     start, to, bucket = _window(call, now)
     await _need_history(call, start, now)
@@ -204,8 +211,17 @@ async def history(call: Call) -> History:
         corrections = await conn.fetch(queries.CORRECTIONS_IN, hive["id"], lo, hi)
     spans = series.correction_spans([tuple(r) for r in corrections])
     ctx = series.Context(tz, now.timestamp(), hive["capacity"], _spans(capacities), spans)
-    return History(hive["id"], hive["timezone"], bucket, lo, hi, bool(spans),
-                   series.buckets(bounds, _rows(rows), ctx))
+    return Reply(history_json(hive["id"], hive["timezone"], bucket, bounds, bool(spans),
+                              series.render(bounds, rows, ctx)))
+
+
+def history_json(hive_id: int, timezone: str, bucket: str, bounds: list[int],
+                 corrected: bool, buckets: str) -> bytes:
+    """The History object around the rendered buckets (schemas.History)."""
+    return (f'{{"hive_id":{hive_id},"timezone":{json.dumps(timezone)},"bucket":"{bucket}",'
+            f'"from":"{series.iso(bounds[0])}Z","to":"{series.iso(bounds[-1])}Z",'
+            f'"has_corrections":{"true" if corrected else "false"},"buckets":{buckets}}}'
+            ).encode()
 
 
 # -- the count at an instant -----------------------------------------------------------
