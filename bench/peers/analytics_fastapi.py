@@ -16,17 +16,19 @@ from datetime import UTC, datetime
 from pathlib import Path as FsPath
 
 import asyncpg
+import msgspec
 from fastapi import FastAPI, Query, Response
 
 sys.path.insert(0, str(FsPath(__file__).resolve().parents[2]))
 
 from modules.analytics import queries, series  # noqa: E402
-from modules.analytics.api import history_json  # noqa: E402
+from modules.analytics.schemas import History  # noqa: E402
 from modules.mqtt_ingest.day import zone  # noqa: E402
 
 LEVELS = {"5m": queries.FIVE_MINUTES, "15m": queries.FIVE_MINUTES, "1h": queries.HOURLY,
           "1d": queries.DAILY}
 app = FastAPI()
+encoder = msgspec.json.Encoder()
 state: dict = {}
 
 
@@ -59,6 +61,6 @@ async def history(hive_id: int, bucket: str = "1h",
     ctx = series.Context(tz, now.timestamp(), hive["capacity"],
                          [series.Span(r["s"], r["e"], r["capacity"]) for r in capacities],
                          spans)
-    body = history_json(hive_id, hive["timezone"], bucket, bounds, bool(spans),
-                        series.render(bounds, rows, ctx))
-    return Response(body, media_type="application/json")
+    body = History(hive_id, hive["timezone"], bucket, series.iso(bounds[0]) + "Z",
+                   series.iso(bounds[-1]) + "Z", bool(spans), series.render(bounds, rows, ctx))
+    return Response(encoder.encode(body), media_type="application/json")

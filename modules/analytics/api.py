@@ -6,7 +6,6 @@ schedule (business: viewer reads, manager writes, operators everything; non-memb
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
@@ -18,7 +17,6 @@ from modules.api import (
     IntParam,
     Param,
     Problem,
-    Reply,
     Route,
     StrParam,
     endpoint,
@@ -197,7 +195,7 @@ def _window(call: Call, now: datetime) -> tuple[datetime, datetime, str]:
 
 
 @endpoint(HISTORY)
-async def history(call: Call) -> Reply:
+async def history(call: Call) -> History:
     now = datetime.now(UTC)
     start, to, bucket = _window(call, now)
     await _need_history(call, start, now)
@@ -211,17 +209,8 @@ async def history(call: Call) -> Reply:
         corrections = await conn.fetch(queries.CORRECTIONS_IN, hive["id"], lo, hi)
     spans = series.correction_spans([tuple(r) for r in corrections])
     ctx = series.Context(tz, now.timestamp(), hive["capacity"], _spans(capacities), spans)
-    return Reply(history_json(hive["id"], hive["timezone"], bucket, bounds, bool(spans),
-                              series.render(bounds, rows, ctx)))
-
-
-def history_json(hive_id: int, timezone: str, bucket: str, bounds: list[int],
-                 corrected: bool, buckets: str) -> bytes:
-    """The History object around the rendered buckets (schemas.History)."""
-    return (f'{{"hive_id":{hive_id},"timezone":{json.dumps(timezone)},"bucket":"{bucket}",'
-            f'"from":"{series.iso(bounds[0])}Z","to":"{series.iso(bounds[-1])}Z",'
-            f'"has_corrections":{"true" if corrected else "false"},"buckets":{buckets}}}'
-            ).encode()
+    return History(hive["id"], hive["timezone"], bucket, series.iso(bounds[0]) + "Z",
+                   series.iso(bounds[-1]) + "Z", bool(spans), series.render(bounds, rows, ctx))
 
 
 # -- the count at an instant -----------------------------------------------------------

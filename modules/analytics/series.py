@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .schemas import Corrected
+from .schemas import Bucket, Corrected
 
 STEPS = {"5m": 300, "15m": 900, "1h": 3600}
 BUCKETS = ("5m", "15m", "1h", "1d")
@@ -111,19 +111,6 @@ class Context:
     corrections: Sequence[Span]
 
 
-# a bucket as JSON: start, end, local_start, then its values (see `render`)
-_EMPTY = (',{"start":"%sZ","end":"%sZ","local_start":"%s%s","empty":true,"avg":null,'
-          '"min":null,"max":null,"entries":0,"exits":0,"capacity":%d,"utilization":null,'
-          '"corrected":null}')
-_FULL = (',{"start":"%sZ","end":"%sZ","local_start":"%s%s","empty":false,"avg":%s,'
-         '"min":%s,"max":%s,"entries":%d,"exits":%d,"capacity":%d,"utilization":%s,'
-         '"corrected":%s}')
-
-
-def _js(value: float | int | None) -> str:
-    return "null" if value is None else repr(value)
-
-
 @lru_cache(maxsize=8192)
 def _day(days: int) -> str:
     return (date(1970, 1, 1) + timedelta(days=days)).isoformat() + "T"
@@ -172,17 +159,17 @@ def local_iso(ts: int, zone: ZoneInfo) -> tuple[str, str]:
     return iso(ts + offset), _offset_text(offset)
 
 
-def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> str:
-    """The JSON array of the buckets [bounds[i], bounds[i+1]) from the rows (records in
-    `Row`'s column order) sorted by start."""
+def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[Bucket]:
+    """The buckets [bounds[i], bounds[i+1]) from the rows (records in the column order
+    above) sorted by start."""
     cap_starts = [s.start for s in ctx.capacities]
     cor_starts = [s.start for s in ctx.corrections]
-    out: list[str] = []
+    out: list[Bucket] = []
     j, n = 0, len(rows)
     tz, now, default = ctx.tz, ctx.now, ctx.default_capacity
-    start = iso(bounds[0])
+    start = iso(bounds[0]) + "Z"
     for lo, hi in zip(bounds, bounds[1:], strict=False):
-        end = iso(hi)
+        end = iso(hi) + "Z"
         local, offset = local_iso(lo, tz)
         while j < n and rows[j][0] < lo:
             j += 1
@@ -192,21 +179,19 @@ def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> str:
         capacity = (capacity_of(default, ctx.capacities, cap_starts, lo, hi)
                     if ctx.capacities else default)
         if k == j:
-            out.append(_EMPTY % (start, end, local, offset, capacity))
+            out.append(Bucket(start, end, local + offset, True, None, None, None, 0, 0,
+                              capacity, None))
         else:
             entries, exits, low, high, avg = _values(rows, j, k, now)
-            corrected = "null"
+            corrected = None
             if ctx.corrections:
                 parts = _overlaps(ctx.corrections, cor_starts, lo, hi)
                 if parts:
-                    c = _corrected(avg, low, high, capacity, parts, hi - lo)
-                    corrected = (f'{{"avg":{_js(c.avg)},"min":{_js(c.min)},'
-                                 f'"max":{_js(c.max)},"utilization":{_js(c.utilization)}}}')
-            out.append(_FULL % (start, end, local, offset, _js(avg), _js(low), _js(high),
-                                entries, exits, capacity, _js(_utilization(avg, capacity)),
-                                corrected))
+                    corrected = _corrected(avg, low, high, capacity, parts, hi - lo)
+            out.append(Bucket(start, end, local + offset, False, avg, low, high, entries,
+                              exits, capacity, _utilization(avg, capacity), corrected))
         j, start = k, end
-    return "[" + "".join(out)[1:] + "]"
+    return out
 
 
 def _values(rows: Sequence[Any], j: int, k: int, now: float
