@@ -36,11 +36,12 @@ from datetime import timedelta
 from typing import Any
 
 from bizzyd.config.schema import Block, ConfigError, Directive
-from bizzyd.config.types import Duration
+from bizzyd.config.types import Duration, Int
 from bizzyd.module import Module, ProcessContext
 
 from . import queries
 from .api import HANDLERS, NAME
+from .cache import Bodies
 
 SWEEP_LOCK = 0x6269_7A7A_7931_3861  # pg advisory lock key of the retention sweep
 
@@ -56,6 +57,13 @@ DIRECTIVES = (
         Directive("free_history", Duration(), "24h",
                   doc="How far back history and the count at an instant go for anyone; "
                       "further back needs the feature occupancy_history (modules.auth)."),
+        Directive("cache_size", Int(min=0, max=100_000), 64,
+                  doc="History answers each worker keeps for windows that ended over an "
+                      "hour ago (0: none); a correction, schedule or hive change makes "
+                      "new keys at once."),
+        Directive("cache_ttl", Duration(), "60s",
+                  doc="How long such an answer is served: late reports into an old "
+                      "window show after this at most."),
         Directive("cleanup_interval", Duration(), "1h",
                   doc="How often rows past their retention are deleted (one worker per "
                       "round, by an advisory lock)."),
@@ -109,6 +117,8 @@ async def _sweeper(ctx: ProcessContext) -> None:
 
 
 def init_worker(ctx: ProcessContext) -> None:
+    settings = ctx.config[NAME]
+    ctx.state[f"{NAME}.bodies"] = Bodies(settings["cache_size"], settings["cache_ttl"])
     ctx.state[f"{NAME}.sweeper"] = asyncio.get_running_loop().create_task(_sweeper(ctx))
 
 

@@ -12,11 +12,14 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from modules.api import (
     Call,
     IntParam,
     Param,
     Problem,
+    Reply,
     Route,
     StrParam,
     endpoint,
@@ -28,6 +31,7 @@ from modules.mqtt_ingest.day import day_start, zone
 from modules.mqtt_ingest.settings import reset_clock as ingest_clock
 
 from . import queries, series
+from .cache import Bodies
 from .live import publish
 from .schemas import (
     At,
@@ -43,6 +47,8 @@ from .schemas import (
 NAME = "analytics"
 FEATURE = "occupancy_history"
 DEFAULT_WINDOW = timedelta(hours=24)
+SETTLED = timedelta(hours=1)  # windows ending this long ago are cached (analytics.cache_*)
+ENCODER = msgspec.json.Encoder()
 FUTURE_SKEW = timedelta(seconds=60)  # a correction "now" from a client clock a bit ahead
 LIVE_SKEW = timedelta(seconds=5)  # a correction this close to now applies to the live row
 MAX_CORRECTION_AGE = timedelta(days=400)
@@ -195,22 +201,39 @@ def _window(call: Call, now: datetime) -> tuple[datetime, datetime, str]:
 
 
 @endpoint(HISTORY)
-async def history(call: Call) -> History:
+async def history(call: Call) -> Reply:
     now = datetime.now(UTC)
     start, to, bucket = _window(call, now)
     await _need_history(call, start, now)
     async with database(call.process).connection() as conn:
-        hive = await _hive(conn, call.params["id"])
+        hive = await conn.fetchrow(queries.HIVE_VERSION, call.params["id"])
+        if hive is None:
+            raise Problem(404, "no such hive")
         tz = zone(hive["timezone"])
         bounds = series.edges(start, to, bucket, tz)
-        lo, hi = (datetime.fromtimestamp(b, UTC) for b in (bounds[0], bounds[-1]))
-        rows = await conn.fetch(LEVELS[bucket], hive["id"], lo, hi)
-        capacities = await conn.fetch(queries.SCHEDULE_IN, hive["id"], lo, hi)
-        corrections = await conn.fetch(queries.CORRECTIONS_IN, hive["id"], lo, hi)
+        key = None
+        if bounds[-1] <= (now - SETTLED).timestamp():
+            key = (hive["id"], bucket, bounds[0], bounds[-1], hive["version"])
+        bodies: Bodies = call.process.state[f"{NAME}.bodies"]
+        body = bodies.get(key)
+        if body is None:
+            body = await _history_body(conn, hive, bucket, bounds, now)
+            bodies.put(key, body)
+    return Reply(body)
+
+
+async def _history_body(conn: Any, hive: Any, bucket: str, bounds: list[int],
+                        now: datetime) -> bytes:
+    lo, hi = (datetime.fromtimestamp(b, UTC) for b in (bounds[0], bounds[-1]))
+    rows = await conn.fetch(LEVELS[bucket], hive["id"], lo, hi)
+    capacities = await conn.fetch(queries.SCHEDULE_IN, hive["id"], lo, hi)
+    corrections = await conn.fetch(queries.CORRECTIONS_IN, hive["id"], lo, hi)
     spans = series.correction_spans([tuple(r) for r in corrections])
-    ctx = series.Context(tz, now.timestamp(), hive["capacity"], _spans(capacities), spans)
-    return History(hive["id"], hive["timezone"], bucket, series.iso(bounds[0]) + "Z",
-                   series.iso(bounds[-1]) + "Z", bool(spans), series.render(bounds, rows, ctx))
+    ctx = series.Context(zone(hive["timezone"]), now.timestamp(), hive["capacity"],
+                         _spans(capacities), spans)
+    return ENCODER.encode(History(
+        hive["id"], hive["timezone"], bucket, series.iso(bounds[0]) + "Z",
+        series.iso(bounds[-1]) + "Z", bool(spans), series.render(bounds, rows, ctx)))
 
 
 # -- the count at an instant -----------------------------------------------------------
