@@ -9,15 +9,17 @@ from typing import Annotated
 from msgspec import Meta, Struct
 
 Count = Annotated[float, Meta(ge=0, description="people (an hourly average)")]
+People = Annotated[float, Meta(ge=0)]
+Hour = Annotated[int, Meta(ge=0, le=23)]
 
 
 class HourStat(Struct):
     hour: Annotated[int, Meta(ge=0, le=23, description="local hour (the hive's clock)")]
-    avg: Annotated[float | None, Meta(ge=0, description="mean of the hourly averages")]
-    p10: Annotated[float | None, Meta(ge=0)]
-    p50: Annotated[float | None, Meta(ge=0)]
-    p90: Annotated[float | None, Meta(ge=0)]
-    relative: Annotated[int | None, Meta(ge=0, le=100, description=(
+    avg: Annotated[People | None, Meta(description="mean of the hourly averages")]
+    p10: People | None
+    p50: People | None
+    p90: People | None
+    relative: Annotated[Annotated[int, Meta(ge=0, le=100)] | None, Meta(description=(
         "avg against the busiest hour of the hive's week, 0..100"))]
     samples: Annotated[int, Meta(ge=0, description="hours that went into it")]
 
@@ -25,7 +27,7 @@ class HourStat(Struct):
 class Day(Struct):
     weekday: Annotated[int, Meta(ge=1, le=7, description="ISO weekday, 1 = Monday")]
     hours: list[HourStat]
-    peak_hour: Annotated[int | None, Meta(ge=0, le=23, description=(
+    peak_hour: Annotated[Hour | None, Meta(description=(
         "the day's busiest local hour; null when nobody is usually there"))]
 
 
@@ -50,10 +52,10 @@ class ForecastHour(Struct):
     start: datetime
     local_start: Annotated[str, Meta(description="start on the hive's clock, with offset")]
     expected: Count
-    low: Annotated[float | None, Meta(ge=0, description=(
+    low: Annotated[People | None, Meta(description=(
         "p10 of past weeks at this hour, adjusted like `expected`; null without the "
         "forecast_band feature"))]
-    high: Annotated[float | None, Meta(ge=0, description="p90, as `low`")]
+    high: Annotated[People | None, Meta(description="p90, as `low`")]
     usual: Annotated[float, Meta(ge=0, description="the profile's mean for this hour")]
 
 
@@ -73,5 +75,5 @@ class Forecast(Struct):
     best_time: Annotated[BestTime | None, Meta(description="the quietest hour of `hours`")]
     band: Annotated[bool, Meta(description="whether low/high are given (feature "
                                            "forecast_band)")]
-    today_ratio: Annotated[float | None, Meta(ge=0, description=(
+    today_ratio: Annotated[People | None, Meta(description=(
         "how the last hours ran against the profile (1: as usual), damped"))]
