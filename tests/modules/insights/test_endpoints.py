@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
-from insights_support import NO_PROFILE, emulator_address, sql
+from insights_support import NO_PROFILE, sql
 
 from bizzyd_proc import wait_for
-from modules.auth.testing import emulator_token
+from modules.auth.testing import emulator_address, emulator_token
 from modules.insights import job
 from modules.insights.live import compare
 
