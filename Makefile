@@ -81,6 +81,7 @@ bench: bench-deps
 	$(MAKE) bench-queue
 	$(MAKE) bench-catalogue
 	$(MAKE) bench-users
+	$(MAKE) bench-insights
 
 # 10,000 idle keep-alive connections on one worker: its RSS, and a fresh client's p99
 # meanwhile (bench/idle_bench.py). Appends a section to RESULTS.md.
@@ -128,3 +129,10 @@ USERS_BENCH_ARGS ?= --markdown bench/RESULTS.md
 bench-users: bench-deps
 	scripts/services start postgres memcached
 	eval "$$(scripts/services env)" && $(PY) bench/users_bench.py $(USERS_BENCH_ARGS)
+# The insights jobs over 2,000 hives x 8 weeks of rollups (target: the profile in under
+# a minute) and the forecast's error against the demo simulator (bench/insights_bench.py).
+INSIGHTS_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-insights
+bench-insights: venv
+	scripts/services start postgres
+	eval "$$(scripts/services env)" && $(PY) bench/insights_bench.py $(INSIGHTS_BENCH_ARGS)
