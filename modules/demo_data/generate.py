@@ -60,8 +60,10 @@ __all__ = ["DEMO_TABLES", "DemoError", "Options", "Summary", "generate", "main",
 # Every table the demo fills, parents first; `--force` empties exactly these.
 HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hive_occupancy_hourly")
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
-# not filled by the demo, but their rows hang off its users and accounts: emptied with them
-LINKED_TABLES = ("user_device", "account_audit")
+# not filled by the demo, but their rows hang off its users, accounts and hives (the
+# insights job's, migration 0010): emptied with them
+LINKED_TABLES = ("user_device", "account_audit", "hive_occupancy_profile",
+                 "hive_occupancy_forecast", "hive_insights", "insights_run")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
