@@ -62,7 +62,8 @@ HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hiv
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
 # not filled by the demo, but their rows hang off its users and accounts: emptied with them
 LINKED_TABLES = ("user_device", "account_audit", "hive_usage_hourly", "sensor_door_daily",
-                 "hive_correction", "hive_capacity_schedule")
+                 "hive_correction", "hive_capacity_schedule", "hive_occupancy_profile",
+                 "hive_occupancy_forecast", "hive_insights", "insights_run")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -50,12 +50,18 @@ def iso(ts: float) -> bytes:
 
 
 def item(hive_id: int, occupancy: int, capacity: int, total_in: int, total_out: int,
-         updated_at: float, source: bytes, fresh: Fresh | None = None) -> bytes:
-    """One hive's JSON object (docs/api.md), with its freshness (freshness.py)."""
+         updated_at: float, source: bytes, fresh: Fresh | None = None,
+         extra: bytes = b"") -> bytes:
+    """One hive's JSON object (docs/api.md), with its freshness (freshness.py);
+    `extra`: fields other modules add (`Api.extra`), each starting with a comma."""
     return (b'{"hive_id":%d,"occupancy":%d,"capacity":%d,"total_in":%d,"total_out":%d,'
-            b'"updated_at":%s,"source":"%s"%s}'
+            b'"updated_at":%s,"source":"%s"%s%s}'
             % (hive_id, occupancy, capacity, total_in, total_out, iso(updated_at), source,
-               fragment(updated_at, fresh, iso)))
+               fragment(updated_at, fresh, iso), extra))
+
+
+# A field provider: (hive id, occupancy, capacity) -> JSON members, each after a comma.
+Fields = Callable[[int, int, int], bytes]
 
 
 def parse_id(text: str | None) -> int:
@@ -87,6 +93,22 @@ class Api:
         self._words = table.words
         self.unknown: dict[int, float] = {}
         self.fanout: Any = None  # stream.Fanout, set by init_worker
+        self.providers: list[Fields] = []  # add_fields(): e.g. modules.insights
+
+    # -- fields of other modules ----------------------------------------------------
+
+    def add_fields(self, provider: Fields) -> None:
+        """Have `provider` add members to every occupancy object of this worker."""
+        self.providers.append(provider)
+        self.fields_changed()
+
+    def fields_changed(self) -> None:
+        """A provider's answers changed: render every object again when next asked."""
+        self.bodies.clear()
+        self.hits.clear()
+
+    def extra(self, hive_id: int, occupancy: int, capacity: int) -> bytes:
+        return b"".join(p(hive_id, occupancy, capacity) for p in self.providers)
 
     # -- the zone -----------------------------------------------------------------
 
@@ -107,7 +129,8 @@ class Api:
         if (cached is not None and cached[0] == row[0] and cached[1] == tokens
                 and cached[4] is fresh):
             return cached
-        body = item(hive_id, row[2], row[3], row[4], row[5], row[6], b"zone", fresh)
+        body = item(hive_id, row[2], row[3], row[4], row[5], row[6], b"zone", fresh,
+                    self.extra(hive_id, row[2], row[3]))
         static = StaticResponse(200, body + b"\n", JSON, server_header(tokens))
         if len(self.bodies) >= BODY_CACHE:
             self.bodies.clear()
@@ -131,7 +154,8 @@ class Api:
             try:
                 found[hive_id] = item(hive_id, v["occupancy"], v["capacity"], v["total_in"],
                                       v["total_out"], v["updated_at"] or 0.0, b"memcached",
-                                      self.fresh(hive_id))
+                                      self.fresh(hive_id),
+                                      self.extra(hive_id, v["occupancy"], v["capacity"]))
             except (KeyError, TypeError, ValueError):
                 continue
         rest = [i for i in wanted if i not in found]
@@ -145,7 +169,8 @@ class Api:
             at = r["updated_at"].timestamp() if r["updated_at"] is not None else 0.0
             found[r["id"]] = item(r["id"], r["occupancy"] or 0, r["capacity"],
                                   r["total_in"] or 0, r["total_out"] or 0, at, b"database",
-                                  self.fresh(r["id"]))
+                                  self.fresh(r["id"]),
+                                  self.extra(r["id"], r["occupancy"] or 0, r["capacity"]))
         if len(self.unknown) >= UNKNOWN_CACHE:
             self.unknown.clear()
         expires = time.monotonic() + self.negative_ttl
