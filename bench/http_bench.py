@@ -80,6 +80,16 @@ done = function(summary, latency, requests)
 end
 """
 
+# --vary: each request carries a header whose value changes request to request, so no
+# read repeats the connection's last one (bizzyd cannot reuse a parse: HttpProtocol._replay)
+WRK_VARY = r"""
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/", {["X-N"] = tostring(n %% 1000)})
+end
+"""
+
 WRK_PIPELINE = r"""
 init = function(args)
   local r = {}
@@ -574,12 +584,13 @@ class Result:
 
 
 class Wrk:
-    def __init__(self, tmp: Path, connections: int, depth: int, pin: str | None) -> None:
+    def __init__(self, tmp: Path, connections: int, depth: int, pin: str | None,
+                 vary: bool = False) -> None:
         self.connections = connections
         self.depth = depth
         self.pin = pin
         self.plain_script = tmp / "done.lua"
-        self.plain_script.write_text(WRK_DONE)
+        self.plain_script.write_text((WRK_VARY % {} if vary else "") + WRK_DONE)
         self.pipeline_script = tmp / f"pipeline{depth}.lua"
         self.pipeline_script.write_text(WRK_PIPELINE % {"depth": depth} + WRK_DONE)
 
@@ -921,6 +932,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(under 10%% of a core busy); 0 skips (default: 3)")
     p.add_argument("--connections", type=int, default=64, metavar="N",
                    help="wrk connections (default: 64)")
+    p.add_argument("--vary", action="store_true",
+                   help="64c runs send requests that differ request to request (an X-N "
+                        "header with a counter): bizzyd parses every one")
     p.add_argument("--pipeline", type=int, default=16, metavar="DEPTH",
                    help="requests per write in the pipelined runs of bizzyd and nginx; "
                         "0 skips them (default: 16)")
@@ -1028,7 +1042,10 @@ def main(argv: list[str] | None = None) -> int:
         env = environment()
         for key, value in env:
             progress(f"{key}: {value}")
-        wrk = Wrk(tmp, args.connections, args.pipeline, cpus[1] if cpus else None)
+        wrk = Wrk(tmp, args.connections, args.pipeline, cpus[1] if cpus else None, args.vary)
+        if args.vary:
+            notes.append("--vary: every request of the 64c runs has an `X-N` header whose "
+                         "value changes request to request (no read repeats the last one).")
         plan: list[tuple[str, int]] = []
         for n in args.worker_counts:
             plan += [(name, n) for name in SERVERS if name in args.server_names]
