@@ -48,7 +48,8 @@ test: venv deps lint dashboard
 	BIZZYD_PG_FAST=1 scripts/services start
 	eval "$$(scripts/services env)" && $(PY) -m pytest -q
 
-# The demo: local services, schema, demo city (first time only), then scripts/demo:
+# The demo: local services, schema, demo city (first time only), the dashboard's demo
+# business user (every time: the emulator forgets its users), then scripts/demo:
 # bizzyd in the foreground on conf/demo.yaml, logging to the terminal, and the sensor
 # simulator (bizzyd-sim) in the background, logging to logs/demo-sim.log. Ctrl-C stops
 # both. Extra simulator flags: make demo DEMO_SIM_ARGS='--rate 40'.
@@ -58,7 +59,8 @@ demo: venv dashboard
 	scripts/services start
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
-		demo-data --if-empty --hives 2000 --seed 1
+		-g "firebase: {project_id: $$BIZZYD_FIREBASE_PROJECT, emulator: '$$BIZZYD_FIREBASE_EMULATOR'}" \
+		demo-data --if-empty --hives 2000 --seed 1 --business-user
 	DEMO_SIM_ARGS="$(DEMO_SIM_ARGS)" exec scripts/demo
 
 # The cluster on one host (docs/cluster.md): Postgres and a streaming standby, a 3-node

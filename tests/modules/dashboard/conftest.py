@@ -1,0 +1,138 @@
+"""Fixtures of the dashboard tests: one demo city with its business user, one bizzyd
+serving the dashboard, one Chromium (helpers in dash_support.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dash_support import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PageWatch,
+    built,
+    dashboard_config,
+)
+
+from bizzyd_proc import free_port, running  # noqa: E402
+from modules.database.testing import temporary_database_sync  # noqa: E402
+from modules.demo_data.business_user import (  # noqa: E402
+    DEMO_EMAIL,
+    DEMO_PASSWORD,
+    ensure_business_user,
+)
+from modules.hives.testing import load_demo, wait_until_cached  # noqa: E402
+
+PROJECT = "demo-bizzy"
+
+
+@dataclass(frozen=True)
+class City:
+    dsn: str
+    emulator: str
+    account_id: int     # the demo business user's account
+    hive_ids: tuple[int, ...]
+HIVES = 40
+
+
+def emulator_address() -> str:
+    address = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
+    if not address:
+        pytest.fail("BIZZYD_FIREBASE_EMULATOR is not set: run scripts/services start")
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(f"the Firebase Auth emulator at {address} is not running: {exc}")
+    return address
+
+
+@pytest.fixture(scope="session")
+def city(pg_server_dsn: str) -> Iterator[City]:
+    """A demo city of 40 hives with a week of history, and the demo business user."""
+    built()
+    emulator = emulator_address()
+    with temporary_database_sync(pg_server_dsn, migrate=False) as dsn:
+        asyncio.run(load_demo(dsn, HIVES, days=7))
+        user = asyncio.run(ensure_business_user(dsn, emulator, PROJECT))
+        assert user is not None, "the demo city has no account for the business user"
+        yield City(dsn, emulator, user.account_id, user.hive_ids)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, city: Any) -> Iterator[Any]:
+    """bizzyd (2 workers) serving the dashboard; `server.url`, `server.tag` (MQTT topic
+    prefix), `server.api` (an httpx client)."""
+    port, tag = free_port(), "t" + secrets.token_hex(4)
+    prefix = tmp_path_factory.mktemp("dashboard")
+    config = dashboard_config(port, city.dsn, city.emulator, PROJECT, str(prefix / "images"),
+                              tag)
+    with running(prefix, config, port) as b, \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+        wait_until_cached(b.log_file, 2)
+        b.url, b.tag, b.api = f"http://127.0.0.1:{port}/dashboard/", tag, api
+        yield b
+
+
+@pytest.fixture(scope="session")
+def browser(server: Any) -> Iterator[Any]:
+    """Chromium; started after the server: playwright's sync API keeps an event loop
+    running, and the fixtures before it use asyncio.run."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+                              timeout=30000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Screenshots: under pytest's basetemp (dashboard-screenshots*/)."""
+    return tmp_path_factory.mktemp("dashboard-screenshots", numbered=False)
+
+
+def sign_in(browser: Any, server: Any, viewport: dict[str, int] = DESKTOP,
+            watch: PageWatch | None = None) -> Any:
+    """A new page signed in as the demo business user, on the overview."""
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(10000)
+    if watch is not None:
+        watch.attach(page)
+    page.goto(server.url)
+    page.fill("#email", DEMO_EMAIL)
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("#signin")
+    page.wait_for_selector(".hive-list")
+    return page
+
+
+@pytest.fixture
+def watch() -> PageWatch:
+    return PageWatch()
+
+
+@pytest.fixture
+def page(browser: Any, server: Any, watch: PageWatch) -> Iterator[Any]:
+    """A signed-in desktop page; no console error may have happened by the end."""
+    page = sign_in(browser, server, DESKTOP, watch)
+    yield page
+    page.context.close()
+    assert watch.errors == []
