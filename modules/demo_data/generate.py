@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -51,7 +50,7 @@ import asyncpg
 
 from modules.database.migrate import MigrationError, up
 
-from . import history
+from . import history, rollups
 from .business_user import DEMO_EMAIL, DEMO_PASSWORD, ensure_business_user
 from .city import TABLE_COLUMNS, City, Reference, build_city, months_between
 from .history import HiveHistory, HivePlan, Window
@@ -59,10 +58,12 @@ from .history import HiveHistory, HivePlan, Window
 __all__ = ["DEMO_TABLES", "DemoError", "Options", "Summary", "generate", "main", "parse_args"]
 
 # Every table the demo fills, parents first; `--force` empties exactly these.
-HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hive_occupancy_hourly")
+HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hive_occupancy_hourly",
+                  "hive_occupancy_daily")
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
 # not filled by the demo, but their rows hang off its users and accounts: emptied with them
-LINKED_TABLES = ("user_device", "account_audit")
+LINKED_TABLES = ("user_device", "account_audit", "hive_occupancy_5m", "hive_correction",
+                 "hive_capacity_schedule")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
@@ -84,20 +85,11 @@ INGEST_STATE_COLUMNS = (
     "updated_at",
 )
 OCCUPANCY_COLUMNS = ("hive_id", "occupancy", "total_in", "total_out", "updated_at")
-HOURLY_COLUMNS = (
-    "hive_id",
-    "hour",
-    "entries",
-    "exits",
-    "peak_occupancy",
-    "avg_occupancy",
-    "updated_at",
-)
-_HOURLY_ROW = struct.Struct(">h iq iq ii ii ii if iq".replace(" ", ""))
-
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"bizzyd.demo-data").digest()[:8], "big", signed=True)
 CHUNK = 20  # hives simulated per step of the history stream
-MAX_DAYS = 28
+MAX_DAYS = 28  # simulated (sensor reports); longer histories are rollups before that
+RAW_DAYS = 7  # the simulated days of a longer history
+MAX_ROLLUP_DAYS = 3660
 
 HIVE_TYPE_NAMES = {
     "bar": "Bar",
@@ -222,7 +214,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--days",
         type=_positive,
         default=7,
-        help=f"days of sensor history before the anchor (7, at most {MAX_DAYS})",
+        help=f"days of history before the anchor (7): up to {MAX_DAYS} simulated as sensor "
+        f"reports; more (at most {MAX_ROLLUP_DAYS}) are the last {RAW_DAYS} simulated and "
+        "hourly and daily rollups written directly before them",
     )
     parser.add_argument(
         "--dsn", default=None, help="PostgreSQL DSN (default: database.dsn of the configuration)"
@@ -281,8 +275,8 @@ def _configured_reset(config: Any) -> Clock:
 def parse_args(argv: Sequence[str], default_dsn: str, default_reset: Clock = Clock(4)) -> Options:
     """Options from the words after `demo-data`; raises _UsageError or SystemExit."""
     args = _build_parser().parse_args(list(argv))
-    if args.days > MAX_DAYS:
-        raise _UsageError(f"--days: at most {MAX_DAYS}")
+    if args.days > MAX_ROLLUP_DAYS:
+        raise _UsageError(f"--days: at most {MAX_ROLLUP_DAYS}")
     if args.users is not None and args.users < 1:
         raise _UsageError("--users: must be at least 1")
     if args.force and args.if_empty:
@@ -379,7 +373,9 @@ async def generate(options: Options, report: Callable[[str], None] | None = None
     out = report or (lambda line: print(line, flush=True))
     anchor = options.anchor
     end = int(anchor.timestamp())
-    window = Window(end - options.days * 86400, end)
+    raw_days = options.days if options.days <= MAX_DAYS else RAW_DAYS
+    window = Window(end - raw_days * 86400, end)
+    rollup_start = end - options.days * 86400
     summary = Summary(anchor, window)
     started = time.monotonic()
     progress = _Progress(out)
@@ -402,14 +398,16 @@ async def generate(options: Options, report: Callable[[str], None] | None = None
             out(
                 f"demo-data: {_shown_dsn(options.dsn)}: {options.hives} hives, "
                 f"{options.user_count} users, seed {options.seed}, history "
-                f"{_iso(window.start)} .. {_iso(window.end)} ({options.days} days)"
+                f"{_iso(rollup_start)} .. {_iso(window.end)} ({options.days} days; reports "
+                f"from {_iso(window.start)})"
             )
             await conn.execute("SET LOCAL synchronous_commit = off")
             fast = await _fast_load(conn, progress)
             ref = await _reference(conn)
             city = build_city(options.seed, options.hives, options.user_count, anchor, window, ref)
             await _load_city(conn, city, summary, progress)
-            await _load_history(conn, city, window, options.reset_at, summary, progress)
+            await _load_history(conn, city, window, options.reset_at, summary, progress,
+                                rollup_start)
             # statistics first: the checks below (and the app) need sane plans
             analyzed = time.monotonic()
             await conn.execute(f"ANALYZE {', '.join(DEMO_TABLES)}")
@@ -655,6 +653,7 @@ async def _load_history(
     reset_at: Clock,
     summary: Summary,
     progress: _Progress,
+    rollup_start: int | None = None,
 ) -> None:
     first = datetime.fromtimestamp(window.start, UTC).date()
     last = datetime.fromtimestamp(window.end, UTC).date()
@@ -668,13 +667,20 @@ async def _load_history(
     await conn.execute("SELECT setval(pg_get_serial_sequence('sensor_report', 'id'), 1, false)")
     started = time.monotonic()
     done: list[HiveHistory] = []
-    hourly = bytearray()
+    hourly, daily = bytearray(), bytearray()
     plans = city.plans
+    before = window.start if rollup_start is None else rollup_start
     rows_so_far = 0
     next_report = max(1, len(plans) // 4)
 
     def simulate(chunk: Sequence[HivePlan]) -> list[HiveHistory]:
-        return [history.simulate_hive(plan, window, reset_at) for plan in chunk]
+        done = [history.simulate_hive(plan, window, reset_at) for plan in chunk]
+        for plan, h in zip(chunk, done, strict=True):
+            hours = [*rollups.synthetic_hours(plan, before, window.start),
+                     *rollups.simulated_hours(h.hourly)]
+            h.rollups = (rollups.hourly_copy(h.hive_id, hours, window.end),
+                         rollups.daily_copy(h.hive_id, plan.timezone, hours))
+        return done
 
     async def source() -> AsyncIterator[bytes]:
         nonlocal rows_so_far, next_report
@@ -692,7 +698,9 @@ async def _load_history(
                 for h in histories:
                     h.copy_data = b""
                     rows_so_far += h.rows
-                    hourly.extend(_hourly_data(h, window))
+                    hourly.extend(h.rollups[0])
+                    daily.extend(h.rollups[1])
+                    h.rollups = (b"", b"")
                 done.extend(histories)
                 yield data
                 if len(done) >= next_report and len(done) < len(plans):
@@ -719,13 +727,18 @@ async def _load_history(
         f"{_n(summary.visitors)} visits ({_n(summary.turned_away)} turned away at capacity), "
         f"{elapsed:.1f} s, {_n(int(reports / max(elapsed, 1e-9)))} reports/s"
     )
-    status = await conn.copy_to_table(
-        "hive_occupancy_hourly",
-        source=_framed(bytes(hourly)),
-        columns=list(HOURLY_COLUMNS),
-        format="binary",
+    copied = time.monotonic()
+    for table, data, columns in (("hive_occupancy_hourly", hourly, rollups.HOURLY_COLUMNS),
+                                 ("hive_occupancy_daily", daily, rollups.DAILY_COLUMNS)):
+        status = await conn.copy_to_table(table, source=_framed(bytes(data)),
+                                          columns=list(columns), format="binary")
+        summary.rows[table] = int(status.split()[-1])
+    progress(
+        f"rollups: {_n(summary.rows['hive_occupancy_hourly'])} hourly and "
+        f"{_n(summary.rows['hive_occupancy_daily'])} daily rows from {_iso(before)} "
+        f"({(window.start - before) // 86400} days before the simulated ones), COPY "
+        f"{time.monotonic() - copied:.1f} s"
     )
-    summary.rows["hive_occupancy_hourly"] = int(status.split()[-1])
     # migration 0004 (when present) stores the counting tallies whole and the occupancy day
     tallies = {"v1_tally", "v2_tally"} <= await _columns(conn, "sensor_ingest_state")
     day = {"day_start", "day_in", "day_out", "clamps"} <= await _columns(conn, "hive_occupancy")
@@ -759,34 +772,6 @@ async def _framed(body: bytes) -> AsyncIterator[bytes]:
     yield history.COPY_HEADER
     yield body
     yield history.COPY_TRAILER
-
-
-def _hourly_data(h: HiveHistory, window: Window) -> bytes:
-    pack = _HOURLY_ROW.pack
-    epoch, usec = history.PG_EPOCH, history.USEC
-    parts = []
-    for hour, entries, exits, peak, _area, average in h.hourly:
-        updated = min(hour + 3600, window.end)
-        parts.append(
-            pack(
-                7,
-                8,
-                h.hive_id,
-                8,
-                (hour - epoch) * usec,
-                4,
-                entries,
-                4,
-                exits,
-                4,
-                peak,
-                4,
-                average,
-                8,
-                (updated - epoch) * usec,
-            )
-        )
-    return b"".join(parts)
 
 
 def _at(moment: int | None) -> datetime | None:

@@ -157,7 +157,7 @@ def test_progress_and_summary(loaded: Loaded) -> None:
         ("--days", "0"),
         ("--hives", "x"),
         ("--force", "--if-empty"),
-        ("--days", "99"),
+        ("--days", "9999"),
         ("--now", "yesterday"),
         ("--reset-at", "25"),
     ],
