@@ -67,6 +67,9 @@ class Route:
     body: type | None = None
     auth: bool = False
     status: int = 200
+    # the status of a parameter whose value is refused (malformed or out of range);
+    # the analytics endpoints (issue 18) answer 422 there, as for a refused body field
+    invalid_status: int = 400
     by_name: Mapping[str, Param] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +111,8 @@ class Reply:
 
 
 def parse_params(route: Route, query: str, captures: Mapping[str, str]) -> dict[str, Any]:
-    """Validated parameters (defaults filled) or a 400 Problem naming the parameter."""
+    """Validated parameters (defaults filled) or a Problem naming the parameter: 400
+    for an unknown one, `route.invalid_status` for a refused value."""
     try:
         given = parse_qs(query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS,
                          errors="strict") if query else {}
@@ -127,7 +131,7 @@ def parse_params(route: Route, query: str, captures: Mapping[str, str]) -> dict[
         try:
             out[p.name] = p.parse(texts)
         except ValueError as exc:
-            raise Problem(400, str(exc), param=p.name) from None
+            raise Problem(route.invalid_status, str(exc), param=p.name) from None
     return out
 
 

@@ -124,6 +124,19 @@ def init_worker(ctx: ProcessContext) -> None:
     state.fanout.start()
 
 
+def add_fields(ctx: ProcessContext, provider: Any) -> Any:
+    """Let another module add members to this worker's occupancy objects (one hive's,
+    the list's, the stream's): `provider(hive_id, occupancy, capacity) -> bytes`, JSON
+    members each after a comma (`b',"x":1'`).  Returns a function to call when the
+    provider's answers change (cached objects are rendered again), or None when the
+    occupancy module is not loaded.  Call it from `init_worker` (after this module's)."""
+    state = ctx.state.get(NAME)
+    if state is None:
+        return None
+    state.add_fields(provider)
+    return state.fields_changed
+
+
 def exit_worker(ctx: ProcessContext) -> None:
     state = ctx.state.pop(NAME, None)
     if state is None:
@@ -146,4 +159,4 @@ module = Module(
     doc=__doc__ or "",
 )
 
-__all__ = ["memcached_address", "module", "settings"]
+__all__ = ["add_fields", "memcached_address", "module", "settings"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -49,11 +49,17 @@ def iso(ts: float) -> bytes:
 
 
 def item(hive_id: int, occupancy: int, capacity: int, total_in: int, total_out: int,
-         updated_at: float, source: bytes) -> bytes:
-    """One hive's JSON object (docs/api.md)."""
+         updated_at: float, source: bytes, extra: bytes = b"") -> bytes:
+    """One hive's JSON object (docs/api.md); `extra`: fields other modules add
+    (`Api.extra`), each starting with a comma."""
     return (b'{"hive_id":%d,"occupancy":%d,"capacity":%d,"total_in":%d,"total_out":%d,'
-            b'"updated_at":%s,"source":"%s"}'
-            % (hive_id, occupancy, capacity, total_in, total_out, iso(updated_at), source))
+            b'"updated_at":%s,"source":"%s"%s}'
+            % (hive_id, occupancy, capacity, total_in, total_out, iso(updated_at), source,
+               extra))
+
+
+# A field provider: (hive id, occupancy, capacity) -> JSON members, each after a comma.
+Fields = Callable[[int, int, int], bytes]
 
 
 def parse_id(text: str | None) -> int:
@@ -81,6 +87,22 @@ class Api:
         self._words = table.words
         self.unknown: dict[int, float] = {}
         self.fanout: Any = None  # stream.Fanout, set by init_worker
+        self.providers: list[Fields] = []  # add_fields(): e.g. modules.insights
+
+    # -- fields of other modules ----------------------------------------------------
+
+    def add_fields(self, provider: Fields) -> None:
+        """Have `provider` add members to every occupancy object of this worker."""
+        self.providers.append(provider)
+        self.fields_changed()
+
+    def fields_changed(self) -> None:
+        """A provider's answers changed: render every object again when next asked."""
+        self.bodies.clear()
+        self.hits.clear()
+
+    def extra(self, hive_id: int, occupancy: int, capacity: int) -> bytes:
+        return b"".join(p(hive_id, occupancy, capacity) for p in self.providers)
 
     # -- the zone -----------------------------------------------------------------
 
@@ -98,7 +120,8 @@ class Api:
         cached = self.bodies.get(hive_id)
         if cached is not None and cached[0] == row[0] and cached[1] == tokens:
             return cached
-        body = item(hive_id, row[2], row[3], row[4], row[5], row[6], b"zone")
+        body = item(hive_id, row[2], row[3], row[4], row[5], row[6], b"zone",
+                    self.extra(hive_id, row[2], row[3]))
         static = StaticResponse(200, body + b"\n", JSON, server_header(tokens))
         if len(self.bodies) >= BODY_CACHE:
             self.bodies.clear()
@@ -121,7 +144,8 @@ class Api:
         for hive_id, v in (await self.replica.get_many(wanted)).items():
             try:
                 found[hive_id] = item(hive_id, v["occupancy"], v["capacity"], v["total_in"],
-                                      v["total_out"], v["updated_at"] or 0.0, b"memcached")
+                                      v["total_out"], v["updated_at"] or 0.0, b"memcached",
+                                      self.extra(hive_id, v["occupancy"], v["capacity"]))
             except (KeyError, TypeError, ValueError):
                 continue
         rest = [i for i in wanted if i not in found]
@@ -134,7 +158,8 @@ class Api:
         for r in rows:
             at = r["updated_at"].timestamp() if r["updated_at"] is not None else 0.0
             found[r["id"]] = item(r["id"], r["occupancy"] or 0, r["capacity"],
-                                  r["total_in"] or 0, r["total_out"] or 0, at, b"database")
+                                  r["total_in"] or 0, r["total_out"] or 0, at, b"database",
+                                  self.extra(r["id"], r["occupancy"] or 0, r["capacity"]))
         if len(self.unknown) >= UNKNOWN_CACHE:
             self.unknown.clear()
         expires = time.monotonic() + self.negative_ttl
