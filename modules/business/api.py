@@ -154,6 +154,9 @@ async def _allow(call: Call, conn: Any, account_id: int | None, need: str) -> st
     return role
 
 
+allow = _allow  # for other modules that authorize by membership (modules.kpis)
+
+
 async def _audit(call: Call, conn: Any, account_id: int, action: str, entity_id: int | None,
                  before: Any, after: Any) -> None:
     await conn.execute(queries.AUDIT_INSERT, account_id, identity(call.request).user_id,

@@ -63,7 +63,7 @@ HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hiv
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
 # not filled by the demo, but their rows hang off its users and accounts: emptied with them
 LINKED_TABLES = ("user_device", "account_audit", "hive_occupancy_5m", "hive_correction",
-                 "hive_capacity_schedule")
+                 "hive_capacity_schedule", "hive_usage_hourly", "sensor_door_daily")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
@@ -408,6 +408,7 @@ async def generate(options: Options, report: Callable[[str], None] | None = None
             await _load_city(conn, city, summary, progress)
             await _load_history(conn, city, window, options.reset_at, summary, progress,
                                 rollup_start)
+            await _derived_counters(conn, fast, progress)
             # statistics first: the checks below (and the app) need sane plans
             analyzed = time.monotonic()
             await conn.execute(f"ANALYZE {', '.join(DEMO_TABLES)}")
@@ -554,7 +555,8 @@ async def _load_city(
 # whole load (`_announce`) replaces one per row.
 KNOWN_INSERT_TRIGGERS = {("hive", "hive_timezone_valid"), ("hive", "hive_catalogue_notify"),
                          ("hive_image", "hive_image_catalogue_notify"),
-                         ("deal", "deal_catalogue_notify")}
+                         ("deal", "deal_catalogue_notify"),
+                         ("user_analytics", "user_analytics_usage")}
 
 
 async def _fast_load(conn: asyncpg.Connection, progress: _Progress) -> bool:
@@ -757,6 +759,31 @@ async def _load_history(
         f"{f', daily reset at {reset_at:%H:%M}' if day else ''}), "
         f"{_n(r['hive_occupancy_hourly'])} hourly rollup rows"
     )
+
+
+# what ingest and the user_analytics trigger (skipped by the fast load) keep (0011)
+USAGE_FILL = """
+SELECT usage_add(array_agg(action), array_agg(data), array_agg(created_at))
+FROM user_analytics WHERE action IN ('hive_viewed', 'deal_opened', 'search_made')"""
+DOORS_FILL = """
+INSERT INTO sensor_door_daily (sensor_id, day, entries, exits)
+SELECT r.sensor_id, (r.reported_at AT TIME ZONE h.timezone)::date, sum(r.delta_in),
+       sum(r.delta_out)
+FROM sensor_report r JOIN hive h ON h.id = r.hive_id
+WHERE r.delta_in <> 0 OR r.delta_out <> 0
+GROUP BY 1, 2"""
+
+
+async def _derived_counters(conn: asyncpg.Connection, fast: bool, progress: _Progress) -> None:
+    """App usage per hive and hour, door counts per sensor and day (modules.kpis)."""
+    if await conn.fetchval("SELECT to_regclass('sensor_door_daily')") is None:
+        return  # before migration 0011
+    started = time.monotonic()
+    if fast:
+        await conn.execute(USAGE_FILL)
+    doors = await conn.execute(DOORS_FILL)
+    progress(f"counters: app usage per hive and hour, {_n(int(doors.split()[-1]))} door days, "
+             f"{time.monotonic() - started:.1f} s")
 
 
 async def _columns(conn: asyncpg.Connection, table: str) -> set[str]:

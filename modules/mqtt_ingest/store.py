@@ -47,7 +47,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -301,6 +301,13 @@ FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[], $5::timestamptz
 WHERE o.hive_id = u.h
 """
 
+DOORS_SQL = """
+INSERT INTO sensor_door_daily AS o (sensor_id, day, entries, exits)
+SELECT * FROM unnest($1::bigint[], $2::date[], $3::int[], $4::int[])
+ON CONFLICT (sensor_id, day) DO UPDATE SET
+    entries = o.entries + excluded.entries, exits = o.exits + excluded.exits
+"""
+
 STATUS_SQL = """
 INSERT INTO sensor_status AS o (sensor_id, started_at, battery_mv, state_flags,
                                 discarded_events, csq, firmware_version, configuration_id,
@@ -401,6 +408,7 @@ class Batch:
         self.params = settings.params
         self.out = Outcome()
         self.pieces: list[Piece] = []
+        self.doors: defaultdict[tuple[int, date], list[int]] = defaultdict(lambda: [0, 0])
         self.sensors: dict[str, Sensor] = {}
         self.rejects: list[tuple] = []
         self._v1_rows: list[tuple] = []
@@ -432,6 +440,8 @@ class Batch:
             await self._statuses(statuses)
         if self.pieces:
             await self._hives()
+        if self.doors:
+            await self._save_doors()
         if self.rejects:
             await self.conn.execute(REJECTS_SQL, *zip(*self.rejects, strict=True))
         return self.out
@@ -521,6 +531,7 @@ class Batch:
                               r.sensor_time, r.total_in, r.total_out, int(r.report_type),
                               effect.delta_in, effect.delta_out, _outcome(r, effect, stale)))
         self._piece(sensor.hive_id, item.reported_at, effect.delta_in, effect.delta_out)
+        self._door(sensor, item.reported_at, effect.delta_in, effect.delta_out)
 
     def _apply_v2(self, item: V2Item) -> bool:
         sensor, event = item.sensor, item.event
@@ -542,10 +553,24 @@ class Batch:
                               effect.delta_out, "applied"))
         self.out.lost += effect.lost
         self._piece(sensor.hive_id, e.timestamp, effect.delta_in, effect.delta_out)
+        self._door(sensor, e.timestamp, effect.delta_in, effect.delta_out)
 
     def _piece(self, hive_id: int | None, at: datetime, delta_in: int, delta_out: int) -> None:
         if hive_id is not None and (delta_in or delta_out):
             self.pieces.append(Piece(hive_id, at, delta_in, delta_out))
+
+    def _door(self, sensor: Sensor, at: datetime, delta_in: int, delta_out: int) -> None:
+        """Count a sensor's movements by its hive's local day (door imbalance, kpis)."""
+        if delta_in or delta_out:
+            cell = self.doors[(sensor.id, at.astimezone(sensor.tz).date())]
+            cell[0] += delta_in
+            cell[1] += delta_out
+
+    async def _save_doors(self) -> None:
+        cells = sorted(self.doors.items())
+        await self.conn.execute(DOORS_SQL, [s for (s, _), _ in cells],
+                                [d for (_, d), _ in cells], [v[0] for _, v in cells],
+                                [v[1] for _, v in cells])
 
     async def _insert_rows(self) -> None:
         rows_v1, rows_v2 = self._v1_rows, self._v2_rows
@@ -622,6 +647,7 @@ class Batch:
                                         int(report.report_type), new.delta_in, new.delta_out,
                                         outcome)
                 self._piece(row["hive_id"], row["reported_at"], d_in, d_out)
+                self._door(sensor, row["reported_at"], d_in, d_out)
         await self._insert_rows()
 
     async def _late_v2(self, items: list[V2Item]) -> None:

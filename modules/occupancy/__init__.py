@@ -100,6 +100,11 @@ DIRECTIVES = (
                   doc="Most hives one GET /v1/occupancy?ids=... may ask for."),
         Directive("negative_ttl", Duration(), "5s",
                   doc="How long a worker remembers that a hive id does not exist."),
+        Directive("freshness_interval", Duration(), "15s",
+                  doc="How often each worker recounts the sensors of every hive that "
+                      "reported recently (the freshness of live occupancy: "
+                      "sensors_reporting, sensors_total, stale); 0: never (the "
+                      "freshness members stay null)."),
     )), doc="Live occupancy: shared zone, cache processes, replica and endpoints."),
 )
 
@@ -120,6 +125,7 @@ def zones(config: Any) -> list:
 
 def init_worker(ctx: ProcessContext) -> None:
     state = ctx.state[NAME] = Api(ctx, table(ctx.zones), settings(ctx.config))
+    state.freshness.start()
     state.fanout = Fanout(ctx)
     state.fanout.start()
 

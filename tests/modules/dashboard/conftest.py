@@ -10,9 +10,11 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -35,6 +37,7 @@ from modules.demo_data.business_user import (  # noqa: E402
     ensure_business_user,
 )
 from modules.hives.testing import load_demo, wait_until_cached  # noqa: E402
+from modules.insights import job  # noqa: E402
 
 PROJECT = "demo-bizzy"
 
@@ -60,6 +63,18 @@ def emulator_address() -> str:
     return address
 
 
+async def insights(dsn: str) -> None:
+    """Popular times and forecasts now (the job process would make them within its
+    first check)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        now = datetime.now(UTC)
+        await job.run_profiles(conn, now, 8)
+        await job.run_forecasts(conn, now)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def city(pg_server_dsn: str) -> Iterator[City]:
     """A demo city of 40 hives with a week of history, and the demo business user."""
@@ -67,6 +82,7 @@ def city(pg_server_dsn: str) -> Iterator[City]:
     emulator = emulator_address()
     with temporary_database_sync(pg_server_dsn, migrate=False) as dsn:
         asyncio.run(load_demo(dsn, HIVES, days=7))
+        asyncio.run(insights(dsn))
         user = asyncio.run(ensure_business_user(dsn, emulator, PROJECT))
         assert user is not None, "the demo city has no account for the business user"
         yield City(dsn, emulator, user.account_id, user.hive_ids)

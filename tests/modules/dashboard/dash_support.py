@@ -18,8 +18,10 @@ import asyncpg
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from modules.analytics.testing import add_analytics
 from modules.business.testing import business_config
 from modules.dashboard.testing import DIST, WEB, dashboard_locations
+from modules.kpis.testing import kpis_config
 from modules.mqtt_ingest.codec import (
     CounterReport,
     Event,
@@ -39,9 +41,13 @@ AXE = WEB / "node_modules" / "axe-core" / "axe.min.js"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 LIMIT = {"rate": "1000r/s", "burst": 5000, "address_rate": "1000r/s", "address_burst": 5000}
+# the live and insights locations of conf/demo.yaml (analytics and kpis: their testing.py)
 OCCUPANCY = [
     {"location": "~ ^/v1/hives/(?<id>[0-9]+)/occupancy/stream$", "content": "occupancy_stream"},
     {"location": "= /v1/occupancy", "content": "occupancy_many"},
+    {"location": "~ ^/v1/hives/(?<id>[0-9]+)/popular-times$", "content": "popular_times"},
+    {"location": "~ ^/v1/hives/(?<id>[0-9]+)/forecast$", "content": "forecast",
+     "auth": "optional"},
 ]
 
 
@@ -58,13 +64,14 @@ def dashboard_config(port: int, dsn: str, emulator: str, project: str, images: s
     firebase = {"project_id": project, "emulator": emulator, "features_ttl": "0s"}
     config = business_config(port, dsn, os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"),
                              firebase, LIMIT, images)
-    config["modules"] += ["modules.mqtt_ingest", "modules.dashboard"]
+    config["modules"] += ["modules.mqtt_ingest", "modules.insights", "modules.dashboard"]
     config["mqtt"] = {"host": "127.0.0.1", "port": DEFAULT_MQTT_PORT, "topic_prefix": tag,
                       "client_id": tag, "session_expiry": "60s", "processes": 1}
     locations = config["http"]["servers"][0]["locations"]
     at = next(i for i, loc in enumerate(locations) if loc.get("content") == "api_not_found")
     locations[at:at] = [*OCCUPANCY, *dashboard_locations()]
-    return config
+    add_analytics(config, LIMIT)
+    return kpis_config(config)
 
 
 async def _fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
