@@ -272,3 +272,32 @@ def test_an_expired_session_asks_to_sign_in_again(browser: Any, server: Any) -> 
         page.context.close()
     # the 401s are the browser's own log lines for refused requests, nothing else
     assert [e for e in watch.errors if "401" not in e] == []
+
+
+def test_a_manager_corrects_the_count_and_schedules_a_capacity_on_the_hive_page(
+        page: Any, server: Any, city: Any) -> None:
+    hive = city.hive_ids[2]
+    page.goto(f"{server.url}#/hive/{hive}")
+    page.wait_for_selector("#corr-occupancy")
+    page.fill("#corr-occupancy", "12")
+    page.fill("#corr-reason", "door sensor missed a group")
+    page.click("#corr-submit")
+    page.wait_for_selector("#correction-list li:has-text('door sensor missed a group'), "
+                           "#corrections p.error:not(:empty)")
+    assert page.locator("#corrections p.error:not(:empty)").all_inner_texts() == []
+    token = emulator_token(city.emulator, "demo@business.example", "bizzy-demo")
+    auth = {"Authorization": f"Bearer {token}"}
+    newest = server.api.get(f"/v1/hives/{hive}/corrections", headers=auth).json()
+    assert (newest["corrections"][0]["occupancy"], newest["corrections"][0]["reason"]) == (
+        12, "door sensor missed a group")
+
+    page.fill("#sched-from", "2030-06-01T18:00")
+    page.fill("#sched-to", "2030-06-02T02:00")
+    page.fill("#sched-capacity", "300")
+    page.fill("#sched-label", "Concert night")
+    page.click("#sched-submit")
+    page.wait_for_selector("#schedule-list li:has-text('Concert night'), "
+                           "#corrections p.error:not(:empty)")
+    assert page.locator("#corrections p.error:not(:empty)").all_inner_texts() == []
+    schedule = server.api.get(f"/v1/hives/{hive}/capacity-schedule", headers=auth).json()
+    assert [(e["capacity"], e["label"]) for e in schedule["entries"]] == [(300, "Concert night")]

@@ -200,7 +200,7 @@ function correctionForm(ctx, base, box) {
       err.textContent = e.message;
     }
   } }, h("label", { for: "corr-occupancy", text: "People inside now" }), occ,
-  h("label", { for: "corr-reason", text: "Reason" }), reason, h("button", { type: "submit", text: "Correct" }), err);
+  h("label", { for: "corr-reason", text: "Reason" }), reason, h("button", { type: "submit", id: "corr-submit", text: "Correct" }), err);
 }
 
 function scheduleForm(ctx, base, box, entries) {
@@ -220,7 +220,7 @@ function scheduleForm(ctx, base, box, entries) {
     }
   } }, h("label", { for: "sched-from", text: "From" }), from, h("label", { for: "sched-to", text: "To" }), to,
   h("label", { for: "sched-capacity", text: "Capacity" }), cap, h("label", { for: "sched-label", text: "Label" }), label,
-  h("button", { type: "submit", text: "Add to schedule" }), err);
+  h("button", { type: "submit", id: "sched-submit", text: "Add to schedule" }), err);
 }
 
 async function loadFeedback(ctx, hive, box) {
