@@ -20,9 +20,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from browser import chromium  # noqa: E402
 from dash_support import (  # noqa: E402
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     PageWatch,
     built,
@@ -105,17 +104,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, city: Any) -> Iterator[Any]
 
 @pytest.fixture(scope="session")
 def browser(server: Any) -> Iterator[Any]:
-    """Chromium; started after the server: playwright's sync API keeps an event loop
-    running, and the fixtures before it use asyncio.run."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-                              timeout=30000)
-        try:
-            yield b
-        finally:
-            b.close()
+    """Chromium, started after the server (the fixtures before it use asyncio.run)."""
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="session")
