@@ -165,9 +165,11 @@ def test_every_chart_is_drawn_with_the_demo_data(browser: Any, server: Any, city
     assert watch.errors == []
 
 
+@pytest.mark.parametrize("size", ["desktop", "phone"])
 def test_no_serious_or_critical_accessibility_violations_on_any_page(
-        browser: Any, server: Any, city: Any) -> None:
-    context = browser.new_context(viewport=DESKTOP)
+        browser: Any, server: Any, city: Any, size: str) -> None:
+    viewport = DESKTOP if size == "desktop" else PHONE
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(10000)
     try:
@@ -175,7 +177,7 @@ def test_no_serious_or_critical_accessibility_violations_on_any_page(
         page.wait_for_selector("#signin")
         found = {"sign-in": axe_violations(page)}
         page.close()
-        page = sign_in(browser, server)
+        page = sign_in(browser, server, viewport)
         page.wait_for_selector("#kpis .kpi, #kpis [data-state]")
         found["overview"] = axe_violations(page)
         page.goto(f"{server.url}#/hive/{city.hive_ids[0]}")

@@ -63,7 +63,7 @@ export function heatmap(days) {
   const table = h("table", { class: "heatmap", "data-chart": "popular times", "data-points": String(cells) },
     h("caption", { class: "sr-only", text: "Popular times: share of the busiest hour of the week, by weekday and local hour" }),
     h("thead", {}, head), h("tbody", {}, rows));
-  return h("div", { class: "heatmap-wrap" }, table,
+  return h("div", { class: "heatmap-wrap", tabindex: "0", role: "region", "aria-label": "Popular times" }, table,
     h("div", { class: "legend", "aria-hidden": "true" }, "quiet ", h("span", { class: "scale" }), " busiest"));
 }
 

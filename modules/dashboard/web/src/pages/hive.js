@@ -152,7 +152,7 @@ async function loadHealth(ctx, base, box) {
       h("td", { text: s.offline ? "offline" : "online" }),
       h("td", { text: s.door_imbalance?.flag ? `imbalance (net ${s.door_imbalance.net})` : "ok" }),
       h("td", { text: s.config?.pending ? "pending" : "applied" })));
-    body(box, h("div", { class: "scroll" }, h("table", { class: "data", id: "sensors" },
+    body(box, h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": "Sensor health table" }, h("table", { class: "data", id: "sensors" },
       h("thead", {}, h("tr", {}, ["Sensor", "Battery", "Signal", "Last seen", "State", "Doors", "Config"].map((t) => h("th", { scope: "col", text: t })))),
       h("tbody", {}, rows))), h("p", { class: "note", text: `As of ${when(r.as_of)}.` }));
   } catch (err) {

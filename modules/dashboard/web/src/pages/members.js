@@ -21,7 +21,7 @@ async function load(ctx, box) {
   try {
     const r = await ctx.api.get(`/v1/accounts/${ctx.account.id}/members`);
     const rows = r.items.map((m) => memberRow(ctx, box, m));
-    clear(box, title, h("div", { class: "scroll" }, h("table", { class: "data", id: "members" },
+    clear(box, title, h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": "Members table" }, h("table", { class: "data", id: "members" },
       h("thead", {}, h("tr", {}, ["User", "Role", "Member since", ""].map((t) => h("th", { scope: "col", text: t })))),
       h("tbody", {}, rows))));
   } catch (err) {
