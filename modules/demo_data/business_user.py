@@ -6,6 +6,9 @@ one):
   hives, all active and with sensors (few enough that the overview streams every one
   live), with a premium plan (manual, no expiry) so that the history of past days is
   open to it;
+- feedback on those hives when they have little from the last 30 days (the demo city's
+  feedback is sparse and up to 60 days old): a few messages of demo users per hive over
+  the last two weeks, with ratings and their sentiment, so the dashboard has some to show;
 - in the Firebase Auth emulator (only when the config's `firebase.emulator` is set): the
   user `DEMO_EMAIL` / `DEMO_PASSWORD` with that uid. The emulator keeps its users in
   memory, so this is redone at every run; an existing user is kept.
@@ -17,11 +20,17 @@ accepts the owner credentials used here.
 from __future__ import annotations
 
 import json
+import random
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+
+from modules.users.sentiment import Sentiment
+
+from .city import FEEDBACK
 
 DEMO_EMAIL = "demo@business.example"
 DEMO_PASSWORD = "bizzy-demo"
@@ -49,6 +58,16 @@ INSERT INTO subscription (subscription_type_id, user_id, status, store, external
 SELECT t.id, $1, 'active', 'manual', 'demo-business-admin'
 FROM subscription_type t WHERE t.code = 'premium'
 ON CONFLICT (store, external_ref) DO NOTHING"""
+RECENT_FEEDBACK = """
+SELECT count(*) FROM user_message
+WHERE hive_id = ANY($1::bigint[]) AND kind = 'feedback'
+  AND created_at > now() - interval '30 days'"""
+FEEDBACK_INSERT = """
+INSERT INTO user_message (user_id, hive_id, direction, kind, content, rating, sentiment,
+                          created_at)
+SELECT u.id, $2, 'from_user', 'feedback', $3, $4, $5, $6
+FROM app_user u WHERE u.id = $1"""
+FEEDBACK_PER_HIVE = 6
 
 
 @dataclass(frozen=True)
@@ -74,11 +93,27 @@ async def ensure_business_user(dsn: str, emulator: str = "",
             await conn.execute(PREMIUM, user)
             hives = await conn.fetch("SELECT id FROM hive WHERE account_id = $1 ORDER BY id",
                                      account)
+            await _feedback(conn, account, [r["id"] for r in hives], user)
     finally:
         await conn.close()
     if emulator:
         emulator_user(emulator, project)
     return BusinessUser(user, account, tuple(r["id"] for r in hives), bool(emulator))
+
+
+async def _feedback(conn: asyncpg.Connection, account: int, hives: list[int],
+                    business_user: int) -> None:
+    if await conn.fetchval(RECENT_FEEDBACK, hives) >= len(hives):
+        return
+    rng, analyser = random.Random(account), Sentiment()
+    authors = [r["id"] for r in await conn.fetch(
+        "SELECT id FROM app_user WHERE id <> $1 ORDER BY id LIMIT 50", business_user)]
+    now = datetime.now(UTC).replace(microsecond=0)
+    for hive in hives:
+        for text, rating in rng.sample(FEEDBACK, min(FEEDBACK_PER_HIVE, len(FEEDBACK))):
+            at = now - timedelta(minutes=rng.randint(60, 14 * 24 * 60))
+            await conn.execute(FEEDBACK_INSERT, rng.choice(authors), hive, text, rating,
+                               analyser.score(text), at)
 
 
 def emulator_user(emulator: str, project: str, uid: str = DEMO_UID, email: str = DEMO_EMAIL,

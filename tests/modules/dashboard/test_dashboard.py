@@ -151,6 +151,9 @@ def test_every_chart_is_drawn_with_the_demo_data(browser: Any, server: Any, city
             assert points > 0 and pixels > 20, (title, points, pixels)
         cells = int(page.locator("table.heatmap").get_attribute("data-points"))
         assert cells == 7 * 24
+        page.wait_for_selector("#feedback .senti-bar")
+        assert int(page.locator("#feedback .senti-bar").get_attribute("data-points")) >= 3
+        assert page.locator("#feedback ul.feedback li .stars").count() >= 3
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= page.viewport_size["width"], "the page scrolls sideways"
         save(page, artifacts, f"hive-{size}")

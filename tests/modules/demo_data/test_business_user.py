@@ -57,6 +57,14 @@ def test_the_business_user_signs_in_and_administers_a_small_live_account(
                  "WHERE u.firebase_uid = $1", DEMO_UID)
     assert [(r["member_role"], r["unsensed"]) for r in rows] == [("admin", 0)]
     assert 2 <= rows[0]["hives"] <= 4
+    # every hive of the account has recent feedback, rated and scored
+    feedback = query(dsn, "SELECT hive_id, count(*) AS n, count(rating) AS rated, "
+                     "count(sentiment) AS scored FROM user_message WHERE kind = 'feedback' "
+                     "AND created_at > now() - interval '30 days' AND hive_id IN "
+                     "(SELECT id FROM hive WHERE account_id = $1) GROUP BY hive_id",
+                     rows[0]["account_id"])
+    assert len(feedback) == rows[0]["hives"]
+    assert all(r["n"] == r["rated"] == r["scored"] >= 3 for r in feedback)
     # the emulator has the user: signing in with the password (no sign-up) gives its uid
     assert sign_in(DEMO_EMAIL, DEMO_PASSWORD)["localId"] == DEMO_UID
 
