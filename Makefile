@@ -99,6 +99,7 @@ bench: bench-deps
 	$(MAKE) bench-queue
 	$(MAKE) bench-catalogue
 	$(MAKE) bench-users
+	$(MAKE) bench-analytics
 
 # 10,000 idle keep-alive connections on one worker: its RSS, and a fresh client's p99
 # meanwhile (bench/idle_bench.py). Appends a section to RESULTS.md.
@@ -146,3 +147,13 @@ USERS_BENCH_ARGS ?= --markdown bench/RESULTS.md
 bench-users: bench-deps
 	scripts/services start postgres memcached
 	eval "$$(scripts/services env)" && $(PY) bench/users_bench.py $(USERS_BENCH_ARGS)
+# One year of occupancy history (bench/analytics_bench.py): GET .../occupancy/history
+# with bucket=1h and 1d over a year of rollups (demo-data --days 365), vs a FastAPI+uvicorn
+# peer doing the same work; then the ingest's rollup write per batch against the
+# hourly-only write before migration 0009 (bench/rollup_bench.py). Appends to RESULTS.md.
+ANALYTICS_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-analytics
+bench-analytics: bench-deps
+	scripts/services start postgres memcached
+	eval "$$(scripts/services env)" && $(PY) bench/analytics_bench.py $(ANALYTICS_BENCH_ARGS)
+	eval "$$(scripts/services env)" && $(PY) bench/rollup_bench.py $(ANALYTICS_BENCH_ARGS)

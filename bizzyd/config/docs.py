@@ -66,7 +66,7 @@ SHIPPED_MODULES: tuple[str, ...] = ("modules.database", "modules.status", "modul
                                      "modules.occupancy", "modules.mqtt_ingest", "modules.api",
                                      "modules.hives", "modules.auth", "modules.users",
                                      "modules.store", "modules.business", "modules.kpis",
-                                     "modules.queue", "modules.insights",
+                                     "modules.queue", "modules.insights", "modules.analytics",
                                      "modules.dashboard")
 
 if __name__ == "__main__":

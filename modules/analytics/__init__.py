@@ -4,6 +4,7 @@ current (migration 0009; modules/mqtt_ingest/rollup.py), never from sensor_repor
 
     modules: [modules.database, modules.api, modules.auth, modules.analytics, ...]
     analytics:
+      free_history: 24h        # further back: feature occupancy_history
       retention_5m: 35d        # the 5-minute level
       retention_hourly: 0      # 0: forever
       retention_daily: 0
@@ -35,11 +36,12 @@ from datetime import timedelta
 from typing import Any
 
 from bizzyd.config.schema import Block, ConfigError, Directive
-from bizzyd.config.types import Duration
+from bizzyd.config.types import Duration, Int
 from bizzyd.module import Module, ProcessContext
 
 from . import queries
 from .api import HANDLERS, NAME
+from .cache import Bodies
 
 SWEEP_LOCK = 0x6269_7A7A_7931_3861  # pg advisory lock key of the retention sweep
 
@@ -52,6 +54,16 @@ DIRECTIVES = (
                   doc="How long hourly rollup rows are kept; 0 keeps them forever."),
         Directive("retention_daily", Duration(), 0,
                   doc="How long daily rollup rows are kept; 0 keeps them forever."),
+        Directive("free_history", Duration(), "24h",
+                  doc="How far back history and the count at an instant go for anyone; "
+                      "further back needs the feature occupancy_history (modules.auth)."),
+        Directive("cache_size", Int(min=0, max=100_000), 64,
+                  doc="History answers each worker keeps for windows that ended over an "
+                      "hour ago (0: none); a correction, schedule or hive change makes "
+                      "new keys at once."),
+        Directive("cache_ttl", Duration(), "60s",
+                  doc="How long such an answer is served: late reports into an old "
+                      "window show after this at most."),
         Directive("cleanup_interval", Duration(), "1h",
                   doc="How often rows past their retention are deleted (one worker per "
                       "round, by an advisory lock)."),
@@ -60,7 +72,7 @@ DIRECTIVES = (
 
 
 def check(config: Any) -> None:
-    for key, needed in (("database", "database"), ("api", "api"), ("firebase", "auth")):
+    for key, needed in (("database", "database"), ("api", "api")):
         if config.get(key) is None:
             raise ConfigError(f"modules.analytics needs modules.{needed} (list it in "
                               "`modules:` before modules.analytics)", ("modules",),
@@ -105,6 +117,8 @@ async def _sweeper(ctx: ProcessContext) -> None:
 
 
 def init_worker(ctx: ProcessContext) -> None:
+    settings = ctx.config[NAME]
+    ctx.state[f"{NAME}.bodies"] = Bodies(settings["cache_size"], settings["cache_ttl"])
     ctx.state[f"{NAME}.sweeper"] = asyncio.get_running_loop().create_task(_sweeper(ctx))
 
 
@@ -120,7 +134,6 @@ async def exit_worker(ctx: ProcessContext) -> None:
 
 
 module = Module(name=NAME, directives=DIRECTIVES, check=check, init_worker=init_worker,
-                exit_worker=exit_worker, content_handlers=HANDLERS, doc=__doc__ or "",
-                requires=("modules.auth",))
+                exit_worker=exit_worker, content_handlers=HANDLERS, doc=__doc__ or "")
 
 __all__ = ["module", "sweep"]

@@ -12,13 +12,26 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from modules.api import Call, IntParam, Param, Problem, Route, StrParam, endpoint, methods
+import msgspec
+
+from modules.api import (
+    Call,
+    IntParam,
+    Param,
+    Problem,
+    Reply,
+    Route,
+    StrParam,
+    endpoint,
+    methods,
+)
 from modules.auth import auth_state, identity, user_version
 from modules.database import database
 from modules.mqtt_ingest.day import day_start, zone
 from modules.mqtt_ingest.settings import reset_clock as ingest_clock
 
 from . import queries, series
+from .cache import Bodies
 from .live import publish
 from .schemas import (
     At,
@@ -33,7 +46,9 @@ from .schemas import (
 
 NAME = "analytics"
 FEATURE = "occupancy_history"
-FREE_HISTORY = timedelta(hours=24)
+DEFAULT_WINDOW = timedelta(hours=24)
+SETTLED = timedelta(hours=1)  # windows ending this long ago are cached (analytics.cache_*)
+ENCODER = msgspec.json.Encoder()
 FUTURE_SKEW = timedelta(seconds=60)  # a correction "now" from a client clock a bit ahead
 LIVE_SKEW = timedelta(seconds=5)  # a correction this close to now applies to the live row
 MAX_CORRECTION_AGE = timedelta(days=400)
@@ -128,18 +143,22 @@ async def _hive(conn: Any, hive_id: int) -> Any:
 
 
 async def _need_history(call: Call, since: datetime, now: datetime) -> None:
-    """More than 24 h back: the caller's plan must include occupancy_history."""
-    if since >= now - FREE_HISTORY:
+    """More than analytics.free_history back: the caller's plan must include
+    occupancy_history (nobody's, without modules.auth)."""
+    if since >= now - timedelta(seconds=call.process.config[NAME]["free_history"]):
         return
     user = call.request.ctx.get("user")
     if user is None:
-        raise Problem(401, f"more than 24 h back needs sign-in and the feature {FEATURE!r}",
+        raise Problem(401, f"this far back needs sign-in and the feature {FEATURE!r}",
                       headers=[("WWW-Authenticate", "Bearer")])
     ctx = call.process
+    if ctx.state.get("firebase") is None:  # no modules.auth: no plans
+        raise Problem(403, f"this far back needs the feature {FEATURE!r}",
+                      param=FEATURE)
     plan = await auth_state(ctx).features.get(database(ctx), user.user_id,
                                               user_version(ctx, user.user_id))
     if FEATURE not in plan.features:
-        raise Problem(403, f"more than 24 h back needs the feature {FEATURE!r}",
+        raise Problem(403, f"this far back needs the feature {FEATURE!r}",
                       param=FEATURE)
 
 
@@ -161,10 +180,6 @@ def _spans(rows: list[Any]) -> list[series.Span]:
     return [series.Span(r["s"], r["e"], r["capacity"]) for r in rows]
 
 
-def _rows(records: list[Any]) -> list[series.Row]:
-    return [series.Row(*r) for r in records]
-
-
 # -- history ---------------------------------------------------------------------------
 
 LEVELS = {"5m": queries.FIVE_MINUTES, "15m": queries.FIVE_MINUTES, "1h": queries.HOURLY,
@@ -176,7 +191,7 @@ def _window(call: Call, now: datetime) -> tuple[datetime, datetime, str]:
     if bucket not in series.BUCKETS:
         raise Problem(422, f"unknown bucket {bucket!r} (5m, 15m, 1h or 1d)", param="bucket")
     to = _time(call.params["to"], "to", now)
-    start = _time(call.params["from"], "from", to - FREE_HISTORY)
+    start = _time(call.params["from"], "from", to - DEFAULT_WINDOW)
     if start >= to:
         raise Problem(422, "from must be before to", param="from")
     limit = series.MAX_WINDOW[bucket]
@@ -186,22 +201,39 @@ def _window(call: Call, now: datetime) -> tuple[datetime, datetime, str]:
 
 
 @endpoint(HISTORY)
-async def history(call: Call) -> History:
+async def history(call: Call) -> Reply:
     now = datetime.now(UTC)
     start, to, bucket = _window(call, now)
     await _need_history(call, start, now)
     async with database(call.process).connection() as conn:
-        hive = await _hive(conn, call.params["id"])
+        hive = await conn.fetchrow(queries.HIVE_VERSION, call.params["id"])
+        if hive is None:
+            raise Problem(404, "no such hive")
         tz = zone(hive["timezone"])
         bounds = series.edges(start, to, bucket, tz)
-        lo, hi = (datetime.fromtimestamp(b, UTC) for b in (bounds[0], bounds[-1]))
-        rows = await conn.fetch(LEVELS[bucket], hive["id"], lo, hi)
-        capacities = await conn.fetch(queries.SCHEDULE_IN, hive["id"], lo, hi)
-        corrections = await conn.fetch(queries.CORRECTIONS_IN, hive["id"], lo, hi)
+        key = None
+        if bounds[-1] <= (now - SETTLED).timestamp():
+            key = (hive["id"], bucket, bounds[0], bounds[-1], hive["version"])
+        bodies: Bodies = call.process.state[f"{NAME}.bodies"]
+        body = bodies.get(key)
+        if body is None:
+            body = await _history_body(conn, hive, bucket, bounds, now)
+            bodies.put(key, body)
+    return Reply(body)
+
+
+async def _history_body(conn: Any, hive: Any, bucket: str, bounds: list[int],
+                        now: datetime) -> bytes:
+    lo, hi = (datetime.fromtimestamp(b, UTC) for b in (bounds[0], bounds[-1]))
+    rows = await conn.fetch(LEVELS[bucket], hive["id"], lo, hi)
+    capacities = await conn.fetch(queries.SCHEDULE_IN, hive["id"], lo, hi)
+    corrections = await conn.fetch(queries.CORRECTIONS_IN, hive["id"], lo, hi)
     spans = series.correction_spans([tuple(r) for r in corrections])
-    ctx = series.Context(tz, now.timestamp(), hive["capacity"], _spans(capacities), spans)
-    return History(hive["id"], hive["timezone"], bucket, lo, hi, bool(spans),
-                   series.buckets(bounds, _rows(rows), ctx))
+    ctx = series.Context(zone(hive["timezone"]), now.timestamp(), hive["capacity"],
+                         _spans(capacities), spans)
+    return ENCODER.encode(History(
+        hive["id"], hive["timezone"], bucket, series.iso(bounds[0]) + "Z",
+        series.iso(bounds[-1]) + "Z", bool(spans), series.render(bounds, rows, ctx)))
 
 
 # -- the count at an instant -----------------------------------------------------------

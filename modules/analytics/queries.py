@@ -1,6 +1,14 @@
 """SQL of the analytics endpoints (rollups only: never sensor_report)."""
 
 HIVE = "SELECT id, timezone, capacity FROM hive WHERE id = $1"
+# with what a past window's answer depends on besides the rollups (cache key)
+HIVE_VERSION = """
+SELECT h.id, h.timezone, h.capacity,
+       concat_ws(':', extract(epoch FROM h.updated_at),
+                 (SELECT max(id) FROM hive_correction c WHERE c.hive_id = h.id),
+                 (SELECT max(id) FROM hive_capacity_schedule s WHERE s.hive_id = h.id))
+           AS version
+FROM hive h WHERE h.id = $1"""
 
 # the caller's user role and membership in the account of hive $2 (no row: no hive)
 ACCESS = """

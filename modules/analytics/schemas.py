@@ -9,6 +9,8 @@ from typing import Annotated
 import msgspec
 
 Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+# instants rendered by the series code (cheaper than a datetime per bucket)
+Instant = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 Capacity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 
 
@@ -21,10 +23,10 @@ class Corrected(msgspec.Struct):
     utilization: float | None
 
 
-class Bucket(msgspec.Struct):
-    start: datetime
-    end: datetime
-    local_start: datetime
+class Bucket(msgspec.Struct, gc=False):
+    start: Instant
+    end: Instant
+    local_start: Instant
     empty: bool
     avg: float | None
     min: int | None
@@ -40,8 +42,8 @@ class History(msgspec.Struct, rename={"from_": "from"}):
     hive_id: int
     timezone: str
     bucket: str
-    from_: datetime
-    to: datetime
+    from_: Instant
+    to: Instant
     has_corrections: bool
     buckets: list[Bucket]
 

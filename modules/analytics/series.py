@@ -13,6 +13,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from .schemas import Bucket, Corrected
@@ -24,20 +26,8 @@ MAX_WINDOW = {"5m": timedelta(days=7), "15m": timedelta(days=31),
               "1h": timedelta(days=400), "1d": timedelta(days=3660)}
 
 
-@dataclass(slots=True)
-class Row:
-    """A rollup row (any level), times in epoch seconds."""
-
-    start: float
-    end: float
-    entries: int
-    exits: int
-    min: int | None
-    max: int | None
-    last: int | None
-    last_at: float | None
-    area: float | None
-    avg: float | None  # the legacy hourly average, for rows without a curve
+# a rollup row, as the queries return it (epoch seconds):
+# start, end, entries, exits, min, max, last, last_at, area, legacy average
 
 
 @dataclass(slots=True)
@@ -49,13 +39,13 @@ class Span:
     value: int
 
 
-def edges(start: datetime, end: datetime, bucket: str, tz: ZoneInfo) -> list[float]:
+def edges(start: datetime, end: datetime, bucket: str, tz: ZoneInfo) -> list[int]:
     """Bucket boundaries covering [start, end) (floored/ceiled to whole buckets)."""
     step = STEPS.get(bucket)
     if step is not None:
         first = int(start.timestamp()) // step * step
         last = -(-int(end.timestamp()) // step) * step
-        return [float(t) for t in range(first, max(last, first + step) + 1, step)]
+        return list(range(first, max(last, first + step) + 1, step))
     day = start.astimezone(tz).date()
     stop = (end - timedelta(microseconds=1)).astimezone(tz).date()
     out = []
@@ -65,19 +55,8 @@ def edges(start: datetime, end: datetime, bucket: str, tz: ZoneInfo) -> list[flo
     return out
 
 
-def midnight(day: date, tz: ZoneInfo) -> float:
-    return datetime.combine(day, time(0), tzinfo=tz).timestamp()
-
-
-def row_avg(row: Row, now: float) -> float | None:
-    """Time-weighted average of a row, finished to its end (or now, if running)."""
-    if row.last_at is None or row.area is None or row.last is None:
-        return row.avg
-    end = min(row.end, now)
-    if end <= row.start:
-        return None
-    area = row.area + row.last * max(end - row.last_at, 0.0)
-    return area / (end - row.start)
+def midnight(day: date, tz: ZoneInfo) -> int:
+    return int(datetime.combine(day, time(0), tzinfo=tz).timestamp())
 
 
 def _overlaps(spans: Sequence[Span], starts: list[float], lo: float, hi: float
@@ -132,58 +111,117 @@ class Context:
     corrections: Sequence[Span]
 
 
-def buckets(bounds: list[float], rows: Sequence[Row], ctx: Context) -> list[Bucket]:
-    """One Bucket per [bounds[i], bounds[i+1]), from the rows sorted by start."""
+@lru_cache(maxsize=8192)
+def _day(days: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=days)).isoformat() + "T"
+
+
+@lru_cache(maxsize=4096)
+def _hms(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def iso(ts: int) -> str:
+    """A UTC instant as ISO 8601 without its zone designator."""
+    days, seconds = divmod(ts, 86400)
+    return _day(days) + _hms(seconds)
+
+
+@lru_cache(maxsize=4096)
+def _offset_text(offset: int) -> str:
+    sign = "-" if offset < 0 else "+"
+    return f"{sign}{abs(offset) // 3600:02d}:{abs(offset) // 60 % 60:02d}"
+
+
+@lru_cache(maxsize=65536)
+def day_offsets(zone: ZoneInfo, days: int) -> tuple[tuple[int, int], ...]:
+    """The UTC offsets of a zone during one UTC day: ((from second, offset), ...)."""
+    def offset(ts: int) -> int:
+        found = datetime.fromtimestamp(ts, UTC).astimezone(zone).utcoffset()
+        return int(found.total_seconds()) if found is not None else 0
+
+    start = days * 86400
+    first, last = offset(start), offset(start + 86400)
+    if first == last:
+        return ((0, first),)
+    lo, hi = 0, 86400  # the change lies in (lo, hi], found to the minute
+    while hi - lo > 60:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if offset(start + mid) == first else (lo, mid)
+    return ((0, first), (hi, last))
+
+
+def local_iso(ts: int, zone: ZoneInfo) -> tuple[str, str]:
+    """The local wall-clock time of a UTC instant (ISO, no offset) and its offset."""
+    days, seconds = divmod(ts, 86400)
+    offsets = day_offsets(zone, days)
+    offset = offsets[0][1] if len(offsets) == 1 or seconds < offsets[1][0] else offsets[1][1]
+    return iso(ts + offset), _offset_text(offset)
+
+
+def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[Bucket]:
+    """The buckets [bounds[i], bounds[i+1]) from the rows (records in the column order
+    above) sorted by start."""
     cap_starts = [s.start for s in ctx.capacities]
     cor_starts = [s.start for s in ctx.corrections]
     out: list[Bucket] = []
     j, n = 0, len(rows)
-    tz, now = ctx.tz, ctx.now
+    tz, now, default = ctx.tz, ctx.now, ctx.default_capacity
+    start = iso(bounds[0]) + "Z"
     for lo, hi in zip(bounds, bounds[1:], strict=False):
-        while j < n and rows[j].start < lo:
+        end = iso(hi) + "Z"
+        local, offset = local_iso(lo, tz)
+        while j < n and rows[j][0] < lo:
             j += 1
         k = j
-        while k < n and rows[k].start < hi:
+        while k < n and rows[k][0] < hi:
             k += 1
-        capacity = (capacity_of(ctx.default_capacity, ctx.capacities, cap_starts, lo, hi)
-                    if ctx.capacities else ctx.default_capacity)
-        start = datetime.fromtimestamp(lo, UTC)
-        bucket = _bucket(rows[j:k], lo, hi, now, capacity)
-        bucket.start, bucket.end = start, datetime.fromtimestamp(hi, UTC)
-        bucket.local_start = start.astimezone(tz)
-        if ctx.corrections and not bucket.empty:
-            parts = _overlaps(ctx.corrections, cor_starts, lo, hi)
-            if parts:
-                bucket.corrected = _corrected(bucket.avg, bucket.min, bucket.max, capacity,
-                                              parts, hi - lo)
-        out.append(bucket)
-        j = k
+        capacity = (capacity_of(default, ctx.capacities, cap_starts, lo, hi)
+                    if ctx.capacities else default)
+        if k == j:
+            out.append(Bucket(start, end, local + offset, True, None, None, None, 0, 0,
+                              capacity, None))
+        else:
+            entries, exits, low, high, avg = _values(rows, j, k, now)
+            corrected = None
+            if ctx.corrections:
+                parts = _overlaps(ctx.corrections, cor_starts, lo, hi)
+                if parts:
+                    corrected = _corrected(avg, low, high, capacity, parts, hi - lo)
+            out.append(Bucket(start, end, local + offset, False, avg, low, high, entries,
+                              exits, capacity, _utilization(avg, capacity), corrected))
+        j, start = k, end
     return out
 
 
-def _bucket(rows: Sequence[Row], lo: float, hi: float, now: float, capacity: int) -> Bucket:
-    if not rows:
-        return Bucket(None, None, None, True, None, None, None, 0, 0,  # type: ignore[arg-type]
-                      capacity, None)
+def _values(rows: Sequence[Any], j: int, k: int, now: float
+            ) -> tuple[int, int, int | None, int | None, float | None]:
+    """Entries, exits, min, max and time-weighted average of rows[j:k]."""
     entries = exits = 0
     low: int | None = None
     high: int | None = None
     weighted = weight = 0.0
-    for r in rows:
-        entries += r.entries
-        exits += r.exits
-        if r.min is not None and (low is None or r.min < low):
-            low = r.min
-        if r.max is not None and (high is None or r.max > high):
-            high = r.max
-        avg = row_avg(r, now)
-        if avg is not None:
-            length = min(r.end, now) - r.start
-            weighted += avg * length
-            weight += length
-    avg = round(weighted / weight, 2) if weight > 0 else None
-    return Bucket(None, None, None, False, avg, low, high, entries, exits,  # type: ignore[arg-type]
-                  capacity, _utilization(avg, capacity))
+    for i in range(j, k):
+        s, e, ins, outs, r_min, r_max, last, last_at, area, legacy = rows[i]
+        entries += ins
+        exits += outs
+        if r_min is not None and (low is None or r_min < low):
+            low = r_min
+        if r_max is not None and (high is None or r_max > high):
+            high = r_max
+        stop = e if e < now else now
+        if last_at is not None and area is not None and last is not None:
+            if stop <= s:
+                continue
+            late = stop - last_at
+            avg = (area + last * late if late > 0 else area) / (stop - s)
+        elif legacy is not None:
+            avg = legacy
+        else:
+            continue
+        weighted += avg * (stop - s)
+        weight += stop - s
+    return entries, exits, low, high, (round(weighted / weight, 2) if weight > 0 else None)
 
 
 def correction_spans(rows: Sequence[tuple[float, float, int]]) -> list[Span]:

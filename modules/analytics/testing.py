@@ -14,9 +14,16 @@ LOCATIONS = (
 )
 
 
-def analytics_locations(write_limit: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def analytics_locations(write_limit: dict[str, Any] | None = None,
+                        signed_in: bool = True) -> list[dict[str, Any]]:
+    """The locations; `signed_in=False`: only the public ones, for a bizzyd without
+    modules.auth (no `auth` directive)."""
     out = []
     for match, content, auth in LOCATIONS:
+        if not signed_in:
+            if auth == "optional":
+                out.append({"location": match, "content": content})
+            continue
         loc: dict[str, Any] = {"location": match, "content": content, "auth": auth}
         if auth == "required":
             loc["client_max_body_size"] = "64k"
@@ -27,12 +34,14 @@ def analytics_locations(write_limit: dict[str, Any] | None = None) -> list[dict[
 
 
 def add_analytics(config: dict[str, Any], write_limit: dict[str, Any] | None = None,
-                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A config with modules.auth (e.g. modules.business.testing's) plus analytics."""
+                  settings: dict[str, Any] | None = None,
+                  signed_in: bool = True) -> dict[str, Any]:
+    """A config (e.g. modules.business.testing's, or the catalogue's with
+    `signed_in=False`) plus analytics, before its api_not_found location."""
     config["modules"].append("modules.analytics")
     if settings:
         config["analytics"] = settings
     locations = config["http"]["servers"][0]["locations"]
     at = next(i for i, loc in enumerate(locations) if loc.get("content") == "api_not_found")
-    locations[at:at] = analytics_locations(write_limit)
+    locations[at:at] = analytics_locations(write_limit, signed_in)
     return config

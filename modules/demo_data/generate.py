@@ -63,7 +63,8 @@ HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hiv
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
 # not filled by the demo, but their rows hang off its users and accounts: emptied with them
 LINKED_TABLES = ("user_device", "account_audit", "hive_occupancy_5m", "hive_correction",
-                 "hive_capacity_schedule", "hive_usage_hourly", "sensor_door_daily")
+                 "hive_capacity_schedule", "hive_usage_hourly", "sensor_door_daily",
+                 "hive_occupancy_profile", "hive_insights", "hive_occupancy_forecast")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
@@ -669,20 +670,12 @@ async def _load_history(
     await conn.execute("SELECT setval(pg_get_serial_sequence('sensor_report', 'id'), 1, false)")
     started = time.monotonic()
     done: list[HiveHistory] = []
-    hourly, daily = bytearray(), bytearray()
     plans = city.plans
-    before = window.start if rollup_start is None else rollup_start
     rows_so_far = 0
     next_report = max(1, len(plans) // 4)
 
     def simulate(chunk: Sequence[HivePlan]) -> list[HiveHistory]:
-        done = [history.simulate_hive(plan, window, reset_at) for plan in chunk]
-        for plan, h in zip(chunk, done, strict=True):
-            hours = [*rollups.synthetic_hours(plan, before, window.start),
-                     *rollups.simulated_hours(h.hourly)]
-            h.rollups = (rollups.hourly_copy(h.hive_id, hours, window.end),
-                         rollups.daily_copy(h.hive_id, plan.timezone, hours))
-        return done
+        return [history.simulate_hive(plan, window, reset_at) for plan in chunk]
 
     async def source() -> AsyncIterator[bytes]:
         nonlocal rows_so_far, next_report
@@ -700,9 +693,6 @@ async def _load_history(
                 for h in histories:
                     h.copy_data = b""
                     rows_so_far += h.rows
-                    hourly.extend(h.rollups[0])
-                    daily.extend(h.rollups[1])
-                    h.rollups = (b"", b"")
                 done.extend(histories)
                 yield data
                 if len(done) >= next_report and len(done) < len(plans):
@@ -729,18 +719,9 @@ async def _load_history(
         f"{_n(summary.visitors)} visits ({_n(summary.turned_away)} turned away at capacity), "
         f"{elapsed:.1f} s, {_n(int(reports / max(elapsed, 1e-9)))} reports/s"
     )
-    copied = time.monotonic()
-    for table, data, columns in (("hive_occupancy_hourly", hourly, rollups.HOURLY_COLUMNS),
-                                 ("hive_occupancy_daily", daily, rollups.DAILY_COLUMNS)):
-        status = await conn.copy_to_table(table, source=_framed(bytes(data)),
-                                          columns=list(columns), format="binary")
-        summary.rows[table] = int(status.split()[-1])
-    progress(
-        f"rollups: {_n(summary.rows['hive_occupancy_hourly'])} hourly and "
-        f"{_n(summary.rows['hive_occupancy_daily'])} daily rows from {_iso(before)} "
-        f"({(window.start - before) // 86400} days before the simulated ones), COPY "
-        f"{time.monotonic() - copied:.1f} s"
-    )
+    await _load_rollups(conn, plans, done, window,
+                        window.start if rollup_start is None else rollup_start, summary,
+                        progress)
     # migration 0004 (when present) stores the counting tallies whole and the occupancy day
     tallies = {"v1_tally", "v2_tally"} <= await _columns(conn, "sensor_ingest_state")
     day = {"day_start", "day_in", "day_out", "clamps"} <= await _columns(conn, "hive_occupancy")
@@ -784,6 +765,55 @@ async def _derived_counters(conn: asyncpg.Connection, fast: bool, progress: _Pro
     doors = await conn.execute(DOORS_FILL)
     progress(f"counters: app usage per hive and hour, {_n(int(doors.split()[-1]))} door days, "
              f"{time.monotonic() - started:.1f} s")
+
+
+async def _load_rollups(conn: asyncpg.Connection, plans: Sequence[HivePlan],
+                        done: Sequence[HiveHistory], window: Window, before: int,
+                        summary: Summary, progress: _Progress) -> None:
+    """The hourly rollup streamed (COPY), hive by hive: modelled hours from `before` to
+    the simulated window, then the simulated ones; then the daily level of both."""
+    started = time.monotonic()
+    daily = bytearray()
+    simulated = {h.hive_id: h.hourly for h in done}
+
+    def chunk_of(chunk: Sequence[HivePlan]) -> bytes:
+        out = []
+        for plan in chunk:
+            hours = [*rollups.synthetic_hours(plan, before, window.start),
+                     *rollups.simulated_hours(simulated.get(plan.hive_id, []))]
+            out.append(rollups.hourly_copy(plan.hive_id, hours, window.end))
+            daily.extend(rollups.daily_copy(plan.hive_id, plan.timezone, hours))
+        return b"".join(out)
+
+    async def source() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        yield history.COPY_HEADER
+        chunks = [plans[i : i + 50] for i in range(0, len(plans), 50)]
+        step = max(1, len(chunks) // 4)
+        with ThreadPoolExecutor(1, thread_name_prefix="demo-rollups") as pool:
+            pending = loop.run_in_executor(pool, chunk_of, chunks[0]) if chunks else None
+            for i in range(len(chunks)):
+                assert pending is not None
+                data = await pending
+                if i + 1 < len(chunks):
+                    pending = loop.run_in_executor(pool, chunk_of, chunks[i + 1])
+                yield data
+                if (i + 1) % step == 0 and i + 1 < len(chunks):
+                    progress(f"rollups: {(i + 1) * 50}/{len(plans)} hives, "
+                             f"{time.monotonic() - started:.1f} s")
+        yield history.COPY_TRAILER
+
+    for table, data, columns in (("hive_occupancy_hourly", source(), rollups.HOURLY_COLUMNS),
+                                 ("hive_occupancy_daily", None, rollups.DAILY_COLUMNS)):
+        status = await conn.copy_to_table(table, source=data or _framed(bytes(daily)),
+                                          columns=list(columns), format="binary")
+        summary.rows[table] = int(status.split()[-1])
+    progress(
+        f"rollups: {_n(summary.rows['hive_occupancy_hourly'])} hourly and "
+        f"{_n(summary.rows['hive_occupancy_daily'])} daily rows from {_iso(before)} "
+        f"({(window.start - before) // 86400} days before the simulated ones), "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
 
 async def _columns(conn: asyncpg.Connection, table: str) -> set[str]:

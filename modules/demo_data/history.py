@@ -213,7 +213,6 @@ class HiveHistory:
     day_in: int = 0  # entries and exits of the rows since day_start
     day_out: int = 0
     clamps: int = 0  # seconds after which a day's net (in - out) was below zero
-    rollups: tuple[bytes, bytes] = (b"", b"")  # COPY data: hourly and daily (rollups.py)
 
 
 # ---------------------------------------------------------------------------------------

@@ -50,15 +50,20 @@ def profile(kind: str) -> tuple[float, ...]:
 
 @lru_cache(maxsize=65536)
 def local_day(zone: str, day: date) -> tuple[int, int, tuple[int, ...]]:
-    """A local day's midnights (Unix seconds) and the local hour of each UTC hour in it."""
+    """A local day's midnights (Unix seconds) and the local hour of each whole UTC hour
+    starting in it (from `first_hour(start)`)."""
     tz = ZoneInfo(zone)
     start = int(datetime.combine(day, time(0), tzinfo=tz).timestamp())
     end = int(datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).timestamp())
-    if end - start == 86400 and start % 3600 == 0:
+    first = -(-start // 3600) * 3600  # each UTC hour belongs to the day it starts in
+    if end - start == 86400 and first == start:
         return start, end, tuple(range(24))
-    first = start - start % 3600
     hours = tuple(datetime.fromtimestamp(t, tz).hour for t in range(first, end, 3600))
-    return first, end, hours
+    return start, end, hours
+
+
+def first_hour(start: int) -> int:
+    return -(-start // 3600) * 3600
 
 
 def synthetic_hours(plan: HivePlan, start: int, end: int) -> list[HourRow]:
@@ -73,7 +78,8 @@ def synthetic_hours(plan: HivePlan, start: int, end: int) -> list[HourRow]:
     tz = ZoneInfo(plan.timezone)
     day = datetime.fromtimestamp(start, UTC).astimezone(tz).date()
     while True:
-        first, day_end, hours = local_day(plan.timezone, day)
+        day_start, _, hours = local_day(plan.timezone, day)
+        first = first_hour(day_start)
         if first >= end:
             break
         season = 1.0 + 0.1 * math.sin((day.timetuple().tm_yday - 100) / 58.1)
@@ -122,7 +128,6 @@ def daily_copy(hive_id: int, zone: str, rows: Sequence[HourRow]) -> bytes:
         days.setdefault(datetime.fromtimestamp(row[0], tz).date(), []).append(row)
     for day, hours in days.items():
         start, end, _ = local_day(zone, day)
-        start = int(datetime.combine(day, time(0), tzinfo=tz).timestamp())
         entries = sum(r[1] for r in hours)
         exits = sum(r[2] for r in hours)
         area = sum(r[7] for r in hours)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -91,18 +92,13 @@ DAILY_SQL = _upsert("hive_occupancy_daily", "day", "date", "max_occupancy", "o.s
                     extra_cols=", starts_at, ends_at", extra_vals=", s, z")
 
 
-def five_minutes(at: datetime) -> datetime:
-    seconds = int(at.timestamp())
-    return datetime.fromtimestamp(seconds - seconds % FIVE_MINUTES, UTC)
-
-
-def hour_of(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
 def local_day(at: datetime, tz: ZoneInfo) -> tuple[date, datetime, datetime]:
     """The hive-local day of an instant, with the instants of its two midnights."""
-    day = at.astimezone(tz).date()
+    return _day_bounds(at.astimezone(tz).date(), tz)
+
+
+@lru_cache(maxsize=4096)
+def _day_bounds(day: date, tz: ZoneInfo) -> tuple[date, datetime, datetime]:
     start = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
     end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
     return day, start, end
@@ -111,34 +107,45 @@ def local_day(at: datetime, tz: ZoneInfo) -> tuple[date, datetime, datetime]:
 Cells = dict[tuple[int, Any], list[Any]]  # (hive, key) -> [start, end, e, x, pre, post, t]
 
 
-def _cell(cells: Cells, hive_id: int, key: Any, start: datetime, end: datetime | None
-          ) -> list[Any]:
-    found = cells.get((hive_id, key))
-    if found is None:
-        found = cells[(hive_id, key)] = [start, end, 0, 0, None, None, None]
-    return found
-
-
 def _levels(moves: Iterable[Move], samples: Iterable[Sample]) -> tuple[Cells, Cells, Cells]:
+    """The batch's cells of each level.  Moves are summed per 5-minute bucket first (a
+    5-minute bucket lies in one hour and, as every zone's offset is a multiple of 15
+    minutes, in one local day), then the buckets are folded into hours and days."""
     zones = {s.hive_id: s.tz for s in samples}
-    fine: Cells = {}
+    fine: dict[tuple[int, int], list[Any]] = {}
+    for move in moves:
+        seconds = int(move.at.timestamp())
+        key = (move.hive_id, seconds - seconds % FIVE_MINUTES)
+        cell = fine.get(key)
+        if cell is None:
+            cell = fine[key] = [0, 0, None, None, None]
+        cell[0] += move.delta_in
+        cell[1] += move.delta_out
+    for sample in samples:
+        seconds = int(sample.at.timestamp())
+        key = (sample.hive_id, seconds - seconds % FIVE_MINUTES)
+        cell = fine.get(key)
+        if cell is None:
+            cell = fine[key] = [0, 0, None, None, None]
+        cell[2:5] = sample.before, sample.after, sample.at
+    five: Cells = {}
     hourly: Cells = {}
     daily: Cells = {}
-
-    def cells_of(hive_id: int, at: datetime) -> list[list[Any]]:
-        b, h = five_minutes(at), hour_of(at)
-        day, start, end = local_day(at, zones.get(hive_id, UTC))  # type: ignore[arg-type]
-        return [_cell(fine, hive_id, b, b, None), _cell(hourly, hive_id, h, h, None),
-                _cell(daily, hive_id, day, start, end)]
-
-    for move in moves:
-        for cell in cells_of(move.hive_id, move.at):
-            cell[2] += move.delta_in
-            cell[3] += move.delta_out
-    for sample in samples:
-        for cell in cells_of(sample.hive_id, sample.at):
-            cell[4:7] = sample.before, sample.after, sample.at
-    return fine, hourly, daily
+    for (hive_id, bucket), (e, x, pre, post, t) in fine.items():
+        start = datetime.fromtimestamp(bucket, UTC)
+        hour = datetime.fromtimestamp(bucket - bucket % 3600, UTC)
+        day, day_start, day_end = local_day(start, zones.get(hive_id, UTC))  # type: ignore[arg-type]
+        five[(hive_id, start)] = [start, None, e, x, pre, post, t]
+        for cells, key, s, z in ((hourly, hour, hour, None), (daily, day, day_start, day_end)):
+            cell = cells.get((hive_id, key))
+            if cell is None:
+                cells[(hive_id, key)] = [s, z, e, x, pre, post, t]
+                continue
+            cell[2] += e
+            cell[3] += x
+            if t is not None:
+                cell[4:7] = pre, post, t
+    return five, hourly, daily
 
 
 async def _write(conn: asyncpg.Connection, sql: str, cells: Cells) -> None:

@@ -204,13 +204,18 @@ def test_correction_rules(api: httpx.Client, venue: dict[str, Any]) -> None:
     expect(api.post(base, json={**good, "at": "2099-01-01T00:00:00Z"}, headers=m), 422, "at")
     expect(api.post(base, json={**good, "reason": " "}, headers=m), 422, "reason")
     expect(api.post(base, json={"occupancy": 3}, headers=m), 422)
-    # a past correction: series only, the live count stays
+    # a past correction: series only, the live count stays; a cached answer of the
+    # window (same connection, same worker) is not served after it
+    window = {"from": "2026-11-10T10:00:00Z", "to": "2026-11-10T11:00:00Z"}
+    h = premium(api)
+    for _ in range(2):
+        before = expect(history(api, hive, h, **window), 200)
+        assert before["buckets"][0]["corrected"] is None
     live = api.get(f"/v1/hives/{hive}/occupancy").json()["occupancy"]
     past = expect(api.post(base, json={**good, "at": "2026-11-10T10:45:00Z"}, headers=m), 201)
     assert (past["previous"], past["delta"]) == (10, -7)
     assert api.get(f"/v1/hives/{hive}/occupancy").json()["occupancy"] == live
-    body = expect(history(api, hive, premium(api), **{"from": "2026-11-10T10:00:00Z",
-                                                      "to": "2026-11-10T11:00:00Z"}), 200)
+    body = expect(history(api, hive, h, **window), 200)
     corrected = body["buckets"][0]["corrected"]
     # offset -7 over the last quarter of the hour; min/max take the extremes
     assert corrected == {"avg": 3.25, "min": 0, "max": 10, "utilization": 0.0325}
