@@ -100,6 +100,7 @@ bench: bench-deps
 	$(MAKE) bench-catalogue
 	$(MAKE) bench-users
 	$(MAKE) bench-analytics
+	$(MAKE) bench-insights
 
 # 10,000 idle keep-alive connections on one worker: its RSS, and a fresh client's p99
 # meanwhile (bench/idle_bench.py). Appends a section to RESULTS.md.
@@ -157,3 +158,10 @@ bench-analytics: bench-deps
 	scripts/services start postgres memcached
 	eval "$$(scripts/services env)" && $(PY) bench/analytics_bench.py $(ANALYTICS_BENCH_ARGS)
 	eval "$$(scripts/services env)" && $(PY) bench/rollup_bench.py $(ANALYTICS_BENCH_ARGS)
+# The insights jobs over 2,000 hives x 8 weeks of rollups (target: the profile in under
+# a minute) and the forecast's error against the demo simulator (bench/insights_bench.py).
+INSIGHTS_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-insights
+bench-insights: venv
+	scripts/services start postgres
+	eval "$$(scripts/services env)" && $(PY) bench/insights_bench.py $(INSIGHTS_BENCH_ARGS)

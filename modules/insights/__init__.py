@@ -38,7 +38,7 @@ from bizzyd.config.types import Bool, Duration, Int
 from bizzyd.module import Module, ProcessContext, ProcessRole
 
 from . import job
-from .api import forecast, popular_times
+from .api import State, forecast, popular_times
 from .live import Live
 
 NAME = "insights"
@@ -82,21 +82,14 @@ def check(config: Any) -> None:
                           "`modules:`)", ("modules",), config.mark(("modules",)))
 
 
-class State:
-    """A worker's insights objects (in `ctx.state["insights"]`)."""
-
-    def __init__(self, live: Live) -> None:
-        self.live = live
-
-
 def init_worker(ctx: ProcessContext) -> None:
     from modules.occupancy import add_fields
 
     live = Live(ctx, ctx.config[NAME]["live_refresh"])
     ctx.state[NAME] = State(live)
-    changed = add_fields(ctx, live.fields)
-    if changed is not None:  # without modules.occupancy there is nothing to add to
-        live.start(changed)
+    # without modules.occupancy there is no object to add to (None): the runs are
+    # still followed, for the endpoints' cache
+    live.start(add_fields(ctx, live.fields))
 
 
 def exit_worker(ctx: ProcessContext) -> None:

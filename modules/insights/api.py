@@ -3,16 +3,20 @@ insights job stored (job.py), never computed per request."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from modules.api import Call, IntParam, Param, Problem, Route, endpoint
+import msgspec
+
+from modules.api import Call, IntParam, Param, Problem, Reply, Route, endpoint
 from modules.database import database
 
 from .schemas import BestTime, Day, Forecast, ForecastHour, HourStat, Peak, PopularTimes
 
 MAX_ID = (1 << 63) - 1
+CACHE_SIZE = 10000  # hives per worker and endpoint (cleared when full)
 TAGS = ("insights",)
 BAND_FEATURE = "forecast_band"
 
@@ -42,6 +46,38 @@ FORECAST_SQL = """
 SELECT hour, usual, expected, low, high FROM hive_occupancy_forecast
 WHERE hive_id = $1 AND hour >= date_trunc('hour', now()) ORDER BY hour LIMIT $2
 """
+
+
+class Cache:
+    """Per-worker answers by hive, valid while their version (the stored data's run,
+    as Live last saw it) is unchanged."""
+
+    def __init__(self) -> None:
+        self.entries: dict[Any, tuple[Any, Any]] = {}
+
+    def get(self, key: Any, version: Any) -> Any:
+        hit = self.entries.get(key)
+        return hit[1] if hit is not None and version is not None and hit[0] == version else None
+
+    def put(self, key: Any, version: Any, value: Any) -> None:
+        if version is None:
+            return
+        if len(self.entries) >= CACHE_SIZE:
+            self.entries.clear()
+        self.entries[key] = (version, value)
+
+
+class State:
+    """A worker's insights objects (in `ctx.state["insights"]`)."""
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+        self.popular = Cache()
+        self.forecasts = Cache()
+
+
+def _state(call: Call) -> State:
+    return call.process.state["insights"]
 
 
 async def _hive(conn: Any, hive_id: int) -> Any:
@@ -79,14 +115,20 @@ def profile_days(rows: list[Any], peaks: int) -> tuple[list[Day], list[Peak]]:
 
 
 @endpoint(POPULAR_ROUTE)
-async def popular_times(call: Call) -> PopularTimes:
+async def popular_times(call: Call) -> Reply:
     hive_id = call.params["id"]
-    async with database(call.process).read_connection() as conn:
-        hive = await _hive(conn, hive_id)
-        rows = await conn.fetch(PROFILE_SQL, hive_id)
-    days, peaks = profile_days(rows, call.process.config["insights"]["peak_hours"])
-    return PopularTimes(hive_id, hive["timezone"], hive["weeks"] or 0, hive["profile_at"],
-                        days, peaks)
+    state = _state(call)
+    version = state.live.runs.get("profile")
+    body = state.popular.get(hive_id, version)
+    if body is None:
+        async with database(call.process).read_connection() as conn:
+            hive = await _hive(conn, hive_id)
+            rows = await conn.fetch(PROFILE_SQL, hive_id)
+        days, peaks = profile_days(rows, call.process.config["insights"]["peak_hours"])
+        body = msgspec.json.encode(PopularTimes(hive_id, hive["timezone"], hive["weeks"] or 0,
+                                                hive["profile_at"], days, peaks))
+        state.popular.put(hive_id, version, body)
+    return Reply(body)
 
 
 async def band_allowed(call: Call) -> bool:
@@ -107,18 +149,32 @@ def local(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).isoformat(timespec="milliseconds")
 
 
+async def _forecast_rows(call: Call, hive_id: int) -> tuple[Any, list[Any]]:
+    """The hive's row and its stored forecast from the current hour on (24 at most),
+    from the worker's cache while the forecast run and the hour are unchanged."""
+    state = _state(call)
+    run = state.live.runs.get("forecast")
+    version = (run, int(time.time()) // 3600) if run is not None else None
+    found = state.forecasts.get(hive_id, version)
+    if found is None:
+        async with database(call.process).read_connection() as conn:
+            hive = await _hive(conn, hive_id)
+            rows = await conn.fetch(FORECAST_SQL, hive_id, 24)
+        found = (hive, rows)
+        state.forecasts.put(hive_id, version, found)
+    return found
+
+
 @endpoint(FORECAST_ROUTE)
 async def forecast(call: Call) -> Forecast:
     hive_id = call.params["id"]
     band = await band_allowed(call)
-    async with database(call.process).read_connection() as conn:
-        hive = await _hive(conn, hive_id)
-        rows = await conn.fetch(FORECAST_SQL, hive_id, call.params["hours"])
+    hive, rows = await _forecast_rows(call, hive_id)
     zone = ZoneInfo(hive["timezone"])
     hours = [ForecastHour(r["hour"], local(r["hour"], zone), _round(r["expected"]),
                           _round(r["low"]) if band else None,
                           _round(r["high"]) if band else None, _round(r["usual"]))
-             for r in rows]
+             for r in rows[:call.params["hours"]]]
     quietest = min(hours, key=lambda h: h.expected, default=None)  # the first of equals
     best = BestTime(quietest.start, quietest.local_start, quietest.expected) if quietest else None
     ratio = hive["today_ratio"]

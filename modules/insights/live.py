@@ -1,5 +1,6 @@
 """`expected_now` and `vs_usual` on the live occupancy objects, from a per-worker copy
-of the current hour's forecast.
+of the current hour's forecast; and the versions (last runs) of the stored profiles and
+forecasts, which key the endpoints' per-worker cache (api.py).
 
 Each worker keeps {hive: (expected, usual)} for the current UTC hour.  A task checks
 every `insights.live_refresh` (and just after each hour starts) whether the forecast
@@ -21,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-RUN_SQL = "SELECT finished_at FROM insights_run WHERE job = 'forecast'"
+RUNS_SQL = "SELECT job, finished_at FROM insights_run"
 HOUR_SQL = """
 SELECT hive_id, expected, usual FROM hive_occupancy_forecast
 WHERE hour = date_trunc('hour', $1::timestamptz)
@@ -47,6 +48,7 @@ class Live:
         self.refresh = refresh
         self.values: dict[int, tuple[float, float]] = {}
         self.seen: tuple[Any, int] | None = None  # (forecast run, hour) loaded
+        self.runs: dict[str, Any] = {}  # job -> finished_at, as of the last check
         self.changed: Any = None  # the occupancy module's fields_changed
         self.task: asyncio.Task[None] | None = None
         self.loads = 0
@@ -60,6 +62,7 @@ class Live:
             expected, compare(occupancy, usual, capacity))
 
     def start(self, changed: Any) -> None:
+        """Poll from now on; `changed` (or None): the occupancy module's re-render."""
         self.changed = changed
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -82,7 +85,8 @@ class Live:
         now = datetime.now(UTC)
         hour = int(now.timestamp()) // 3600
         async with database(self.ctx).read_connection() as conn:
-            run = await conn.fetchval(RUN_SQL)
+            self.runs = {r["job"]: r["finished_at"] for r in await conn.fetch(RUNS_SQL)}
+            run = self.runs.get("forecast")
             if self.seen == (run, hour):
                 return False
             rows = await conn.fetch(HOUR_SQL, now)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
+from modules.auth.testing import emulator_address
+from modules.database.testing import fetch_sync
 from modules.hives.testing import catalogue_config, load_demo
 from modules.insights import job
 from modules.insights.testing import pattern_rollups, write_rollups
@@ -28,14 +27,7 @@ LOCATIONS = [
 ]
 
 
-def sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-    return asyncio.run(run())
+sql = fetch_sync  # one query from synchronous test code
 
 
 async def prepare(dsn: str) -> None:
@@ -56,18 +48,6 @@ async def prepare(dsn: str) -> None:
     finally:
         await conn.close()
 
-
-def emulator_address() -> str:
-    address = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
-    if not address:
-        pytest.fail("BIZZYD_FIREBASE_EMULATOR is not set: run scripts/services start and "
-                    'eval "$(scripts/services env)"')
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError as exc:
-        pytest.fail(f"the Firebase Auth emulator at {address} is not running: {exc}")
-    return address
 
 
 def insights_config(port: int, dsn: str, job_on: bool = False) -> dict:

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
-from insights_support import NO_PROFILE, emulator_address, sql
+from insights_support import NO_PROFILE, sql
 
 from bizzyd_proc import wait_for
-from modules.auth.testing import emulator_token
+from modules.auth.testing import emulator_address, emulator_token
 from modules.insights import job
 from modules.insights.live import compare
 
@@ -192,3 +192,16 @@ def test_live_occupancy_carries_expected_now_and_vs_usual(api):
     other = NO_PROFILE
     assert {k: _live(api, other)[k] for k in ("expected_now", "vs_usual")} == {
         "expected_now": None, "vs_usual": None}
+
+
+def test_answers_follow_a_new_run_of_the_job(api):
+    """Each worker caches answers per hive while the job's run is the same; a new run
+    (insights_run) is seen within insights.live_refresh and the new data served."""
+    before = api.get("/v1/hives/4/popular-times").json()
+    assert before["days"][0]["hours"][3]["avg"] != 77.7
+    sql(api.dsn, "UPDATE hive_occupancy_profile SET mean = 77.7, p50 = 77.7, p90 = 77.7 "
+                 "WHERE hive_id = 4 AND weekday = 1 AND hour = 3")
+    sql(api.dsn, "UPDATE insights_run SET finished_at = clock_timestamp() "
+                 "WHERE job = 'profile'")
+    wait_for(lambda: all(api.get("/v1/hives/4/popular-times").json()["days"][0]["hours"][3]
+                         ["avg"] == 77.7 for _ in range(6)), timeout=10, what="the new profile")

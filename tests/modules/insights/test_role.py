@@ -24,8 +24,8 @@ def test_the_job_process_profiles_and_forecasts(tmp_path, pg_server_dsn):
         assert with_rollups > 0
         port = free_port()
         with running(tmp_path, insights_config(port, dsn, job_on=True), port) as b:
-            assert "bizzyd: insights job process" in b.titles()
             b.wait_log("insights: forecast of", timeout=30)
+            assert "bizzyd: insights job process" in b.titles()
             runs = {r["job"]: r for r in sql(dsn, "SELECT * FROM insights_run")}
             assert runs["profile"]["hives"] == with_rollups
             assert runs["forecast"]["hives"] == with_rollups

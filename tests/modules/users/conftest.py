@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 
 import asyncpg
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from bizzyd_proc import free_port, running
-from modules.auth.testing import emulator_token
+from modules.auth.testing import emulator_address, emulator_token
 from modules.database.testing import temporary_database_sync
 from modules.hives.testing import load_demo, wait_until_cached
 from modules.store.testing import Chain
@@ -22,20 +21,6 @@ from modules.users.testing import users_config
 
 HIVES = 40
 PROJECT = "demo-bizzy"
-
-
-def emulator_address() -> str:
-    address = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
-    if not address:
-        pytest.fail("BIZZYD_FIREBASE_EMULATOR is not set: run scripts/services start and "
-                    'eval "$(scripts/services env)"')
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError as exc:
-        pytest.fail(f"the Firebase Auth emulator at {address} is not running: {exc} "
-                    "(scripts/services start firebase)")
-    return address
 
 
 @pytest.fixture(scope="session")
