@@ -19,6 +19,7 @@ from modules.business.api import allow
 from modules.database import database
 
 from . import queries
+from .hours import LocalHours
 from .schemas import (
     Changes,
     DoorImbalance,
@@ -183,9 +184,9 @@ def _window(p: dict[str, Any], settings: dict[str, Any],
 
 
 async def _hives_of(conn: Any, account_id: int, wanted: list[int] | None,
-                    param: str) -> dict[int, str]:
-    """The account's hives (id -> name), or the `wanted` ones: 422 for any other id."""
-    hives = {r["id"]: r["name"] for r in await conn.fetch(queries.ACCOUNT_HIVES, account_id)}
+                    param: str) -> dict[int, Any]:
+    """The account's hives (id -> row), or the `wanted` ones: 422 for any other id."""
+    hives = {r["id"]: r for r in await conn.fetch(queries.ACCOUNT_HIVES, account_id)}
     if not wanted:
         return hives
     unknown = [i for i in wanted if i not in hives]
@@ -208,12 +209,14 @@ class Tally:
     by_hour: dict[int, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     usage: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add_rollup(self, r: Any) -> None:
+    def add_rollup(self, r: Any, local_hour: int | None = None) -> None:
         self.visits += r["entries"]
         self.occupancy_hours += r["occupancy_hours"]
         self.hours += r["hours"]
         self.peak = r["peak"] if self.peak is None else max(self.peak, r["peak"])
-        cell = self.by_hour[r["local_hour"]]
+        if local_hour is None:
+            return
+        cell = self.by_hour[local_hour]
         cell[0] += r["occupancy_hours"]
         cell[1] += r["hours"]
 
@@ -273,10 +276,16 @@ def _change(now: dict[str, Any], before: dict[str, Any]) -> Changes:
     return Changes(*(rel(k) for k in Changes.__struct_fields__))
 
 
-async def _tallies(conn: Any, ids: list[int], bounds: tuple) -> dict[tuple[int, bool], Tally]:
+async def _tallies(conn: Any, hives: dict[int, Any],
+                   bounds: tuple) -> dict[tuple[int, bool], Tally]:
+    ids = list(hives)
     tallies: dict[tuple[int, bool], Tally] = {(i, c): Tally() for i in ids for c in (True, False)}
-    for r in await conn.fetch(queries.OCCUPANCY, ids, *bounds):
-        tallies[(r["hive_id"], r["current"])].add_rollup(r)
+    hours = LocalHours((h["timezone"] for h in hives.values()), bounds[0], bounds[1])
+    for r in await conn.fetch(queries.OCCUPANCY, ids, bounds[0], bounds[1], hours.thresholds):
+        local = hours.local_hour(hives[r["hive_id"]]["timezone"], r["utc_hour"], r["segment"])
+        tallies[(r["hive_id"], True)].add_rollup(r, local)
+    for r in await conn.fetch(queries.OCCUPANCY_TOTALS, ids, bounds[2], bounds[3]):
+        tallies[(r["hive_id"], False)].add_rollup(r)
     for r in await conn.fetch(queries.USAGE, ids, *bounds):
         usage = tallies[(r["hive_id"], r["current"])].usage
         for key in ("detail_views", "search_impressions", "deal_opens"):
@@ -293,12 +302,12 @@ async def report(conn: Any, account_id: int, wanted: list[int] | None,
     peer serves the same function)."""
     hives = await _hives_of(conn, account_id, wanted, "hives")
     ids = list(hives)
-    tallies = await _tallies(conn, ids, bounds) if ids else {}
+    tallies = await _tallies(conn, hives, bounds) if ids else {}
     items = []
     for i in ids:
         now, before = _hive_figures(tallies[(i, True)]), _hive_figures(tallies[(i, False)])
         items.append(HiveFigures(**now, change=_change(now, before), hive_id=i,
-                                 name=hives[i]))
+                                 name=hives[i]["name"]))
     now = _total_figures([tallies[(i, True)] for i in ids])
     before = _total_figures([tallies[(i, False)] for i in ids])
     return Kpis(account_id=account_id, from_=bounds[0], to=bounds[1],

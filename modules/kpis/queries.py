@@ -24,19 +24,28 @@ WHERE s.hive_id = $1
 ORDER BY s.id"""
 
 HIVE_ACCOUNT = "SELECT account_id FROM hive WHERE id = $1"
-ACCOUNT_HIVES = "SELECT id, name FROM hive WHERE account_id = $1 ORDER BY id"
+ACCOUNT_HIVES = "SELECT id, name, timezone FROM hive WHERE account_id = $1 ORDER BY id"
 
-# Per hive and local hour of day, for the period [$2, $3) and the comparison [$4, $5):
-# one index range scan of the hourly rollup covering both.
+# The period [$2, $3) per hive, UTC hour of day and DST segment (hours.py: no time
+# zone conversion per row), for the figures and the peak hours; index range scans of the
+# hourly rollup.
 OCCUPANCY = """
-SELECT r.hive_id, extract(hour FROM r.hour AT TIME ZONE h.timezone)::int AS local_hour,
-       (r.hour >= $2 AND r.hour < $3) AS current,
+SELECT r.hive_id, (date_part('epoch', r.hour)::bigint / 3600 % 24)::int AS utc_hour,
+       width_bucket(r.hour, $4::timestamptz[]) AS segment,
        sum(r.entries)::bigint AS entries, sum(r.avg_occupancy)::float8 AS occupancy_hours,
        max(r.peak_occupancy) AS peak, count(*)::int AS hours
-FROM hive_occupancy_hourly r JOIN hive h ON h.id = r.hive_id
-WHERE r.hive_id = ANY($1::bigint[])
-  AND ((r.hour >= $2 AND r.hour < $3) OR (r.hour >= $4 AND r.hour < $5))
+FROM hive_occupancy_hourly r
+WHERE r.hive_id = ANY($1::bigint[]) AND r.hour >= $2 AND r.hour < $3
 GROUP BY 1, 2, 3"""
+
+# The comparison period [$2, $3): the same sums per hive only (peak hours are not compared).
+OCCUPANCY_TOTALS = """
+SELECT r.hive_id, sum(r.entries)::bigint AS entries,
+       sum(r.avg_occupancy)::float8 AS occupancy_hours, max(r.peak_occupancy) AS peak,
+       count(*)::int AS hours
+FROM hive_occupancy_hourly r
+WHERE r.hive_id = ANY($1::bigint[]) AND r.hour >= $2 AND r.hour < $3
+GROUP BY 1"""
 
 USAGE = """
 SELECT hive_id, (hour >= $2 AND hour < $3) AS current,

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "users"))  # business_support
 
 from kpis_support import start  # noqa: E402
 

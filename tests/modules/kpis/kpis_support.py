@@ -8,23 +8,20 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
+from business_support import HIVE, WRITE_LIMIT, expect
 
 from bizzyd_proc import free_port, running
 from modules.auth.testing import emulator_token
 from modules.business.testing import business_config
 from modules.hives.testing import wait_until_cached
 from modules.kpis.testing import kpis_config
+from modules.mqtt_ingest.testing import fetch
+
+__all__ = ["expect", "sql"]
 
 PROJECT = "demo-bizzy"
-NO_LIMIT = {"rate": "1000r/s", "burst": 5000, "address_rate": "1000r/s",
-            "address_burst": 5000}
-HIVE = {"name": "Bee Bar", "type": "bar", "capacity": 80, "timezone": "Europe/Berlin",
-        "status": "active",
-        "address": {"street": "Hauptstr. 1", "city": "Berlin", "country": "DE",
-                    "zip": "10115", "latitude": 52.53, "longitude": 13.38}}
 
 
 def start(tmp_path_factory: pytest.TempPathFactory, dsn: str) -> Iterator[httpx.Client]:
@@ -36,7 +33,7 @@ def start(tmp_path_factory: pytest.TempPathFactory, dsn: str) -> Iterator[httpx.
     prefix = tmp_path_factory.mktemp("kpis")
     firebase = {"project_id": PROJECT, "emulator": emulator, "features_ttl": "0s"}
     config = kpis_config(business_config(
-        port, dsn, os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"), firebase, NO_LIMIT,
+        port, dsn, os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"), firebase, WRITE_LIMIT,
         str(prefix / "images")), door_imbalance_threshold=20, max_window="100d")
     config["occupancy"]["freshness_interval"] = "200ms"
     config["http"]["servers"][0]["locations"].insert(
@@ -50,31 +47,14 @@ def start(tmp_path_factory: pytest.TempPathFactory, dsn: str) -> Iterator[httpx.
         yield client
 
 
-def sql(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-    return asyncio.run(run())
+def sql(dsn: str, query: str, *args: Any) -> list[dict[str, Any]]:
+    return asyncio.run(fetch(dsn, query, *args))
 
 
 def signed_in(biz: httpx.Client) -> tuple[dict[str, str], int]:
     token = emulator_token(biz.emulator, f"k{secrets.token_hex(6)}@example.com")
     h = {"Authorization": f"Bearer {token}"}
     return h, expect(biz.get("/v1/me", headers=h), 200)["id"]
-
-
-def expect(r: httpx.Response, status: int, param: str | None = None) -> Any:
-    assert r.status_code == status, r.text
-    if status >= 400:
-        assert r.headers["content-type"] == "application/problem+json"
-        body = r.json()
-        if param is not None:
-            assert body["invalid_params"][0]["name"] == param, body
-        return body
-    return r.json() if r.content else None
 
 
 def business(biz: httpx.Client, hives: int = 2) -> tuple[dict[str, str], int, list[int]]:
