@@ -4,9 +4,7 @@ serving the dashboard, one Chromium (helpers in dash_support.py)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from dash_support import (  # noqa: E402
 )
 
 from bizzyd_proc import free_port, running  # noqa: E402
+from modules.auth.testing import emulator_address  # noqa: E402
 from modules.database.testing import temporary_database_sync  # noqa: E402
 from modules.demo_data.business_user import (  # noqa: E402
     DEMO_EMAIL,
@@ -48,18 +47,6 @@ class City:
     account_id: int     # the demo business user's account
     hive_ids: tuple[int, ...]
 HIVES = 40
-
-
-def emulator_address() -> str:
-    address = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
-    if not address:
-        pytest.fail("BIZZYD_FIREBASE_EMULATOR is not set: run scripts/services start")
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError as exc:
-        pytest.fail(f"the Firebase Auth emulator at {address} is not running: {exc}")
-    return address
 
 
 async def insights(dsn: str) -> None:

@@ -4,12 +4,12 @@ the Firebase Auth emulator, made again (and nothing else changed) on every run."
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from typing import Any
 
 import pytest
 
+from modules.auth.testing import emulator_address
 from modules.demo_data.business_user import DEMO_EMAIL, DEMO_PASSWORD, DEMO_UID
 from modules.demo_data.generate import main
 
@@ -18,15 +18,8 @@ from .test_demo_data import query, table_digests
 pytestmark = pytest.mark.services
 
 
-def emulator() -> str:
-    address = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
-    if not address:
-        pytest.fail("BIZZYD_FIREBASE_EMULATOR is not set: scripts/services start firebase")
-    return address
-
-
 def sign_in(email: str, password: str) -> dict[str, Any]:
-    url = (f"http://{emulator()}/identitytoolkit.googleapis.com/v1/"
+    url = (f"http://{emulator_address()}/identitytoolkit.googleapis.com/v1/"
            "accounts:signInWithPassword?key=fake-api-key")
     body = json.dumps({"email": email, "password": password, "returnSecureToken": True})
     request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
@@ -44,7 +37,7 @@ def run(dsn: str, *args: str, firebase: dict[str, Any] | None = None) -> int:
 def test_the_business_user_signs_in_and_administers_a_small_live_account(
         databases: Any, capsys: pytest.CaptureFixture[str]) -> None:
     dsn = databases.new()
-    firebase = {"emulator": emulator(), "project_id": "demo-bizzy"}
+    firebase = {"emulator": emulator_address(), "project_id": "demo-bizzy"}
     args = ("--hives", "40", "--days", "1", "--seed", "1", "--now", "2024-05-06",
             "--business-user")
     assert run(dsn, *args, firebase=firebase) == 0
