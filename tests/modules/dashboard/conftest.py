@@ -24,16 +24,13 @@ from dash_support import (  # noqa: E402
     PageWatch,
     built,
     dashboard_config,
+    sign_in,
 )
 
 from bizzyd_proc import free_port, running  # noqa: E402
 from modules.auth.testing import emulator_address  # noqa: E402
 from modules.database.testing import temporary_database_sync  # noqa: E402
-from modules.demo_data.business_user import (  # noqa: E402
-    DEMO_EMAIL,
-    DEMO_PASSWORD,
-    ensure_business_user,
-)
+from modules.demo_data.business_user import ensure_business_user  # noqa: E402
 from modules.hives.testing import load_demo, wait_until_cached  # noqa: E402
 from modules.insights import job  # noqa: E402
 
@@ -100,22 +97,6 @@ def browser(server: Any) -> Iterator[Any]:
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Screenshots: under pytest's basetemp (dashboard-screenshots*/)."""
     return tmp_path_factory.mktemp("dashboard-screenshots", numbered=False)
-
-
-def sign_in(browser: Any, server: Any, viewport: dict[str, int] = DESKTOP,
-            watch: PageWatch | None = None) -> Any:
-    """A new page signed in as the demo business user, on the overview."""
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.set_default_timeout(10000)
-    if watch is not None:
-        watch.attach(page)
-    page.goto(server.url)
-    page.fill("#email", DEMO_EMAIL)
-    page.fill("#password", DEMO_PASSWORD)
-    page.click("#signin")
-    page.wait_for_selector(".hive-list")
-    return page
 
 
 @pytest.fixture

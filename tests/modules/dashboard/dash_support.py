@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from modules.analytics.testing import add_analytics
 from modules.business.testing import business_config
 from modules.dashboard.testing import DIST, WEB, dashboard_locations
+from modules.demo_data.business_user import DEMO_EMAIL, DEMO_PASSWORD
 from modules.kpis.testing import kpis_config
 from modules.mqtt_ingest.codec import (
     CounterReport,
@@ -177,3 +178,17 @@ def save(page: Any, directory: Path, name: str) -> Path:
     return path
 
 
+def sign_in(browser: Any, server: Any, viewport: dict[str, int] = DESKTOP,
+            watch: PageWatch | None = None) -> Any:
+    """A new page signed in as the demo business user, on the overview."""
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(10000)
+    if watch is not None:
+        watch.attach(page)
+    page.goto(server.url)
+    page.fill("#email", DEMO_EMAIL)
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("#signin")
+    page.wait_for_selector(".hive-list")
+    return page

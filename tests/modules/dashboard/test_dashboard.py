@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-from conftest import sign_in
 from dash_support import (
     DESKTOP,
     PHONE,
@@ -20,6 +19,7 @@ from dash_support import (
     chart_report,
     report_entries,
     save,
+    sign_in,
 )
 
 from modules.auth.testing import emulator_token
