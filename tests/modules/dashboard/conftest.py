@@ -58,7 +58,7 @@ async def insights(dsn: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def city(pg_server_dsn: str) -> Iterator[City]:
     """A demo city of 40 hives with a week of history, and the demo business user."""
     built()
@@ -71,7 +71,7 @@ def city(pg_server_dsn: str) -> Iterator[City]:
         yield City(dsn, emulator, user.account_id, user.hive_ids)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, city: Any) -> Iterator[Any]:
     """bizzyd (2 workers) serving the dashboard; `server.url`, `server.tag` (MQTT topic
     prefix), `server.api` (an httpx client)."""
@@ -86,9 +86,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, city: Any) -> Iterator[Any]
         yield b
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(server: Any) -> Iterator[Any]:
-    """Chromium, started after the server (the fixtures before it use asyncio.run)."""
+    """Chromium, started after the server (the fixtures before it use asyncio.run) and
+    closed with the test module: playwright's sync API keeps an event loop running in
+    this thread meanwhile, which other tests' asyncio.run would trip over."""
     with chromium() as b:
         yield b
 
