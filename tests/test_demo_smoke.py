@@ -251,7 +251,8 @@ def business(port: int, auth: dict, dsn: str, stranger: dict) -> None:
     assert [s["pending"]["threshold_cm"] for s in json.loads(body)["items"]] == [170], body
     status, _, body = put(port, f"/v1/accounts/{account}/audit", None, auth, "GET")
     assert [a["action"] for a in json.loads(body)["items"]] == [
-        "member.put", "image.create", "deal.create", "hive.create", "account.create"], body
+        "member.put", "sensor.config", "image.create", "deal.create", "hive.create",
+        "account.create"], body
 
 
 

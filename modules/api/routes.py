@@ -28,6 +28,7 @@ configured on the locations.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,15 +144,26 @@ def parse_body(route: Route, body: bytes) -> Any:
     try:
         return msgspec.json.decode(body, type=route.body)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        reason, _, where = text.rpartition(" - at `")
-        if not reason:
-            raise Problem(422, text) from None
-        raise Problem(422, reason, param=where.rstrip("`").removeprefix("$.")) from None
+        reason, param = _refused(str(exc))
+        raise Problem(422, reason, param=param) from None
     except msgspec.DecodeError as exc:
         raise Problem(400, f"malformed JSON body: {exc}") from None
 
 
+def _refused(text: str) -> tuple[str, str | None]:
+    """msgspec's message split into the reason and the refused field's path: "Expected
+    `int` - at `$.a.b`" → a.b; "Object contains unknown field `x`" → x."""
+    reason, _, where = text.rpartition(" - at `")
+    if not reason:
+        reason, where = text, ""
+    where = where.rstrip("`").removeprefix("$").removeprefix(".")
+    unknown = _UNKNOWN.search(reason)
+    if unknown is not None:
+        where = f"{where}.{unknown[1]}" if where else unknown[1]
+    return reason, where or None
+
+
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 Handler = Callable[[Call], Awaitable[Any] | Any]
 
 
