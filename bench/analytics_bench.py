@@ -32,14 +32,13 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
-
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 from catalogue_bench import Server, command_line, measure, script  # noqa: E402
-from occupancy_bench import MEMCACHED, SERVER_DSN, free_port, say, sql, write_markdown  # noqa: E402
+from catalogue_bench import bizzyd as catalogue_bizzyd  # noqa: E402
+from occupancy_bench import SERVER_DSN, free_port, say, sql, write_markdown  # noqa: E402
 
 from modules.analytics.testing import analytics_locations  # noqa: E402
 
@@ -47,32 +46,11 @@ ROOT = BENCH.parent
 
 
 def bizzyd(tmp: Path, dsn: str, pin: str | None, cache_size: int = 64) -> Server:
-    port = free_port()
-    prefix = tmp / f"bizzyd-{port}"
-    (prefix / "conf").mkdir(parents=True)
-    public = analytics_locations(signed_in=False)  # no modules.auth: the year is free
-    config = {
-        "modules": ["modules.database", "modules.status", "modules.occupancy", "modules.api",
-                    "modules.analytics"],
-        "worker_processes": 1,
-        "error_log": "logs/error.log",
-        "error_log_level": "info",
-        "fast_shutdown_timeout": "2s",
-        "database": {"dsn": dsn},
-        "occupancy": {"memcached": MEMCACHED},
-        "api": {"memcached": MEMCACHED, "memcached_prefix": f"b{secrets.token_hex(3)}:"},
-        "analytics": {"free_history": "400d", "cache_size": cache_size},
-        "http": {"servers": [{
-            "listen": [f"127.0.0.1:{port}"],
-            "locations": [{"location": "= /ok", "return": [200, '{"ok":true}']},
-                          {"location": "= /metrics", "content": "metrics"}, *public],
-        }]},
-    }
-    (prefix / "conf" / "bizzyd.yaml").write_text(yaml.safe_dump(config))
-    cmd = (["taskset", "-c", pin] if pin else []) + [
-        sys.executable, "-m", "bizzyd", "-p", str(prefix), "-c", str(prefix / "conf/bizzyd.yaml")]
-    return Server(cmd, prefix, {**os.environ, "PYTHONPATH": str(ROOT)}, port, "/ok",
-                  "bizzyd: worker process")
+    """bizzyd with the public analytics endpoints (no modules.auth: the year is free)."""
+    return catalogue_bizzyd(tmp, dsn, pin, modules=("modules.analytics",),
+                            locations=analytics_locations(signed_in=False),
+                            settings={"analytics": {"free_history": "400d",
+                                                    "cache_size": cache_size}})
 
 
 def peer(tmp: Path, dsn: str, pin: str | None) -> Server:

@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,7 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             assert json.loads(body)["occupancy"]["source"] == "zone"
             status, body = http_get(port, "/v1/hives?near=52.52,13.405&radius=20000&type=bar")
             assert status == 200 and json.loads(body)["items"]
+            analytics(port, moved()[0])
 
             # one hive, and its stream: the current state at once, from the zone
             hive = moved()[0]
@@ -180,6 +182,21 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             b.kill_everything()
             # the retained configuration message of this test's topic prefix
             clear_retained(f"{tag}/commands/sensor/bz2-000005")
+
+
+def analytics(port: int, hive: int) -> None:
+    """Ingest kept the 5-minute rollup of a simulated hive: its history shows the
+    simulator's entries and the occupancy curve (docs/api.md "Occupancy analytics")."""
+    now = datetime.now(UTC)
+    window = (f"from={(now - timedelta(hours=2)):%Y-%m-%dT%H:%MZ}"
+              f"&to={(now + timedelta(hours=2)):%Y-%m-%dT%H:%MZ}&bucket=5m")
+    status, body = http_get(port, f"/v1/hives/{hive}/occupancy/history?{window}")
+    assert status == 200, body
+    buckets = json.loads(body)["buckets"]
+    assert sum(b["entries"] for b in buckets) > 0
+    assert any(b["max"] is not None for b in buckets)
+    status, body = http_get(port, f"/v1/hives/{hive}/occupancy/history?bucket=2h")
+    assert status == 422 and json.loads(body)["invalid_params"][0]["name"] == "bucket"
 
 
 def config_emulator(b: Bizzyd) -> str:

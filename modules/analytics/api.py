@@ -74,7 +74,7 @@ HISTORY = Route(
     tags=TAGS, errors=(400, 401, 403, 404, 422), max_age=0)
 AT = Route(
     "GET", "/v1/hives/{id}/occupancy/at", "A hive's count at a past instant", At,
-    (HIVE_ID, Param("t", TIME, "the instant (ISO 8601)")),
+    (HIVE_ID, Param("t", TIME, "the instant (ISO 8601; default: now)")),
     description="From the rollups: the last point of the occupancy curve at or before t "
                 "(5-minute level while kept, then hourly, then daily; `resolution` says "
                 "which), 0 after the day's reset. More than 24 h back needs the feature "
@@ -255,8 +255,6 @@ async def _offset_at(conn: Any, hive_id: int, t: datetime) -> int:
 @endpoint(AT)
 async def occupancy_at(call: Call) -> At:
     now = datetime.now(UTC)
-    if call.params["t"] is None:
-        raise Problem(422, "t is required", param="t")
     t = _time(call.params["t"], "t", now)
     if t > now:
         raise Problem(422, "t must not be in the future", param="t")

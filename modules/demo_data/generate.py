@@ -59,12 +59,12 @@ __all__ = ["DEMO_TABLES", "DemoError", "Options", "Summary", "generate", "main",
 
 # Every table the demo fills, parents first; `--force` empties exactly these.
 HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hive_occupancy_hourly",
-                  "hive_occupancy_daily")
+                  "hive_occupancy_daily", "hive_occupancy_5m")
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
 # not filled by the demo, but their rows hang off its users and accounts: emptied with them
-LINKED_TABLES = ("user_device", "account_audit", "hive_occupancy_5m", "hive_correction",
-                 "hive_capacity_schedule", "hive_usage_hourly", "sensor_door_daily",
-                 "hive_occupancy_profile", "hive_insights", "hive_occupancy_forecast")
+LINKED_TABLES = ("user_device", "account_audit", "hive_correction", "hive_capacity_schedule",
+                 "hive_usage_hourly", "sensor_door_daily", "hive_occupancy_profile",
+                 "hive_insights", "hive_occupancy_forecast")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
@@ -803,15 +803,24 @@ async def _load_rollups(conn: asyncpg.Connection, plans: Sequence[HivePlan],
                              f"{time.monotonic() - started:.1f} s")
         yield history.COPY_TRAILER
 
+    async def five() -> AsyncIterator[bytes]:
+        yield history.COPY_HEADER
+        for h in done:
+            yield rollups.five_copy(h.hive_id, h.five, window.end)
+            h.five = []
+        yield history.COPY_TRAILER
+
     for table, data, columns in (("hive_occupancy_hourly", source(), rollups.HOURLY_COLUMNS),
-                                 ("hive_occupancy_daily", None, rollups.DAILY_COLUMNS)):
+                                 ("hive_occupancy_daily", None, rollups.DAILY_COLUMNS),
+                                 ("hive_occupancy_5m", five(), rollups.FIVE_COLUMNS)):
         status = await conn.copy_to_table(table, source=data or _framed(bytes(daily)),
                                           columns=list(columns), format="binary")
         summary.rows[table] = int(status.split()[-1])
     progress(
         f"rollups: {_n(summary.rows['hive_occupancy_hourly'])} hourly and "
         f"{_n(summary.rows['hive_occupancy_daily'])} daily rows from {_iso(before)} "
-        f"({(window.start - before) // 86400} days before the simulated ones), "
+        f"({(window.start - before) // 86400} days modelled before the simulated ones), "
+        f"{_n(summary.rows['hive_occupancy_5m'])} 5-minute rows of the simulated days, "
         f"{time.monotonic() - started:.1f} s"
     )
 

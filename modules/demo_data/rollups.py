@@ -26,10 +26,13 @@ HourRow = tuple[int, int, int, int, float, int | None, int, float]
 
 HOURLY_COLUMNS = ("hive_id", "hour", "entries", "exits", "peak_occupancy", "avg_occupancy",
                   "min_occupancy", "last_occupancy", "last_at", "area", "updated_at")
+FIVE_COLUMNS = ("hive_id", "bucket", "entries", "exits", "min_occupancy", "max_occupancy",
+                "last_occupancy", "last_at", "area")
 DAILY_COLUMNS = ("hive_id", "day", "starts_at", "ends_at", "entries", "exits",
                  "min_occupancy", "max_occupancy", "last_occupancy", "last_at", "area")
 _HOURLY = struct.Struct(">h iq iq ii ii ii if ii ii iq id iq".replace(" ", ""))
 _HOURLY_NO_MIN = struct.Struct(">h iq iq ii ii ii if i ii iq id iq".replace(" ", ""))
+_FIVE = struct.Struct(">h iq iq ii ii i ii ii iq id".replace(" ", ""))
 _DAILY = struct.Struct(">h iq ii iq iq ii ii ii ii ii iq id".replace(" ", ""))
 PG_DAY0 = date(2000, 1, 1)
 WEEK = 168
@@ -137,4 +140,16 @@ def daily_copy(hive_id: int, zone: str, rows: Sequence[HourRow]) -> bytes:
                                8, (start - PG_EPOCH) * USEC, 8, (end - PG_EPOCH) * USEC,
                                4, entries, 4, exits, 4, low, 4, top, 4, 0,
                                8, (end - PG_EPOCH) * USEC, 8, area))
+    return b"".join(out)
+
+
+def five_copy(hive_id: int, rows: Sequence[tuple[int, int, int, int, int, float]],
+              updated_until: int) -> bytes:
+    """Binary COPY tuples of hive_occupancy_5m from history.rollup_of(..., 300) rows (no
+    minimum; `last` is the average)."""
+    out = []
+    for start, entries, exits, peak, area, avg in rows:
+        end = (min(start + 300, updated_until) - PG_EPOCH) * USEC
+        out.append(_FIVE.pack(9, 8, hive_id, 8, (start - PG_EPOCH) * USEC, 4, entries,
+                              4, exits, -1, 4, peak, 4, round(avg), 8, end, 8, float(area)))
     return b"".join(out)
