@@ -17,6 +17,7 @@ forecast's accuracy against the demo simulator.
    comparison.
 
     .venv/bin/python bench/insights_bench.py [--hives 2000] [--weeks 8] [--runs 2]
+        [--data-weeks 26] [--no-accuracy]
         [--acc-hives 20] [--acc-weeks 8] [--markdown bench/RESULTS.md]
 
 Needs the local Postgres (`scripts/services start`).
@@ -89,7 +90,9 @@ async def job_times(dsn: str, runs: int, weeks: int) -> None:
 
 
 def bench_jobs(args: argparse.Namespace) -> None:
-    say(f"insights jobs: {args.hives} hives, {args.weeks} weeks of hourly rollups each")
+    data_weeks = args.data_weeks or args.weeks
+    say(f"insights jobs: {args.hives} hives, {data_weeks} weeks of hourly rollups each, "
+        f"profiles of the last {args.weeks}")
     name, dsn, ids = create_database(args.hives)
     try:
         third = len(ids) // 3
@@ -99,7 +102,7 @@ def bench_jobs(args: argparse.Namespace) -> None:
             ids[2 * third:])
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         started = time.monotonic()
-        asyncio.run(_exec(dsn, ROLLUPS_SQL, end - timedelta(weeks=args.weeks), end))
+        asyncio.run(_exec(dsn, ROLLUPS_SQL, end - timedelta(weeks=data_weeks), end))
         sql(dsn, "ANALYZE hive_occupancy_hourly")
         count = sql(dsn, "SELECT count(*) AS n FROM hive_occupancy_hourly")[0]["n"]
         say(f"  {count} rollup rows written in {time.monotonic() - started:.1f} s")
@@ -135,6 +138,10 @@ def main() -> int:
     parser.add_argument("--hives", type=int, default=2000)
     parser.add_argument("--weeks", type=int, default=8)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--data-weeks", type=int, default=0,
+                        help="weeks of rollups in the table (default: --weeks); the job "
+                             "still reads --weeks of them")
+    parser.add_argument("--no-accuracy", action="store_true", help="only the job times")
     parser.add_argument("--acc-hives", type=int, default=20)
     parser.add_argument("--acc-weeks", type=int, default=8)
     parser.add_argument("--markdown", type=Path, metavar="FILE",
@@ -142,7 +149,8 @@ def main() -> int:
     args = parser.parse_args()
     REPORT.clear()
     bench_jobs(args)
-    bench_accuracy(args)
+    if not args.no_accuracy:
+        bench_accuracy(args)
     if args.markdown:
         write_markdown(args.markdown, sys.argv[1:], "Insights jobs and forecast accuracy",
                        "bench/insights_bench.py")

@@ -111,7 +111,17 @@ def profile_days(rows: list[Any], peaks: int) -> tuple[list[Day], list[Peak]]:
         days.append(Day(weekday, hours, busiest.hour if busiest else None))
     ranked = sorted((r for r in rows if r["mean"] > 0),
                     key=lambda r: (-r["mean"], r["weekday"], r["hour"]))
-    return days, [Peak(r["weekday"], r["hour"], _round(r["mean"])) for r in ranked[:peaks]]
+    return days, [Peak(r["weekday"], r["hour"], _round(r["mean"]), peak_label(r["weekday"],
+                                                                             r["hour"]))
+                  for r in ranked[:peaks]]
+
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def peak_label(weekday: int, hour: int) -> str:
+    """"Friday 21:00-22:00" (ISO weekday, local hour)."""
+    return f"{WEEKDAYS[weekday - 1]} {hour:02d}:00-{(hour + 1) % 24:02d}:00"
 
 
 @endpoint(POPULAR_ROUTE)

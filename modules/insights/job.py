@@ -26,6 +26,11 @@ import asyncpg
 
 LOCK = 0x494E5347  # advisory lock class of the job ("INSG")
 
+# An hour whose rollup counted people but has no peak (so no average) yet: its average
+# is not known (the row was written by ingest, the job that owns the rollup has not
+# completed it), so it is left out rather than taken for an empty hour.
+UNKNOWN = "coalesce(r.entries + r.exits > 0 AND r.peak_occupancy = 0, false)"
+
 # Every hour of the window for every hive that has rollups (a missing rollup row is an
 # empty hour: 0), converted to the hive's local clock, then one ordered-set aggregate
 # per hive, weekday and hour.  A hive whose rollups start inside the window is profiled
@@ -48,6 +53,7 @@ WITH win AS (
     CROSS JOIN LATERAL generate_series(w.start, $1::timestamptz - interval '1 hour',
                                        interval '1 hour') g(hour)
     LEFT JOIN hive_occupancy_hourly r ON r.hive_id = w.hive_id AND r.hour = g.hour
+    WHERE NOT {UNKNOWN}
 ), stats AS (
     SELECT hive_id, weekday, hour, count(*) AS n, avg(v) AS mean,
            percentile_cont(ARRAY[0.1, 0.5, 0.9]) WITHIN GROUP (ORDER BY v) AS pc
@@ -70,7 +76,7 @@ WITH win AS (
     RETURNING hive_id
 )
 SELECT count(*) FROM hives
-"""
+""".replace("{UNKNOWN}", UNKNOWN)
 
 # How today runs: the observed hourly averages of the last `$2` complete hours against
 # the profile's means of the same local hours, shrunk towards 1 by a prior of `$5` x
@@ -92,6 +98,7 @@ hv AS (
          AND p.weekday = extract(isodow FROM g.hour AT TIME ZONE hv.timezone)::int
          AND p.hour = extract(hour FROM g.hour AT TIME ZONE hv.timezone)::int
     LEFT JOIN hive_occupancy_hourly r ON r.hive_id = hv.hive_id AND r.hour = g.hour
+    WHERE NOT {UNKNOWN}
     GROUP BY hv.hive_id, hv.capacity
 ), ratio AS (
     SELECT hive_id, least(greatest(
@@ -128,7 +135,7 @@ hv AS (
     RETURNING hive_id
 )
 SELECT count(DISTINCT hive_id) FROM written
-"""
+""".replace("{UNKNOWN}", UNKNOWN)
 
 RECORD_SQL = """
 INSERT INTO insights_run (job, finished_at, hives, seconds) VALUES ($1, $2, $3, $4)

@@ -35,6 +35,8 @@ class Peak(Struct):
     weekday: Annotated[int, Meta(ge=1, le=7)]
     hour: Annotated[int, Meta(ge=0, le=23)]
     avg: Count
+    label: Annotated[str, Meta(description="the hour named, local time",
+                               examples=["Friday 21:00-22:00"])]
 
 
 class PopularTimes(Struct):

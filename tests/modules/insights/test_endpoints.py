@@ -54,6 +54,8 @@ def test_popular_times_is_the_weekly_profile_with_peaks(api):
     peaks = data["peak_hours"]
     assert len(peaks) == 3 and peaks == sorted(peaks, key=lambda p: -p["avg"])
     assert peaks[0]["weekday"] in (5, 6) and peaks[0]["hour"] in (20, 21, 22)
+    day = "Friday" if peaks[0]["weekday"] == 5 else "Saturday"
+    assert peaks[0]["label"] == f"{day} {peaks[0]['hour']}:00-{peaks[0]['hour'] + 1}:00"
     friday = data["days"][4]
     assert friday["peak_hour"] in (20, 21, 22)
     assert friday["hours"][friday["peak_hour"]]["avg"] == max(

@@ -99,6 +99,25 @@ async def empty_hours_count_as_zero_and_a_new_hive_starts_at_its_first_rollup(co
     assert await profile(conn, 3) == {}
 
 
+async def an_hour_ingest_counted_but_nobody_averaged_is_left_out(conn):
+    end = datetime(2026, 6, 1, tzinfo=UTC)  # a Monday
+    local = (end - timedelta(weeks=1)).astimezone(ZoneInfo(BERLIN)).replace(hour=20)
+    await write_rollups(conn, pattern_rollups(4, BERLIN, 100, end - timedelta(weeks=8), end)
+                       )
+    # last Monday 20:00: entries and exits counted, peak and average not (yet) computed
+    await conn.execute("UPDATE hive_occupancy_hourly SET entries = 9, exits = 4, "
+                       "peak_occupancy = 0, avg_occupancy = 0 WHERE hive_id = 4 AND hour = $1",
+                       local.astimezone(UTC))
+    await job.run_profiles(conn, end, 8)
+    got = await profile(conn, 4)
+    assert got[(1, 20)]["samples"] == 7 and got[(1, 21)]["samples"] == 8
+    assert got[(1, 20)]["mean"] == pytest.approx(weekly(1, 20, 100), abs=1e-3)
+    # and the forecast's "how today runs" leaves it out too: as usual, not quieter
+    await job.run_forecasts(conn, local + timedelta(hours=1, minutes=10))
+    ratio = await conn.fetchval("SELECT today_ratio FROM hive_insights WHERE hive_id = 4")
+    assert ratio == pytest.approx(1.0, abs=1e-3)
+
+
 def _busier_today(start: datetime) -> object:
     return lambda local: 1.6 if local >= start else 1.0
 
@@ -166,3 +185,7 @@ def test_forecast_follows_a_busier_today_and_fades_with_the_horizon(dsn):
 
 def test_a_job_runs_once_at_a_time(dsn):
     on(dsn, lambda conn: a_job_runs_once_at_a_time(conn, dsn))
+
+
+def test_an_hour_ingest_counted_but_nobody_averaged_is_left_out(dsn):
+    on(dsn, an_hour_ingest_counted_but_nobody_averaged_is_left_out)

@@ -1,15 +1,18 @@
 """The `insights job` process role: on a fresh database it profiles and forecasts every
-hive with rollups by itself, and the workers pick the forecast up for expected_now."""
+hive with rollups by itself, and the workers pick the forecast up for expected_now;
+and `bizzyd insights`, which runs the jobs once."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import httpx
 import pytest
+import yaml
 from insights_support import insights_config, sql
 
-from bizzyd_proc import free_port, running, wait_for
+from bizzyd_proc import BIZZYD, free_port, running, wait_for
 from modules.database.testing import temporary_database_sync
 from modules.hives.testing import load_demo
 
@@ -39,3 +42,26 @@ def test_the_job_process_profiles_and_forecasts(tmp_path, pg_server_dsn):
             # the next check finds nothing due: no second run within the intervals
             b.wait_log("cache loader: loaded")
             assert b.log().count("insights: profile of") == 1
+
+
+def test_the_insights_command_runs_the_jobs_once(tmp_path, insights_dsn):
+    port = free_port()
+    config = insights_config(port, insights_dsn)
+    (tmp_path / "bizzyd.yaml").write_text(yaml.safe_dump(config))
+    before = {r["job"]: r["finished_at"] for r in sql(insights_dsn,
+                                                       "SELECT * FROM insights_run")}
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*BIZZYD, "-p", str(tmp_path), "-c",
+                               str(tmp_path / "bizzyd.yaml"), "insights", *args],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    done = command("forecast")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "insights: forecast of" in done.stdout and "profile" not in done.stdout
+    after = {r["job"]: r["finished_at"] for r in sql(insights_dsn,
+                                                      "SELECT * FROM insights_run")}
+    assert after["forecast"] > before["forecast"] and after["profile"] == before["profile"]
+    done = command("all")
+    assert done.returncode == 0 and "insights: profile of" in done.stdout
+    assert command("everything").returncode == 2
