@@ -49,7 +49,7 @@ from occupancy_bench import (  # noqa: E402
     sql,
     write_markdown,
 )
-from users_bench import PROJECT, WRK_TOKENS, warm  # noqa: E402
+from users_bench import PROJECT, WRK_TOKENS, peer, warm  # noqa: E402
 
 from modules.auth.testing import KeyPair, certs_server  # noqa: E402
 from modules.kpis.testing import kpis_locations  # noqa: E402
@@ -124,17 +124,6 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, certs_url: str) -> Server:
     return Server(cmd, prefix, env, port, "/ok", "bizzyd: worker process")
 
 
-def peer(tmp: Path, dsn: str, pin: str | None, certs_url: str) -> Server:
-    port = free_port()
-    cmd = (["taskset", "-c", pin] if pin else []) + [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH / "peers"),
-        "kpis_fastapi:app", "--port", str(port), "--loop", "uvloop", "--http",
-        "httptools", "--log-level", "warning", "--no-access-log"]
-    env = {k: v for k, v in os.environ.items() if k != "FIREBASE_AUTH_EMULATOR_HOST"}
-    env.update(PEER_DSN=dsn, PEER_CERTS_URL=certs_url, PEER_PROJECT=PROJECT)
-    return Server(cmd, tmp, env, port, "/ok", None)
-
-
 def explain(dsn: str, ids: list[int], bounds: tuple) -> None:
     from modules.kpis.hours import LocalHours
     from modules.kpis.queries import OCCUPANCY
@@ -187,7 +176,7 @@ def main() -> int:
             ours = [measure("bizzyd kpis (50 hives, 90 days)", server, "/", lua, args,
                             wrk_pin, c) for c in (1, args.connections)]
             server.stop()
-            server = peer(tmp, dsn, srv_pin, url)
+            server = peer(tmp, dsn, srv_pin, url, "kpis_fastapi:app")
             theirs = [measure("FastAPI+uvicorn kpis (same report)", server, "/", lua, args,
                               wrk_pin, c) for c in (1, args.connections)]
         p99 = ours[0]["p99_us"] / 1000

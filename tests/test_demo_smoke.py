@@ -270,7 +270,33 @@ def business(port: int, auth: dict, dsn: str, stranger: dict) -> None:
     assert [a["action"] for a in json.loads(body)["items"]] == [
         "member.put", "sensor.config", "image.create", "deal.create", "hive.create",
         "account.create"], body
+    kpis(port, stranger, dsn, hive_id, viewer)
 
+
+def kpis(port: int, viewer: dict, dsn: str, hive_id: int, viewer_id: int) -> None:
+    """modules.kpis as a viewer: the sensor's health; the numbers of a demo account."""
+    status, _, body = put(port, f"/v1/hives/{hive_id}/health", None, viewer, "GET")
+    assert status == 200, body
+    [sensor] = json.loads(body)["sensors"]
+    assert sensor["serial"] == "bz2-000005" and sensor["config"]["pending"], sensor
+    sql_sync(dsn, "INSERT INTO account_member (account_id, user_id, member_role) "
+                  "SELECT account_id, $1, 'viewer' FROM hive WHERE id = 1", viewer_id)
+    status, _, body = put(port, "/v1/hives/1/health", None, viewer, "GET")
+    assert status == 200 and json.loads(body)["sensors"], body
+    account = first_account(dsn)
+    status, _, body = put(port, f"/v1/accounts/{account}/kpis", None, viewer, "GET")
+    assert status == 200, body
+    assert json.loads(body)["total"]["visits"] > 0, body  # the demo's week of history
+    status, _, body = put(port, f"/v1/accounts/{account}/feedback", None, viewer, "GET")
+    assert status == 200 and "totals" in json.loads(body), body
+
+
+def first_account(dsn: str) -> int:
+    import asyncio
+
+    from modules.mqtt_ingest.testing import fetch
+
+    return asyncio.run(fetch(dsn, "SELECT account_id FROM hive WHERE id = 1"))[0]["account_id"]
 
 
 def put(port: int, path: str, body: dict | bytes | None, headers: dict | None = None,

@@ -123,6 +123,24 @@ def test_kpis_bad_input(biz: httpx.Client) -> None:
     assert other_account != account
 
 
+def test_who_may_read_an_accounts_kpis_and_feedback(biz: httpx.Client) -> None:
+    h, account, (hive, _) = business(biz)
+    viewer, viewer_id = signed_in(biz)
+    operator, operator_id = signed_in(biz)
+    outsider, _ = signed_in(biz)
+    _, other, _ = business(biz)  # another business: our viewer is nobody there
+    expect(biz.put(f"/v1/accounts/{account}/members/{viewer_id}", json={"role": "viewer"},
+                   headers=h), 200)
+    sql(biz.dsn, "UPDATE app_user SET user_role = 'operator' WHERE id = $1", operator_id)
+    for path in (f"/v1/accounts/{account}/kpis", f"/v1/accounts/{account}/feedback",
+                 f"/v1/hives/{hive}/health"):
+        for who, status in ((h, 200), (viewer, 200), (operator, 200), (outsider, 404),
+                            ({}, 401)):
+            expect(biz.get(path, headers=who), status)
+    expect(biz.get(f"/v1/accounts/{other}/kpis", headers=viewer), 404)
+    expect(biz.get("/v1/accounts/999999999/kpis", headers=operator), 404)
+
+
 def test_feedback_with_ratings_and_sentiment(biz: httpx.Client) -> None:
     h, account, (a, b) = business(biz)
     user, user_id = signed_in(biz)
