@@ -56,14 +56,15 @@ def built() -> None:
 
 def dashboard_config(port: int, dsn: str, emulator: str, project: str, images: str,
                      tag: str) -> dict[str, Any]:
-    """The business config plus live streams, MQTT ingest (topics under `tag`) and the
-    dashboard, as in conf/demo.yaml."""
+    """The business config (with MQTT ingest, topics under `tag`) plus live streams,
+    analytics, insights, kpis and the dashboard, as in conf/demo.yaml."""
     firebase = {"project_id": project, "emulator": emulator, "features_ttl": "0s"}
     config = business_config(port, dsn, os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"),
                              firebase, LIMIT, images)
-    config["modules"] += ["modules.mqtt_ingest", "modules.insights", "modules.dashboard"]
-    config["mqtt"] = {"host": "127.0.0.1", "port": DEFAULT_MQTT_PORT, "topic_prefix": tag,
-                      "client_id": tag, "session_expiry": "60s", "processes": 1}
+    config["modules"] += ["modules.insights", "modules.dashboard"]
+    # ingest (business_config has it for the configuration push) on topics of our own
+    config["mqtt"].update(host="127.0.0.1", port=DEFAULT_MQTT_PORT, topic_prefix=tag,
+                          client_id=tag, processes=1)
     locations = config["http"]["servers"][0]["locations"]
     at = next(i for i, loc in enumerate(locations) if loc.get("content") == "api_not_found")
     locations[at:at] = [*OCCUPANCY, *dashboard_locations()]
