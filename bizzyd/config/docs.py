@@ -65,9 +65,9 @@ SHIPPED_MODULES: tuple[str, ...] = ("modules.database", "modules.status", "modul
                                      "modules.conditional", "modules.cors",
                                      "modules.occupancy", "modules.mqtt_ingest", "modules.api",
                                      "modules.hives", "modules.auth", "modules.users",
-                                     "modules.store", "modules.business", "modules.kpis",
-                                     "modules.queue", "modules.insights", "modules.analytics",
-                                     "modules.dashboard")
+                                     "modules.store", "modules.business", "modules.queue",
+                                     "modules.analytics", "modules.kpis",
+                                     "modules.insights", "modules.dashboard")
 
 if __name__ == "__main__":
     sys.stdout.write(render(SHIPPED_MODULES))

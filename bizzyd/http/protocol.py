@@ -175,7 +175,7 @@ class HttpProtocol(asyncio.Protocol):
         "location", "captures", "path", "version", "chunked_body", "chunks", "wire",
         "header_count", "head_read",
         # the last read when it was exactly one simple request, and that request parsed
-        "replay_data", "replay", "completed",
+        "replay_data", "replay", "completed", "replay_keep_alive", "replaying",
         # limits of the request line and header section (the default server's)
         "max_line", "max_field", "max_fields", "underscores",
     )
@@ -228,9 +228,10 @@ class HttpProtocol(asyncio.Protocol):
         self.chunked_body = False
         self.chunks = self.wire = self.header_count = self.head_read = 0
         self.replay_data = b""
-        # (url, headers, version, host, keep-alive wish) of the last request read
-        self.replay: tuple[bytes, tuple[tuple[bytes, bytes], ...], str, bytes | None,
-                           bool] | None = None
+        # (url, headers, version, host) of the last request read, and its keep-alive wish
+        self.replay: tuple[bytes, tuple[tuple[bytes, bytes], ...], str, bytes | None
+                           ] | None = None
+        self.replay_keep_alive = self.replaying = False
         self.completed = 0
         self._reset_request()
 
@@ -351,51 +352,52 @@ class HttpProtocol(asyncio.Protocol):
         if not inside and data == self.replay_data:
             self._replay()
         else:
-            self._parse(data, inside)
+            raw = data
+            if self.chunked_body:
+                self.wire += len(data)
+            elif not inside and not data.isascii():
+                data = _encode_target(data)
+            self.read = data  # kept until the next read (on_body drops a large one)
+            self.fresh = not inside
+            self.completed = 0
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                pass  # an upgrade we decline: its request was answered, and it is the last
+            except httptools.HttpParserCallbackError as exc:
+                self._callback_failed(exc.__context__)
+            except httptools.HttpParserError as exc:
+                if not self.discarding:  # else: bytes after the last request
+                    self._reject(Reject(400, _parser_reason(exc)))
+            if self.in_request:
+                self.replay_data = b""
+                if not self.discarding:
+                    self._request_pending()
+            else:  # a read of exactly one simple request parses the same way next time
+                self.replay_data = raw if not inside and self.completed == 1 \
+                    and self.replay is not None else b""
         out, self.out = self.out, None
         if out:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
         if self.closing and not self.pending:
             self._close()
 
-    def _parse(self, data: bytes, inside: bool) -> None:
-        raw = data
-        if self.chunked_body:
-            self.wire += len(data)
-        elif not inside and not data.isascii():
-            data = _encode_target(data)
-        self.read = data  # kept until the next read (on_body drops a large one)
-        self.fresh = not inside
-        self.completed = 0
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # an upgrade we decline: its request was answered, and it is the last
-        except httptools.HttpParserCallbackError as exc:
-            self._callback_failed(exc.__context__)
-        except httptools.HttpParserError as exc:
-            if not self.discarding:  # else: bytes after the last request
-                self._reject(Reject(400, _parser_reason(exc)))
-        if self.in_request:
-            self.replay_data = b""
-            if not self.discarding:
-                self._request_pending()
-        else:  # a read of exactly one simple request parses the same way next time
-            self.replay_data = raw if not inside and self.completed == 1 \
-                and self.replay is not None else b""
-
     def _replay(self) -> None:
         """The read is byte for byte the last one, which was one complete request
         without a body that began and ended with the read: llhttp, back at a message
-        boundary, would report exactly the same (its method and keep-alive flags are
-        still those of that request), so its parse is reused."""
-        url, headers, self.version, host, wanted = self.replay  # type: ignore[misc]
+        boundary, would report exactly the same (its method is still that request's;
+        its keep-alive flags are cleared, so the verdict was kept), so the parse is
+        reused."""
+        url, headers, self.version, host = self.replay  # type: ignore[misc]
         self.url, self.headers = url, list(headers)
+        self.replaying = True
         try:
             self._route(host)
-            self._complete(wanted)
+            self.on_message_complete()
         except Reject as exc:
             self._reject(exc)
+        finally:
+            self.replaying = False
 
     def _request_pending(self) -> None:
         """A request is incomplete at the end of a read: its header deadline runs from
@@ -517,7 +519,7 @@ class HttpProtocol(asyncio.Protocol):
         elif expect is not None and version == "1.1" and expect.lower() != b"100-continue":
             raise Reject(417, "unsupported Expect")
         if fresh and not seen & _F_NO_REPLAY:
-            self.replay = (url, tuple(self.headers), version, host, True)
+            self.replay = (url, tuple(self.headers), version, host)
 
     def _http_version(self) -> str:
         """"1.1" or "1.0" (else 505)."""
@@ -545,14 +547,10 @@ class HttpProtocol(asyncio.Protocol):
         if self.chunked_body:
             self.chunked_body = False
             del self.headers[self.header_count:]  # trailer fields are not merged
-        # llhttp clears its flags once the message is done: keep the verdict for a replay
-        wanted = self.parser.should_keep_alive()
-        if self.replay is not None:
-            self.replay = (*self.replay[:4], wanted)
-        self._complete(wanted)
-
-    def _complete(self, wanted: bool) -> None:
-        """A request was read whole; `wanted`: the client's keep-alive wish."""
+        if self.replaying:
+            wanted = self.replay_keep_alive
+        else:  # llhttp clears its flags once the message is done: kept for a replay
+            wanted = self.replay_keep_alive = self.parser.should_keep_alive()
         self.requests += 1
         engine = self.engine
         engine.counters["requests"] += 1

@@ -161,35 +161,44 @@ def local_iso(ts: int, zone: ZoneInfo) -> tuple[str, str]:
 
 def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[Bucket]:
     """The buckets [bounds[i], bounds[i+1]) from the rows (records in the column order
-    above) sorted by start."""
+    above) sorted by start.  The loop is the cost of a year of hours: names are local,
+    the ISO texts come from per-day and per-second caches."""
     cap_starts = [s.start for s in ctx.capacities]
     cor_starts = [s.start for s in ctx.corrections]
     out: list[Bucket] = []
+    append, make = out.append, Bucket
+    day, hms, offsets_of, offset_text = _day, _hms, day_offsets, _offset_text
     j, n = 0, len(rows)
     tz, now, default = ctx.tz, ctx.now, ctx.default_capacity
+    capacities, corrections = ctx.capacities, ctx.corrections
     start = iso(bounds[0]) + "Z"
     for lo, hi in zip(bounds, bounds[1:], strict=False):
-        end = iso(hi) + "Z"
-        local, offset = local_iso(lo, tz)
+        days, seconds = divmod(hi, 86400)
+        end = day(days) + hms(seconds) + "Z"
+        days, seconds = divmod(lo, 86400)
+        offsets = offsets_of(tz, days)
+        offset = offsets[0][1] if len(offsets) == 1 or seconds < offsets[1][0] \
+            else offsets[1][1]
+        days, seconds = divmod(lo + offset, 86400)
+        local = day(days) + hms(seconds) + offset_text(offset)
         while j < n and rows[j][0] < lo:
             j += 1
         k = j
         while k < n and rows[k][0] < hi:
             k += 1
-        capacity = (capacity_of(default, ctx.capacities, cap_starts, lo, hi)
-                    if ctx.capacities else default)
+        capacity = (capacity_of(default, capacities, cap_starts, lo, hi)
+                    if capacities else default)
         if k == j:
-            out.append(Bucket(start, end, local + offset, True, None, None, None, 0, 0,
-                              capacity, None))
+            append(make(start, end, local, True, None, None, None, 0, 0, capacity, None))
         else:
             entries, exits, low, high, avg = _values(rows, j, k, now)
             corrected = None
-            if ctx.corrections:
-                parts = _overlaps(ctx.corrections, cor_starts, lo, hi)
+            if corrections:
+                parts = _overlaps(corrections, cor_starts, lo, hi)
                 if parts:
                     corrected = _corrected(avg, low, high, capacity, parts, hi - lo)
-            out.append(Bucket(start, end, local + offset, False, avg, low, high, entries,
-                              exits, capacity, _utilization(avg, capacity), corrected))
+            append(make(start, end, local, False, avg, low, high, entries, exits, capacity,
+                        None if avg is None else round(avg / capacity, 4), corrected))
         j, start = k, end
     return out
 

@@ -62,9 +62,9 @@ HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hiv
                   "hive_occupancy_daily", "hive_occupancy_5m")
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
 # not filled by the demo, but their rows hang off its users and accounts: emptied with them
-LINKED_TABLES = ("user_device", "account_audit", "hive_correction", "hive_capacity_schedule",
-                 "hive_usage_hourly", "sensor_door_daily", "hive_occupancy_profile",
-                 "hive_insights", "hive_occupancy_forecast")
+LINKED_TABLES = ("user_device", "account_audit", "hive_usage_hourly", "sensor_door_daily",
+                 "hive_correction", "hive_capacity_schedule", "hive_occupancy_profile",
+                 "hive_occupancy_forecast", "hive_insights", "insights_run")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
@@ -765,8 +765,6 @@ async def _derived_counters(conn: asyncpg.Connection, fast: bool, progress: _Pro
     doors = await conn.execute(DOORS_FILL)
     progress(f"counters: app usage per hive and hour, {_n(int(doors.split()[-1]))} door days, "
              f"{time.monotonic() - started:.1f} s")
-
-
 async def _load_rollups(conn: asyncpg.Connection, plans: Sequence[HivePlan],
                         done: Sequence[HiveHistory], window: Window, before: int,
                         summary: Summary, progress: _Progress) -> None:

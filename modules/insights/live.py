@@ -51,7 +51,6 @@ class Live:
         self.runs: dict[str, Any] = {}  # job -> finished_at, as of the last check
         self.changed: Any = None  # the occupancy module's fields_changed
         self.task: asyncio.Task[None] | None = None
-        self.loads = 0
 
     def fields(self, hive_id: int, occupancy: int, capacity: int) -> bytes:
         found = self.values.get(hive_id)
@@ -92,7 +91,6 @@ class Live:
             rows = await conn.fetch(HOUR_SQL, now)
         self.values = {r["hive_id"]: (r["expected"], r["usual"]) for r in rows}
         self.seen = (run, hour)
-        self.loads += 1
         if self.changed is not None:
             self.changed()
         return True

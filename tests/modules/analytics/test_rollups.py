@@ -83,14 +83,13 @@ async def _sweep(dsn: str) -> tuple:
         old = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=40)
         await conn.execute("INSERT INTO hive_occupancy_5m (hive_id, bucket, entries) "
                            "VALUES ($1, $2, 1), ($1, $3, 1) ON CONFLICT DO NOTHING",
-                           hive, old, old + timedelta(days=39))
+                           hive, old, old + timedelta(days=30))
         settings = {"retention_5m": 35 * 86400, "retention_hourly": 0, "retention_daily": 0}
         hourly_before = await conn.fetchval("SELECT count(*) FROM hive_occupancy_hourly")
         done = await sweep(conn, settings)
-        left = await conn.fetchval("SELECT count(*) FROM hive_occupancy_5m WHERE bucket = $1",
-                                   old)
-        kept = await conn.fetchval("SELECT count(*) FROM hive_occupancy_5m WHERE bucket = $1",
-                                   old + timedelta(days=39))
+        count = "SELECT count(*) FROM hive_occupancy_5m WHERE hive_id = $1 AND bucket = $2"
+        left = await conn.fetchval(count, hive, old)
+        kept = await conn.fetchval(count, hive, old + timedelta(days=30))
         hourly_after = await conn.fetchval("SELECT count(*) FROM hive_occupancy_hourly")
         return done, left, kept, hourly_before, hourly_after
     finally:
