@@ -83,6 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, city: Any) -> Iterator[Any]
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
         wait_until_cached(b.log_file, 2)
         b.url, b.tag, b.api = f"http://127.0.0.1:{port}/dashboard/", tag, api
+        b.emulator = city.emulator
         yield b
 
 
@@ -108,8 +109,13 @@ def watch() -> PageWatch:
 
 @pytest.fixture
 def page(browser: Any, server: Any, watch: PageWatch) -> Iterator[Any]:
-    """A signed-in desktop page; no console error may have happened by the end."""
+    """A signed-in desktop page; by the end no console error may have happened and no
+    request may have left for another host."""
     page = sign_in(browser, server, DESKTOP, watch)
     yield page
     page.context.close()
     assert watch.errors == []
+    # nothing from a CDN or Google: bizzyd and (sign-in) the emulator only
+    origin, emulator = server.url.removesuffix("dashboard/"), f"http://{server.emulator}"
+    assert watch.foreign(origin, emulator) == []
+    assert watch.foreign(origin) and watch.foreign(emulator)  # both were asked

@@ -128,15 +128,22 @@ def report_entries(dsn: str, hive_id: int, tag: str, entries: int) -> None:
 
 @dataclass
 class PageWatch:
-    """Console errors and uncaught exceptions of a page."""
+    """Console errors, uncaught exceptions and requests of a page."""
 
     errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
 
     def attach(self, page: Any) -> Any:
         page.on("console", lambda m: self.errors.append(f"console: {m.text}")
                 if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("request", lambda r: self.requests.append(r.url))
         return page
+
+    def foreign(self, *origins: str) -> list[str]:
+        """Requests to anywhere but `origins` (data: URLs are no requests out)."""
+        return [u for u in self.requests
+                if not u.startswith(("data:", *(o.rstrip("/") + "/" for o in origins)))]
 
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:
