@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps test lint demo cluster-demo docs bench services services-stop clean
+.PHONY: venv deps test lint demo cluster-demo docs bench services services-stop clean dashboard
 
 venv: $(STAMP)
 
@@ -28,21 +28,39 @@ services:
 services-stop:
 	scripts/services stop
 
-test: venv deps lint
+# The Hive Analytics Dashboard (modules/dashboard, docs/dashboard.md): its npm
+# dependencies (pinned by package-lock.json, installed with `npm ci`) and the esbuild
+# bundle in modules/dashboard/web/dist/, rebuilt when a source or the lock file changes.
+WEB := modules/dashboard/web
+WEB_MODULES := $(WEB)/node_modules/.installed
+WEB_SOURCES := $(WEB)/build.mjs $(wildcard $(WEB)/src/*.* $(WEB)/src/*/*.*)
+dashboard: $(WEB)/dist/index.html
+
+$(WEB_MODULES): $(WEB)/package.json $(WEB)/package-lock.json
+	scripts/install-deps node
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(WEB)/dist/index.html: $(WEB_MODULES) $(WEB_SOURCES)
+	cd $(WEB) && node build.mjs
+
+test: venv deps lint dashboard
 	BIZZYD_PG_FAST=1 scripts/services start
 	eval "$$(scripts/services env)" && $(PY) -m pytest -q
 
-# The demo: local services, schema, demo city (first time only), then scripts/demo:
+# The demo: local services, schema, demo city (first time only), the dashboard's demo
+# business user (every time: the emulator forgets its users), then scripts/demo:
 # bizzyd in the foreground on conf/demo.yaml, logging to the terminal, and the sensor
 # simulator (bizzyd-sim) in the background, logging to logs/demo-sim.log. Ctrl-C stops
 # both. Extra simulator flags: make demo DEMO_SIM_ARGS='--rate 40'.
 DEMO := $(VENV)/bin/bizzyd -p . -c conf/demo.yaml
-demo: venv
+demo: venv dashboard
 	scripts/install-deps test
 	scripts/services start
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
-		demo-data --if-empty --hives 2000 --seed 1
+		-g "firebase: {project_id: $$BIZZYD_FIREBASE_PROJECT, emulator: '$$BIZZYD_FIREBASE_EMULATOR'}" \
+		demo-data --if-empty --hives 2000 --seed 1 --business-user
 	DEMO_SIM_ARGS="$(DEMO_SIM_ARGS)" exec scripts/demo
 
 # The cluster on one host (docs/cluster.md): Postgres and a streaming standby, a 3-node
@@ -58,7 +76,7 @@ cluster-demo: venv
 	exec scripts/cluster-demo
 
 clean:
-	rm -rf $(VENV) run logs .pytest_cache .ruff_cache
+	rm -rf $(VENV) run logs .pytest_cache .ruff_cache $(WEB)/node_modules $(WEB)/dist
 
 docs: venv
 	$(PY) -m bizzyd.config.docs > docs/config.md

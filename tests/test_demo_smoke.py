@@ -56,6 +56,9 @@ def demo_config(port: int, dsn: str, tag: str) -> dict:
         config["firebase"]["emulator"] = emulator
     (server,) = config["http"]["servers"]
     server["listen"] = [f"127.0.0.1:{port}"]
+    for loc in server["locations"]:  # the dashboard's build is in the checkout
+        if loc.get("alias", "").startswith("modules/"):
+            loc["alias"] = str(ROOT / loc["alias"]) + "/"
     return config
 
 
@@ -138,6 +141,11 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
                 url = path.replace("{id}", "1")  # hive 1 is always active (city.py)
                 status, body = http_get(port, url)
                 assert status == 200, (url, body)
+            # the dashboard (make test builds it): the index names its bundle
+            status, body = http_get(port, "/dashboard/")
+            assert status == 200 and b"assets/app-" in body, body[:200]
+            status, body = http_get(port, "/dashboard/config.json")
+            assert status == 200 and json.loads(body)["firebase"]["projectId"] == "demo-bizzy"
             status, body = http_get(port, "/v1/hives/1")
             assert json.loads(body)["occupancy"]["source"] == "zone"
             status, body = http_get(port, "/v1/hives?near=52.52,13.405&radius=20000&type=bar")

@@ -32,6 +32,7 @@ from . import images, queries
 from .schemas import (
     Account,
     AccountIn,
+    AccountList,
     AccountPatch,
     Address,
     AuditEntry,
@@ -81,6 +82,8 @@ def _route(method: str, path: str, summary: str, response: type | None, **kw: An
                  errors=errors, auth=True, max_age=0, **kw)
 
 
+ACCOUNT_LIST = _route("GET", "/v1/accounts", "Your business accounts and your role in each "
+                      "(any signed-in user; operators: their own memberships)", AccountList)
 ACCOUNT_POST = _route("POST", "/v1/accounts", "Open a business account (you become its admin)",
                       Account, body=AccountIn, status=201, errors=(422,))
 ACCOUNT_GET = _route("GET", "/v1/accounts/{id}", "A business account (viewer)", Account,
@@ -218,6 +221,13 @@ async def account_post(call: Call) -> Account:
         account = _account(row, "admin")
         await _audit(call, conn, row["id"], "account.create", row["id"], None, account)
     return account
+
+
+@endpoint(ACCOUNT_LIST)
+async def account_list(call: Call) -> AccountList:
+    async with database(call.process).connection() as conn:
+        rows = await conn.fetch(queries.MY_ACCOUNTS, identity(call.request).user_id)
+    return AccountList([_account(r, r["member_role"]) for r in rows])
 
 
 @endpoint(ACCOUNT_GET)
@@ -674,7 +684,7 @@ def _with_quick(dispatch: Any, public: Any) -> Any:
 
 
 HANDLERS = {
-    "accounts": account_post,
+    "accounts": methods(account_list, account_post),
     "account": methods(account_get, account_patch),
     "account_members": members,
     "account_member": methods(member_put, member_delete),

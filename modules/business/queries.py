@@ -9,6 +9,9 @@ LEFT JOIN account_member m ON m.account_id = a.id AND m.user_id = u.id
 WHERE a.id = $2"""
 
 ACCOUNT = "SELECT * FROM account WHERE id = $1"
+MY_ACCOUNTS = """
+SELECT a.*, m.member_role FROM account_member m JOIN account a ON a.id = m.account_id
+WHERE m.user_id = $1 ORDER BY a.name, a.id"""
 ACCOUNT_INSERT = "INSERT INTO account (name, billing_email) VALUES ($1, $2) RETURNING *"
 
 MEMBER_COLUMNS = """

@@ -44,6 +44,10 @@ class Account(Struct):
     updated_at: datetime
 
 
+class AccountList(Struct):
+    accounts: list[Account]
+
+
 class MemberIn(Struct, forbid_unknown_fields=True):
     role: Role
 

@@ -51,6 +51,7 @@ import asyncpg
 from modules.database.migrate import MigrationError, up
 
 from . import history, rollups
+from .business_user import DEMO_EMAIL, DEMO_PASSWORD, ensure_business_user
 from .city import TABLE_COLUMNS, City, Reference, build_city, months_between
 from .history import HiveHistory, HivePlan, Window
 
@@ -130,6 +131,7 @@ class Options:
     if_empty: bool = False
     migrate: bool = True
     reset_at: Clock = Clock(4)  # daily occupancy reset, hive-local (mqtt/occupancy.reset_at)
+    business_user: bool = False  # also the dashboard's demo user (business_user.py)
 
     @property
     def anchor(self) -> datetime:
@@ -242,6 +244,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="daily occupancy reset, hive-local (default: occupancy.reset_at "
         "or mqtt.reset_at of the configuration, else 04:00)",
     )
+    parser.add_argument(
+        "--business-user",
+        action="store_true",
+        help="also make the dashboard's demo business user (admin of a small account; in "
+        "the Firebase Auth emulator too when firebase.emulator is set), also when "
+        "--if-empty finds data; see docs/dashboard.md",
+    )
     return parser
 
 
@@ -284,6 +293,7 @@ def parse_args(argv: Sequence[str], default_dsn: str, default_reset: Clock = Clo
         if_empty=args.if_empty,
         migrate=args.migrate,
         reset_at=args.reset_at or default_reset,
+        business_user=args.business_user,
     )
 
 
@@ -298,6 +308,8 @@ def main(argv: list[str], config: Any) -> int:
         return 2
     try:
         asyncio.run(generate(options))
+        if options.business_user:
+            asyncio.run(_business_user(options.dsn, config))
     except DemoError as exc:
         print(f"bizzyd: demo-data: {exc}", file=sys.stderr)
         return 1
@@ -311,6 +323,18 @@ def main(argv: list[str], config: Any) -> int:
         print(f"bizzyd: demo-data: cannot use the database: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _business_user(dsn: str, config: Any) -> None:
+    firebase = (config.get("firebase") if hasattr(config, "get") else None) or {}
+    emulator, project = firebase.get("emulator", ""), firebase.get("project_id", "demo-bizzy")
+    made = await ensure_business_user(dsn, emulator, project)
+    if made is None:
+        raise DemoError("--business-user: no account has 2 to 4 active hives with sensors")
+    where = "in the Firebase Auth emulator" if made.in_emulator else (
+        "in the database only: no firebase.emulator in the config")
+    print(f"demo business user {DEMO_EMAIL} / {DEMO_PASSWORD} ({where}): admin of account "
+          f"{made.account_id}, hives {', '.join(map(str, made.hive_ids))}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,29 +3,17 @@ queues and depths, DLQ contents, peek, redrive and purge by clicking."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
+from browser import chromium
 from queue_support import boto_client
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking"]
-
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True,
-                              timeout=30000)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def test_console_shows_depths_peeks_redrives_and_purges(queue_server, browser):

@@ -54,6 +54,24 @@ def test_opening_an_account_makes_the_caller_its_admin(biz: httpx.Client) -> Non
     assert audit[0]["after"]["billing_email"] == "b@example.com"
 
 
+def test_a_user_lists_the_accounts_they_belong_to_with_their_role(
+        biz: httpx.Client) -> None:
+    h, _ = signed_in(biz)
+    assert expect(biz.get("/v1/accounts", headers=h), 200) == {"accounts": []}
+    first, second = new_account(biz, h, "Zeta Bar"), new_account(biz, h, "Alpha Cafe")
+    other_h, other = signed_in(biz)
+    new_account(biz, other_h, "Not yours")
+    expect(biz.put(f"/v1/accounts/{first['id']}/members/{other}", json={"role": "viewer"},
+                   headers=h), 200)
+    mine = expect(biz.get("/v1/accounts", headers=h), 200)["accounts"]
+    assert [(a["id"], a["role"]) for a in mine] == [(second["id"], "admin"),
+                                                    (first["id"], "admin")]
+    theirs = expect(biz.get("/v1/accounts", headers=other_h), 200)["accounts"]
+    assert sorted((a["name"], a["role"]) for a in theirs) == [("Not yours", "admin"),
+                                                              ("Zeta Bar", "viewer")]
+    expect(biz.get("/v1/accounts"), 401)
+
+
 def test_members_and_the_last_admin(biz: httpx.Client) -> None:
     h, me = signed_in(biz)
     _, other = signed_in(biz)

@@ -78,6 +78,7 @@ class World:
 Builder = Callable[[World, str], tuple[dict[str, Any], Any]]
 ENDPOINTS: list[tuple[str, str, str | None, int, Builder]] = [
     ("POST", "/v1/accounts", None, 201, lambda w, a: ({}, {"name": "Matrix Ltd"})),
+    ("GET", "/v1/accounts", None, 200, lambda w, a: ({}, None)),
     ("GET", "/v1/accounts/{id}", "viewer", 200, lambda w, a: ({"id": w.accounts[a]}, None)),
     ("PATCH", "/v1/accounts/{id}", "admin", 200,
      lambda w, a: ({"id": w.accounts[a]}, {"name": f"Renamed {a}"})),
