@@ -74,6 +74,7 @@ class Notifier:
         self.events_wake = asyncio.Event()
         self.queues: Any = None
         self.tasks: list[asyncio.Task] = []
+        self.app: firebase_admin.App | None = None
 
     # -- start and stop ------------------------------------------------------------
 
@@ -83,7 +84,7 @@ class Notifier:
         for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
         self.queues, wakeups = open_queues(self.ctx, self.db)
-        app = firebase_app(self.ctx)
+        app = self.app = firebase_app(self.ctx)
         bus = Bus(self.ctx.config["run_dir"], self.ctx.config["bus_hwm"], asyncio=True)
         try:
             await self._create_queues()
@@ -105,7 +106,7 @@ class Notifier:
             bus.close()
             await wakeups.close()
             await self.db.close()
-            firebase_admin.delete_app(app)
+            await messaging._get_messaging_service(app)._async_client.aclose()  # noqa: SLF001
 
     async def _create_queues(self) -> None:
         s = self.settings
@@ -250,4 +251,11 @@ class Notifier:
 
 def main(ctx: ProcessContext) -> int:
     """Entry point of the `notifier` role."""
-    return uvloop.run(Notifier(ctx).run())
+    notifier = Notifier(ctx)
+    try:
+        return uvloop.run(notifier.run())
+    finally:
+        if notifier.app is not None:
+            # delete_app closes the async HTTP client with asyncio.run(): outside the loop
+            with contextlib.suppress(Exception):
+                firebase_admin.delete_app(notifier.app)

@@ -50,6 +50,7 @@ class FakeFCM:
         self.hold_after: int | None = None   # answer this many, then hold the rest
         self.held = 0                        # requests waiting for release()
         self.answered: set[tuple[str, str]] = set()   # (token, key) answered 200
+        self.held_pairs: set[tuple[str, str]] = set()  # (token, key) of held pushes
         self._release = threading.Event()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -108,6 +109,7 @@ class FakeFCM:
                                     time.time(), status, message))
             if hold:
                 self.held += 1
+                self.held_pairs.add((token, data.get("notification_id", "")))
             self.changed.notify_all()
         return status, hold
 
