@@ -65,7 +65,8 @@ SHIPPED_MODULES: tuple[str, ...] = ("modules.database", "modules.status", "modul
                                      "modules.conditional", "modules.cors",
                                      "modules.occupancy", "modules.mqtt_ingest", "modules.api",
                                      "modules.hives", "modules.auth", "modules.users",
-                                     "modules.store", "modules.business", "modules.queue")
+                                     "modules.store", "modules.business", "modules.queue",
+                                     "modules.notifier")
 
 if __name__ == "__main__":
     sys.stdout.write(render(SHIPPED_MODULES))

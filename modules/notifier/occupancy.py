@@ -79,9 +79,11 @@ class Alert:
             return float(occupancy)
         return occupancy * 100.0 / capacity if capacity > 0 else None
 
-    def step(self, occupancy: int, capacity: int, now: float) -> Job | None:
-        """Apply one occupancy value; the job to send when the alert fires. Changes the
-        state (the caller saves it when `step` returned a job or re-armed)."""
+    def step(self, occupancy: int, capacity: int, now: float, at: float = 0.0
+             ) -> Job | None:
+        """Apply one occupancy value (reported at `at`); the job to send when the alert
+        fires. Changes the state (the caller saves it when `step` returned a job or
+        re-armed)."""
         level = self.level(occupancy, capacity)
         if level is None:
             return None
@@ -100,9 +102,10 @@ class Alert:
             return None
         self.fired += 1
         self.last_fired = now
-        return self._job(occupancy, capacity, threshold, now)
+        return self._job(occupancy, capacity, threshold, now, at or now)
 
-    def _job(self, occupancy: int, capacity: int, threshold: int, now: float) -> Job:
+    def _job(self, occupancy: int, capacity: int, threshold: int, now: float, at: float
+             ) -> Job:
         unit = "people" if self.count is not None else "% of capacity"
         way = "above" if self.above else "below"
         title = f"{self.hive_name} is {'filling up' if self.above else 'emptying'}"
@@ -112,7 +115,7 @@ class Alert:
         push = not in_quiet_hours(self.quiet_start, self.quiet_end, self.tz, now)
         return Job(f"occ:{self.id}:{self.fired}", self.user_id,
                    "occupancy_above" if self.above else "occupancy_below",
-                   title[:200], body, push, self.hive_id, None, now)
+                   title[:200], body, push, self.hive_id, None, at)
 
 
 class Alerts:
@@ -144,14 +147,15 @@ class Alerts:
         self.by_id[alert.id] = alert
         self.by_hive.setdefault(alert.hive_id, []).append(alert)
 
-    def change(self, hive_id: int, occupancy: int, capacity: int, now: float | None = None
-               ) -> tuple[list[Job], list[Alert]]:
-        """The jobs of one occupancy change, and the alerts whose state changed."""
+    def change(self, hive_id: int, occupancy: int, capacity: int, now: float | None = None,
+               at: float = 0.0) -> tuple[list[Job], list[Alert]]:
+        """The jobs of one occupancy change (reported at `at`), and the alerts whose
+        state changed."""
         now = time.time() if now is None else now
         jobs, changed = [], []
         for alert in self.by_hive.get(hive_id, ()):
             before = (alert.armed, alert.fired)
-            job = alert.step(occupancy, capacity, now)
+            job = alert.step(occupancy, capacity, now, at)
             if job is not None:
                 jobs.append(job)
             if (alert.armed, alert.fired) != before:

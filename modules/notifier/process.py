@@ -189,25 +189,25 @@ class Notifier:
             frames = [await sub.recv_multipart()]
             while len(frames) < 2000 and await sub.poll(0):
                 frames.append(await sub.recv_multipart())
-            latest: dict[int, list[tuple[int, int]]] = {}
+            latest: dict[int, list[tuple[int, int, float]]] = {}
             for f in frames:
                 try:
-                    hive, occ, cap, *_ = OCCUPANCY_CHANGE.decode(f[-1])
+                    hive, occ, cap, _, _, at, _ = OCCUPANCY_CHANGE.decode(f[-1])
                 except BusError as exc:
                     self.log.error("notifier: bad bus frame: %s", exc)
                     continue
-                latest.setdefault(hive, []).append((occ, cap))
+                latest.setdefault(hive, []).append((occ, cap, at))
             await self._changes(latest)
 
-    async def _changes(self, changes: dict[int, list[tuple[int, int]]]) -> None:
+    async def _changes(self, changes: dict[int, list[tuple[int, int, float]]]) -> None:
         """Apply each hive's changes in order; queue the jobs (until it works), then save
         the state."""
         async with self.lock:
             jobs, changed = [], []
             now = time.time()
             for hive, values in changes.items():
-                for occ, cap in values:
-                    j, c = self.alerts.change(hive, occ, cap, now)
+                for occ, cap, at in values:
+                    j, c = self.alerts.change(hive, occ, cap, now, at)
                     jobs += j
                     changed += c
         if not changed:
