@@ -4,6 +4,8 @@ checked against each occupancy change from the bus (`hive.<id>` from the cache m
 Per setting (`Alert`), with T its threshold (percent of capacity, or people) and M its
 margin, for "rises above" (mirrored for "falls below"):
 
+- the first occupancy seen is a baseline: it arms the alert unless T is already
+  reached (only a crossing alerts, not a hive that is full when the alert is set);
 - armed and occupancy >= T: the alert fires and disarms;
 - disarmed and occupancy < T - M: it re-arms (hysteresis: wobbling around T sends nothing);
 - a firing within `cooldown_seconds` of the last one is dropped (the crossing is used
@@ -61,7 +63,7 @@ class Alert:
     quiet_start: dt.time | None
     quiet_end: dt.time | None
     tz: ZoneInfo
-    armed: bool
+    armed: bool | None      # None: no occupancy seen yet
     fired: int
     last_fired: float
 
@@ -89,6 +91,9 @@ class Alert:
             return None
         threshold = self.count if self.count is not None else self.percent
         crossed = level >= threshold if self.above else level <= threshold
+        if self.armed is None:  # the first value seen: a baseline, no crossing
+            self.armed = not crossed
+            return None
         if not self.armed:
             back = level < threshold - self.margin if self.above \
                 else level > threshold + self.margin

@@ -28,6 +28,10 @@ ERRORS = {
 }
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024   # the client opens up to 100 connections at once
+
+
 @dataclass(frozen=True)
 class Push:
     token: str
@@ -52,7 +56,7 @@ class FakeFCM:
         self.answered: set[tuple[str, str]] = set()   # (token, key) answered 200
         self.held_pairs: set[tuple[str, str]] = set()  # (token, key) of held pushes
         self._release = threading.Event()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1/projects/{{project}}/messages:send"
@@ -124,6 +128,7 @@ class FakeFCM:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True   # head and body are two writes
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -4,14 +4,29 @@
 
 -- Settings: the margin by which occupancy must cross back before an alert re-arms (in
 -- the threshold's unit: percentage points or people), and the least time between two
--- alerts of one setting. State (written by the notifier only): armed, and how many times
--- the setting fired (the idempotency id of an alert is `occ:<id>:<fired_count>`).
+-- alerts of one setting. State (written by the notifier only): armed (NULL: not seen
+-- yet; the first occupancy seen arms it unless the threshold is already crossed, so that
+-- only a crossing alerts), and how many times the setting fired (the idempotency id of
+-- an alert is `occ:<id>:<fired_count>`).
 ALTER TABLE user_notification_def
     ADD COLUMN margin integer NOT NULL DEFAULT 5 CHECK (margin BETWEEN 0 AND 100000),
     ADD COLUMN cooldown_seconds integer NOT NULL DEFAULT 900
         CHECK (cooldown_seconds BETWEEN 0 AND 604800),
-    ADD COLUMN armed boolean NOT NULL DEFAULT true,
+    ADD COLUMN armed boolean,
     ADD COLUMN fired_count integer NOT NULL DEFAULT 0 CHECK (fired_count >= 0);
+
+-- A changed threshold, direction or hive starts over from the next occupancy seen.
+CREATE FUNCTION notifier_def_rearm() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (OLD.hive_id, OLD.kind, OLD.threshold_percent, OLD.threshold_count)
+        IS DISTINCT FROM (NEW.hive_id, NEW.kind, NEW.threshold_percent, NEW.threshold_count)
+    THEN
+        NEW.armed := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER user_notification_def_rearm BEFORE UPDATE ON user_notification_def
+    FOR EACH ROW EXECUTE FUNCTION notifier_def_rearm();
 
 -- The notifier keeps the settings of occupancy alerts in memory: a change of a setting
 -- (not of its state) is announced with the setting's id.

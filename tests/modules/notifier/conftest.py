@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import re
 import secrets
@@ -83,13 +84,14 @@ class Stack:
         return uid
 
     def alert(self, user: int, hive: int, percent: int, above: bool = True, margin: int = 5,
-              cooldown: int = 0, quiet: tuple | None = None, tz: str = "UTC") -> int:
+              cooldown: int = 0, quiet: tuple | None = None, tz: str = "UTC",
+              enabled: bool = True) -> int:
         return sql(self.dsn, """
             INSERT INTO user_notification_def (user_id, hive_id, kind, threshold_percent,
-                margin, cooldown_seconds, quiet_start, quiet_end, time_zone)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
+                margin, cooldown_seconds, quiet_start, quiet_end, time_zone, enabled)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
             user, hive, "occupancy_above" if above else "occupancy_below", percent, margin,
-            cooldown, *(quiet or (None, None)), tz)[0]["id"]
+            cooldown, *(quiet or (None, None)), tz, enabled)[0]["id"]
 
     def wait_loaded(self, *alert_ids: int) -> None:
         """Wait until the notifier reloaded these alert settings (after their NOTIFY)."""
@@ -105,6 +107,25 @@ class Stack:
         total_out = self.totals.get(hive, 1000)
         self.pusher.push(hive, value, total_out + value, total_out,
                          at=time.time() + next(self.clock) * 1e-4)
+
+    def current(self, hive: int) -> int:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(f"GET /v1/hives/{hive}/occupancy HTTP/1.0\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return json.loads(data.partition(b"\r\n\r\n")[2])["occupancy"]
+
+    def baseline(self, hive: int, value: int, *alert_ids: int) -> None:
+        """Show the alerts a first occupancy (`value`, away from their thresholds) and
+        wait until they took it: updates sent in a row may reach the notifier as one
+        change (the cache manager coalesces), and the first value seen arms an alert."""
+        if self.current(hive) == value:   # the same value again would publish no change
+            self.occupancy(hive, value + 1)
+            wait_for(lambda: self.current(hive) == value + 1, 10, what="the zone")
+        self.occupancy(hive, value)
+        for a in alert_ids:
+            self.wait_state(a, armed=True)
 
     def state(self, alert_id: int) -> asyncpg.Record:
         return sql(self.dsn, "SELECT armed, fired_count FROM user_notification_def "

@@ -53,8 +53,8 @@ def test_an_alert_set_through_the_api_lands_in_the_inbox(stack, me) -> None:
         "kind": "occupancy", "hive_id": hive, "direction": "rises_above",
         "threshold_count": 30, "margin": 0, "cooldown_seconds": 0}).json()
     stack.wait_loaded(note["id"])
-    for v in (10, 31):
-        stack.occupancy(hive, v)
+    stack.baseline(hive, 10, note["id"])
+    stack.occupancy(hive, 31)
     stack.fcm.wait(lambda f: f.ok(f"inbox-{me.user_id}"), what="the push")
     stack.occupancy(hive, 29)                # margin 0: just below re-arms
     stack.wait_state(note["id"], armed=True)

@@ -26,13 +26,13 @@ def test_a_filling_hive_alerts_each_device_once_per_crossing(stack) -> None:
     d = stack.user("d-phone")         # an alert on another hive
     marker = stack.user("marker-phone")
     alerts = [stack.alert(a, hive, 50, margin=10), stack.alert(b, hive, 50, margin=10)]
-    off = stack.alert(c, hive, 50, margin=10)
+    off = stack.alert(c, hive, 50, margin=10, enabled=False)
     alerts.append(stack.alert(d, other, 50, margin=10))
     last = stack.alert(marker, hive, 95, margin=0)
-    stack.sql("UPDATE user_notification_def SET enabled = false WHERE id = $1", off)
     stack.wait_loaded(*alerts, last, off)
+    stack.baseline(hive, 0, alerts[0], alerts[1], last)
 
-    ramp(stack, hive, range(0, 61, 2))                # crosses 50 once
+    ramp(stack, hive, range(2, 61, 2))                # crosses 50 once
     stack.wait_state(alerts[0], armed=False, fired_count=1)
     stack.wait_state(alerts[1], armed=False, fired_count=1)
     ramp(stack, hive, [45, 55, 41, 59, 42, 60])       # never below 40: stays disarmed
@@ -67,7 +67,8 @@ def test_falls_below_and_counts_in_people(stack) -> None:
                                            cooldown_seconds)
         VALUES ($1, $2, 'occupancy_above', 70, 0, 0) RETURNING id""", u, hive)[0]["id"]
     stack.wait_loaded(below, count)
-    ramp(stack, hive, [60, 40, 31])
+    stack.baseline(hive, 60, below, count)
+    ramp(stack, hive, [40, 31])
     ramp(stack, hive, [30])                    # falls to 30%: fires
     stack.wait_state(below, armed=False, fired_count=1)
     ramp(stack, hive, [34, 36])                # 36 > 30 + 5: re-armed
@@ -88,7 +89,8 @@ def test_cooldown_and_quiet_hours(stack) -> None:
     cool = stack.alert(cool_user, hive, 50, margin=5, cooldown=3600)
     hush = stack.alert(quiet_user, hive, 50, margin=5, quiet=quiet, tz=tz)
     stack.wait_loaded(cool, hush)
-    ramp(stack, hive, [20, 60])
+    stack.baseline(hive, 20, cool, hush)
+    ramp(stack, hive, [60])
     stack.wait_state(hush, armed=False, fired_count=1)
     ramp(stack, hive, [20])
     stack.wait_state(cool, armed=True)
@@ -102,3 +104,20 @@ def test_cooldown_and_quiet_hours(stack) -> None:
     assert stack.pushes("quiet-phone") == []          # quiet hours: inbox only
     assert [r["pushed"] for r in stack.inbox(quiet_user)] == [False, False]
     assert len(stack.inbox(cool_user)) == 1
+
+
+def test_an_alert_set_on_a_full_hive_waits_for_a_crossing(stack) -> None:
+    hive = stack.hives[11]
+    ramp(stack, hive, [90])
+    u = stack.user("late-joiner")
+    alert = stack.alert(u, hive, 50, margin=5)
+    stack.wait_loaded(alert)
+    ramp(stack, hive, [91])                    # the baseline: already above, no alert
+    stack.wait_state(alert, armed=False, fired_count=0)
+    ramp(stack, hive, [40])
+    stack.wait_state(alert, armed=True)
+    ramp(stack, hive, [55])
+    stack.fcm.wait(lambda f: f.ok("late-joiner"), what="the crossing's push")
+    stack.sql("UPDATE user_notification_def SET threshold_percent = 70 WHERE id = $1", alert)
+    assert stack.state(alert)["armed"] is None    # a new threshold starts over
+    assert stack.pushes("late-joiner") == [f"occ:{alert}:1"]
