@@ -85,3 +85,14 @@ def temporary_database_sync(server: str | None = None, migrate: bool = True) -> 
         yield dsn
     finally:
         asyncio.run(drop_database(dsn, server))
+
+
+def fetch_sync(dsn: str, query: str, *args: object) -> list:
+    """Run one query on a new connection (tests and benchmarks); its rows."""
+    async def run() -> list:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+    return asyncio.run(run())

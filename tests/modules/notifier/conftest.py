@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "occupancy"))
 from occ_support import Pusher  # noqa: E402
 
 from bizzyd_proc import Bizzyd, free_port, running, wait_for  # noqa: E402
-from modules.database.testing import temporary_database_sync  # noqa: E402
+from modules.database.testing import fetch_sync, temporary_database_sync  # noqa: E402
 from modules.hives.testing import load_demo  # noqa: E402
 from modules.notifier.testing import FakeFCM  # noqa: E402
 from modules.users.testing import users_config  # noqa: E402
@@ -39,13 +39,7 @@ SETTINGS = {"enabled": True, "fcm_url": "", "visibility_timeout": "3s", "retry_b
 
 
 def sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-    return asyncio.run(run())
+    return fetch_sync(dsn, query, *args)
 
 
 def emulator_address() -> str:

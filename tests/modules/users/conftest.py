@@ -15,7 +15,7 @@ import pytest
 
 from bizzyd_proc import free_port, running
 from modules.auth.testing import emulator_token
-from modules.database.testing import temporary_database_sync
+from modules.database.testing import fetch_sync, temporary_database_sync
 from modules.hives.testing import load_demo, wait_until_cached
 from modules.store.testing import Chain
 from modules.users.testing import users_config
@@ -46,13 +46,7 @@ def users_dsn(pg_server_dsn: str) -> Iterator[str]:
 
 
 def sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-    return asyncio.run(run())
+    return fetch_sync(dsn, query, *args)
 
 
 def hive_ids(dsn: str, n: int) -> list[int]:
