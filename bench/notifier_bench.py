@@ -18,10 +18,14 @@ On the local services (`scripts/services start`: Postgres, memcached, mosquitto)
 3. `bizzyd-sim` publishes the demo fleet's reports in real time for `--seconds`;
    afterwards the queue is drained.
 
-Latency of a push = its arrival at the fake FCM − the report time of the occupancy
-change that crossed the threshold (`updated_at` of the bus change, i.e. the sensor's
-report as ingest recorded it): MQTT, ingest, cache manager, bus, trigger, queue, sender.
-Target: p99 ≤ 1 s. The notifier's CPU is utime+stime of its process over the run.
+Latency of a push = its arrival at the fake FCM − the moment the occupancy change that
+crossed the threshold was published on the bus by the cache manager (this process
+subscribes to the changes as a worker does and timestamps each one; a push names its
+change by hive and report time): trigger, queue, sender, FCM call. Target: p99 ≤ 1 s.
+Also shown, from the sensor's report time (`updated_at`): that adds the simulated
+sensors' own batching (v1 counters and v2 event batches are published seconds after
+what they count) and MQTT + ingest (bench/ingest_bench.py measures those). The
+notifier's CPU is utime+stime of its process over the run.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,7 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import asyncpg  # noqa: E402
+import zmq  # noqa: E402
 
+from bizzyd.bus import OCCUPANCY_CHANGE, Bus  # noqa: E402
 from bizzyd_proc import Bizzyd, children_of, free_port, wait_for  # noqa: E402
 from modules.database.testing import create_database, drop_database  # noqa: E402
 from modules.hives.testing import load_demo  # noqa: E402
@@ -102,6 +109,31 @@ def config(port: int, dsn: str, fcm: FakeFCM, mqtt_port: int, memcached: str) ->
     }
 
 
+class Changes:
+    """Subscribes to the cache manager's occupancy changes; when each was seen."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.bus = Bus(run_dir)
+        self.sub = self.bus.subscriber("occupancy.changes")
+        self.seen: dict[tuple[int, str], float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            if not self.sub.poll(100):
+                continue
+            frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            hive, *_, at, _ = OCCUPANCY_CHANGE.decode(frames[-1])
+            self.seen.setdefault((hive, f"{at:.6f}"), time.time())
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.bus.close()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -138,7 +170,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                 wait_for(lambda: "occupancy alerts loaded" in b.log(), 60,
                          what="the notifier to load its settings")
                 [pid] = [p for p, t in children_of(b.pid) if t == "bizzyd: notifier process"]
-                return measure(args, dsn, fcm, pid, sizes, b)
+                changes = Changes(tmp / "run")
+                try:
+                    return measure(args, dsn, fcm, pid, sizes, b, changes)
+                finally:
+                    changes.close()
             finally:
                 b.stop()
     finally:
@@ -146,7 +182,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def measure(args: argparse.Namespace, dsn: str, fcm: FakeFCM, pid: int, sizes: dict,
-            b: Bizzyd) -> dict:
+            b: Bizzyd, changes: Changes) -> dict:
     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
     start = time.time()
     sim = subprocess.Popen(
@@ -163,14 +199,19 @@ def measure(args: argparse.Namespace, dsn: str, fcm: FakeFCM, pid: int, sizes: d
             sim.kill()
     wait_for(lambda: queue_depth(dsn) == 0, 120, step=0.5, what="the queue to drain")
     cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
-    pushes = [p for p in fcm.ok() if p.at >= start - 5]
-    latencies = [p.received - p.at for p in pushes]
+    pushes = [p for p in fcm.ok() if p.at >= start - 60]
+    published = [changes.seen.get((int(p.message["data"]["hive_id"]),
+                                   p.message["data"]["at"])) for p in pushes]
+    latencies = [p.received - t for p, t in zip(pushes, published, strict=True) if t]
+    reported = [p.received - p.at for p in pushes]
     return {**sizes, "seconds": round(wall, 1), "rate": args.rate,
-            "sim_rc": sim.returncode, "pushes": len(pushes),
+            "sim_rc": sim.returncode, "pushes": len(pushes), "matched": len(latencies),
             "p50_ms": round(percentile(latencies, 50) * 1000),
             "p90_ms": round(percentile(latencies, 90) * 1000),
             "p99_ms": round(percentile(latencies, 99) * 1000),
             "max_ms": round(max(latencies, default=0) * 1000),
+            "report_p50_ms": round(percentile(reported, 50) * 1000),
+            "report_p99_ms": round(percentile(reported, 99) * 1000),
             "cpu_s": round(cpu, 2), "cpu_pct": round(100 * cpu / wall, 1),
             "errors": b.log().count("[error]"), "load": os.getloadavg()}
 
@@ -183,12 +224,16 @@ def report(r: dict) -> str:
         f"{r['hives']} demo hives ({r['users']:,} users, one device each), bizzyd-sim "
         f"at {r['rate']} reports/s in real time for the run, pushes to a fake FCM in the "
         f"benchmark process. Load average at the end {tuple(round(x, 2) for x in r['load'])}."
-        f"\n\n| run s | pushes | p50 ms | p90 ms | p99 ms | max ms | notifier CPU s | "
-        f"notifier CPU % | error lines |\n|---|---|---|---|---|---|---|---|---|\n"
-        f"| {r['seconds']} | {r['pushes']:,} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} "
-        f"| {r['max_ms']} | {r['cpu_s']} | {r['cpu_pct']} | {r['errors']} |\n\n"
-        f"Latency: report time of the crossing change → the push at the fake FCM. Target "
-        f"p99 ≤ {TARGET_P99_S * 1000:g} ms: {'PASS' if ok else 'FAIL'}.\n")
+        f"\n\n| run s | pushes (matched) | p50 ms | p90 ms | p99 ms | max ms | "
+        f"from report p50 / p99 ms | notifier CPU s | notifier CPU % | error lines |\n"
+        f"|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| {r['seconds']} | {r['pushes']:,} ({r['matched']:,}) | {r['p50_ms']} | "
+        f"{r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['report_p50_ms']} / "
+        f"{r['report_p99_ms']} | {r['cpu_s']} | {r['cpu_pct']} | {r['errors']} |\n\n"
+        f"Latency: the crossing change on the bus → the push at the fake FCM. Target "
+        f"p99 ≤ {TARGET_P99_S * 1000:g} ms: {'PASS' if ok else 'FAIL'}. \"From report\": "
+        f"from the sensor report's timestamp instead (adds the simulated sensors' "
+        f"batching, MQTT and ingest).\n")
 
 
 def main() -> int:
@@ -196,7 +241,7 @@ def main() -> int:
     p.add_argument("--settings", type=int, default=100_000)
     p.add_argument("--hives", type=int, default=200)
     p.add_argument("--seconds", type=int, default=60, help="simulated real-time seconds")
-    p.add_argument("--rate", type=float, default=40, help="simulator reports per second")
+    p.add_argument("--rate", type=float, default=100, help="simulator reports per second")
     p.add_argument("--mqtt-port", type=int,
                    default=int(os.environ.get("BIZZYD_MQTT_PORT", 21883)))
     p.add_argument("--memcached", default=os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"))
