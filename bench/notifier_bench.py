@@ -10,8 +10,9 @@ On the local services (`scripts/services start`: Postgres, memcached, mosquitto)
 
 1. a new database with a demo city of `--hives` hives (`bizzyd demo-data`, capacities as
    generated) and its users; `--settings` occupancy alerts, each a distinct (user, hive)
-   pair, thresholds 10-90 % of capacity, rises above or falls below at random, margin 3
-   points, no cooldown (every crossing fires: the hardest case); one push device per user;
+   pair, thresholds 10-90 % of capacity, rises above or falls below at random, margin and
+   cooldown as given (defaults: the API's, 5 points and 900 s; `--cooldown 0` lets every
+   crossing fire, the hardest case); one push device per user;
 2. bizzyd with MQTT ingest, live occupancy, the queue and the notifier, which pushes to
    a fake FCM endpoint in this process (modules.notifier.testing: it records the time
    each push arrives);
@@ -65,7 +66,7 @@ INSERT INTO user_notification_def (user_id, hive_id, kind, threshold_percent, ma
                                    cooldown_seconds)
 SELECT user_id, hive_id,
        CASE WHEN n % 2 = 0 THEN 'occupancy_above' ELSE 'occupancy_below' END,
-       10 + (hashint8(n) & 2147483647) % 81, 3, 0
+       10 + (hashint8(n) & 2147483647) % 81, $2, $3
 FROM pairs WHERE n <= $1
 """
 
@@ -74,7 +75,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def prepare(dsn: str, hives: int, settings: int) -> dict:
+async def prepare(dsn: str, hives: int, settings: int, margin: int, cooldown: int) -> dict:
     await load_demo(dsn, hives)
     conn = await asyncpg.connect(dsn)
     try:
@@ -83,7 +84,7 @@ async def prepare(dsn: str, hives: int, settings: int) -> dict:
             await conn.execute("INSERT INTO app_user (firebase_uid) SELECT 'bench' || g "
                                "FROM generate_series(1, $1) g", settings // hives + 1 - users)
         await conn.execute("DELETE FROM user_notification_def")
-        await conn.execute(SETTINGS_SQL, settings)
+        await conn.execute(SETTINGS_SQL, settings, margin, cooldown)
         await conn.execute("DELETE FROM user_device")
         await conn.execute("INSERT INTO user_device (fcm_token, user_id, platform) "
                            "SELECT 'bench-' || id, id, 'android' FROM app_user")
@@ -159,7 +160,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     dsn = asyncio.run(create_database())
     try:
         t0 = time.monotonic()
-        sizes = asyncio.run(prepare(dsn, args.hives, args.settings))
+        sizes = asyncio.run(prepare(dsn, args.hives, args.settings, args.margin,
+                                    args.cooldown))
         say(f"prepared {sizes} in {time.monotonic() - t0:.0f}s")
         with FakeFCM() as fcm:
             port = free_port()
@@ -199,12 +201,13 @@ def measure(args: argparse.Namespace, dsn: str, fcm: FakeFCM, pid: int, sizes: d
             sim.kill()
     wait_for(lambda: queue_depth(dsn) == 0, 120, step=0.5, what="the queue to drain")
     cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
-    pushes = [p for p in fcm.ok() if p.at >= start - 60]
+    pushes = [p for p in fcm.ok() if p.kind.startswith("occupancy") and p.at >= start - 60]
     published = [changes.seen.get((int(p.message["data"]["hive_id"]),
                                    p.message["data"]["at"])) for p in pushes]
     latencies = [p.received - t for p, t in zip(pushes, published, strict=True) if t]
     reported = [p.received - p.at for p in pushes]
-    return {**sizes, "seconds": round(wall, 1), "rate": args.rate,
+    return {**sizes, "seconds": round(wall, 1), "rate": args.rate, "margin": args.margin,
+            "cooldown": args.cooldown,
             "sim_rc": sim.returncode, "pushes": len(pushes), "matched": len(latencies),
             "p50_ms": round(percentile(latencies, 50) * 1000),
             "p90_ms": round(percentile(latencies, 90) * 1000),
@@ -221,7 +224,8 @@ def report(r: dict) -> str:
     return (
         f"\n## Notifier scale check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
         f"`bench/notifier_bench.py`: {r['settings']:,} occupancy alert settings over "
-        f"{r['hives']} demo hives ({r['users']:,} users, one device each), bizzyd-sim "
+        f"{r['hives']} demo hives ({r['users']:,} users, one device each; margin "
+        f"{r['margin']} points, cooldown {r['cooldown']} s), bizzyd-sim "
         f"at {r['rate']} reports/s in real time for the run, pushes to a fake FCM in the "
         f"benchmark process. Load average at the end {tuple(round(x, 2) for x in r['load'])}."
         f"\n\n| run s | pushes (matched) | p50 ms | p90 ms | p99 ms | max ms | "
@@ -242,6 +246,8 @@ def main() -> int:
     p.add_argument("--hives", type=int, default=200)
     p.add_argument("--seconds", type=int, default=60, help="simulated real-time seconds")
     p.add_argument("--rate", type=float, default=100, help="simulator reports per second")
+    p.add_argument("--margin", type=int, default=5, help="of every setting (points)")
+    p.add_argument("--cooldown", type=int, default=900, help="of every setting (seconds)")
     p.add_argument("--mqtt-port", type=int,
                    default=int(os.environ.get("BIZZYD_MQTT_PORT", 21883)))
     p.add_argument("--memcached", default=os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"))

@@ -93,7 +93,8 @@ class Notifier:
             sub = bus.subscriber("occupancy.changes")
             self.tasks = [asyncio.ensure_future(c) for c in (
                 self._listen(), self._bus_loop(sub), self._defs_loop(),
-                self._events_loop(events), send_forever(sender, self.log))]
+                self._events_loop(events),
+                *(send_forever(sender, self.log) for _ in range(self.settings["senders"])))]
             await asyncio.wait([stop, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in self.tasks:
                 if t.done() and not t.cancelled() and t.exception():

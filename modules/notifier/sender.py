@@ -115,7 +115,9 @@ class Sender:
         self.sent = 0  # pushes FCM accepted (for the log and the benchmark)
         # send_each blocks (requests, one thread per message): off the event loop. Its
         # async twin (httpx) costs ~4x the CPU per message here.
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="notifier-fcm")
+        self.executor = ThreadPoolExecutor(settings["senders"],
+                                           thread_name_prefix="notifier-fcm")
+        self.in_flight: set[str] = set()   # keys of the jobs rounds are delivering
 
     async def run(self) -> None:
         while True:
@@ -129,7 +131,11 @@ class Sender:
                 await self.deliver(got)
 
     async def deliver(self, messages: list[Any]) -> Round:
+        """One round. Rounds run concurrently (`senders`); a job whose key another round
+        of this process is delivering waits (it is made visible again shortly), so that
+        two copies of a job never push at the same time."""
         r = Round(messages)
+        busy = []
         for m in messages:
             try:
                 job = decode(m.body)
@@ -138,12 +144,21 @@ class Sender:
                 continue
             if job.key in r.jobs:
                 r.duplicates.append(m)
+            elif job.key in self.in_flight:
+                busy.append(m)
             else:
                 r.jobs[job.key] = (m, job)
-        targets = await self._targets(r)
-        await self._record_inbox(r)
-        await self._push(r, targets)
-        await self._settle(r)
+        self.in_flight.update(r.jobs)
+        try:
+            targets = await self._targets(r)
+            await self._record_inbox(r)
+            await self._push(r, targets)
+            await self._settle(r)
+        finally:
+            self.in_flight.difference_update(r.jobs)
+        for m in busy:
+            with contextlib.suppress(Exception):
+                await self.queues.change_visibility(self.queue, m.receipt_handle, 2)
         return r
 
     async def _targets(self, r: Round) -> list[tuple[Job, str]]:
@@ -240,9 +255,9 @@ class Sender:
         for m in dead:
             await self.queues.send(self.dlq, m.body)
         done += dead + r.duplicates
-        for i in range(0, len(done), 10):
-            await self.queues.delete_batch(self.queue, [m.receipt_handle
-                                                        for m in done[i:i + 10]])
+        await asyncio.gather(*(self.queues.delete_batch(
+            self.queue, [m.receipt_handle for m in done[i:i + 10]])
+            for i in range(0, len(done), 10)))
 
 
 async def send_forever(sender: Sender, log: Any) -> None:

@@ -35,7 +35,8 @@ RELOADED = re.compile(r"alert settings reloaded \(([0-9,]*)")
 PROJECT = "demo-bizzy"
 QUEUE = "notifications"
 SETTINGS = {"enabled": True, "fcm_url": "", "visibility_timeout": "3s", "retry_base": "1s",
-            "retry_max": "2s", "max_attempts": 3, "scan_interval": "1s", "batch_size": 5}
+            "retry_max": "2s", "max_attempts": 3, "scan_interval": "1s", "batch_size": 5,
+            "senders": 2}
 
 
 def sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
