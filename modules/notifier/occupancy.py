@@ -13,9 +13,11 @@ margin, for "rises above" (mirrored for "falls below"):
 - a firing in the user's quiet hours goes to the inbox without a push.
 
 The state (armed, fired_count, last_fired_at) is written back to Postgres after the jobs
-of a round are queued: a notifier that dies in between fires again after its restart
-with the same `fired_count`, hence the same idempotency key, and the sender drops the
-repeat.
+of a round are queued (by a task of its own, in batches: the bus loop never waits for
+it): a notifier that dies in between fires again after its restart with the same
+`fired_count`, hence the same idempotency key, and the sender drops the repeat. A
+baseline is not written: a setting never crossed takes the hive's occupancy at load
+(`hive_occupancy`) or its first change as its baseline again.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from .jobs import Job, _zone, in_quiet_hours
 DEFS = """
 SELECT n.id, n.user_id, n.hive_id, n.kind, n.threshold_percent, n.threshold_count,
        n.margin, n.cooldown_seconds, n.quiet_start, n.quiet_end, n.time_zone, n.armed,
-       n.fired_count, extract(epoch FROM n.last_fired_at) AS last_fired, h.name AS hive_name
+       n.fired_count, extract(epoch FROM n.last_fired_at) AS last_fired, h.name AS hive_name,
+       h.capacity, o.occupancy
 FROM user_notification_def n JOIN hive h ON h.id = n.hive_id
+LEFT JOIN hive_occupancy o ON o.hive_id = n.hive_id
 WHERE n.enabled AND n.kind IN ('occupancy_above', 'occupancy_below')
 """
 ALL_DEFS = DEFS
@@ -69,11 +73,16 @@ class Alert:
 
     @classmethod
     def from_row(cls, r: Any) -> Alert:
-        return cls(r["id"], r["user_id"], r["hive_id"], r["hive_name"],
-                   r["kind"] == "occupancy_above", r["threshold_percent"],
-                   r["threshold_count"], r["margin"], float(r["cooldown_seconds"]),
-                   r["quiet_start"], r["quiet_end"], _zone(r["time_zone"]), r["armed"],
-                   r["fired_count"], float(r["last_fired"] or 0.0))
+        """An alert from its row; one never seen yet takes the hive's occupancy in the
+        row as its baseline."""
+        alert = cls(r["id"], r["user_id"], r["hive_id"], r["hive_name"],
+                    r["kind"] == "occupancy_above", r["threshold_percent"],
+                    r["threshold_count"], r["margin"], float(r["cooldown_seconds"]),
+                    r["quiet_start"], r["quiet_end"], _zone(r["time_zone"]), r["armed"],
+                    r["fired_count"], float(r["last_fired"] or 0.0))
+        if alert.armed is None and r["occupancy"] is not None:
+            alert.step(r["occupancy"], r["capacity"] or 0, 0.0)
+        return alert
 
     def level(self, occupancy: int, capacity: int) -> float | None:
         """Occupancy in the threshold's unit; None when a percentage has no capacity."""
@@ -163,7 +172,8 @@ class Alerts:
             job = alert.step(occupancy, capacity, now, at)
             if job is not None:
                 jobs.append(job)
-            if (alert.armed, alert.fired) != before:
+            # a baseline is not saved: after a restart the occupancy then is the baseline
+            if before[0] is not None and (alert.armed, alert.fired) != before:
                 changed.append(alert)
         return jobs, changed
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import time
@@ -70,6 +71,8 @@ class Notifier:
         self.alerts = occupancy.Alerts()
         self.lock = asyncio.Lock()      # alert evaluation vs. reloads of settings
         self.changed_defs: set[int] = set()
+        self.dirty: dict[int, occupancy.Alert] = {}   # alerts whose state is not saved
+        self.dirty_wake = asyncio.Event()
         self.defs_wake = asyncio.Event()
         self.events_wake = asyncio.Event()
         self.queues: Any = None
@@ -92,7 +95,7 @@ class Notifier:
             events = Events(self.db, self.queues, self.settings, self.log)
             sub = bus.subscriber("occupancy.changes")
             self.tasks = [asyncio.ensure_future(c) for c in (
-                self._listen(), self._bus_loop(sub), self._defs_loop(),
+                self._listen(), self._bus_loop(sub), self._defs_loop(), self._save_loop(),
                 self._events_loop(events),
                 *(send_forever(sender, self.log) for _ in range(self.settings["senders"])))]
             await asyncio.wait([stop, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -104,6 +107,8 @@ class Notifier:
             for t in self.tasks:
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            while self.dirty and await self._save_some():  # a stop keeps the state
+                pass
             bus.close()
             await wakeups.close()
             await self.db.close()
@@ -211,7 +216,7 @@ class Notifier:
                     j, c = self.alerts.change(hive, occ, cap, now, at)
                     jobs += j
                     changed += c
-        if not changed:
+        if not jobs and not changed:
             return
         pause = 0.2
         while True:
@@ -223,11 +228,34 @@ class Notifier:
                                len(jobs), exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+        for alert in changed:
+            self.dirty[alert.id] = alert
+        self.dirty_wake.set()
+
+    async def _save_loop(self) -> None:
+        """Write the state of changed alerts, at most 5,000 rows a statement, off the
+        bus loop (a failure keeps them for the next try: a restart would re-fire with
+        the same keys)."""
+        while True:
+            await self.dirty_wake.wait()
+            self.dirty_wake.clear()
+            while self.dirty:
+                if not await self._save_some():
+                    await asyncio.sleep(1)
+
+    async def _save_some(self) -> bool:
+        batch = dict(itertools.islice(self.dirty.items(), 5000))
+        for i in batch:
+            del self.dirty[i]
         try:
             async with self.db.connection() as conn:
-                await conn.execute(occupancy.SAVE_STATE, *occupancy.state_rows(changed))
-        except Exception as exc:  # noqa: BLE001 - a restart re-fires with the same keys
-            self.log.error("notifier: saving the state of %d alerts: %s", len(changed), exc)
+                await conn.execute(occupancy.SAVE_STATE, *occupancy.state_rows(batch.values()))
+            return True
+        except Exception as exc:  # noqa: BLE001
+            self.log.error("notifier: saving the state of %d alerts: %s", len(batch), exc)
+            for i, a in batch.items():
+                self.dirty.setdefault(i, a)
+            return False
 
     # -- deals and subscriptions ---------------------------------------------------------
 

@@ -47,13 +47,13 @@ def test_settings_take_margin_and_cooldown_and_default_them(stack, me) -> None:
 
 def test_an_alert_set_through_the_api_lands_in_the_inbox(stack, me) -> None:
     hive = stack.hives[10]
+    stack.baseline(hive, 10)
     assert me.put(f"/v1/me/devices/inbox-{me.user_id}", json={"platform": "ios"}) \
         .status_code == 204
     note = me.post("/v1/me/notifications", json={
         "kind": "occupancy", "hive_id": hive, "direction": "rises_above",
         "threshold_count": 30, "margin": 0, "cooldown_seconds": 0}).json()
     stack.wait_loaded(note["id"])
-    stack.baseline(hive, 10, note["id"])
     stack.occupancy(hive, 31)
     stack.fcm.wait(lambda f: f.ok(f"inbox-{me.user_id}"), what="the push")
     stack.occupancy(hive, 29)                # margin 0: just below re-arms

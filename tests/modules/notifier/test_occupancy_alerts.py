@@ -20,6 +20,7 @@ def ramp(stack, hive: int, values) -> None:
 
 def test_a_filling_hive_alerts_each_device_once_per_crossing(stack) -> None:
     hive, other = stack.hives[0], stack.hives[1]
+    stack.baseline(hive, 0)
     a = stack.user("a-phone", "a-tablet")
     b = stack.user("b-phone")
     c = stack.user("c-phone")         # disabled alert
@@ -30,7 +31,6 @@ def test_a_filling_hive_alerts_each_device_once_per_crossing(stack) -> None:
     alerts.append(stack.alert(d, other, 50, margin=10))
     last = stack.alert(marker, hive, 95, margin=0)
     stack.wait_loaded(*alerts, last, off)
-    stack.baseline(hive, 0, alerts[0], alerts[1], last)
 
     ramp(stack, hive, range(2, 61, 2))                # crosses 50 once
     stack.wait_state(alerts[0], armed=False, fired_count=1)
@@ -60,6 +60,7 @@ def test_a_filling_hive_alerts_each_device_once_per_crossing(stack) -> None:
 
 def test_falls_below_and_counts_in_people(stack) -> None:
     hive = stack.hives[2]
+    stack.baseline(hive, 60)
     u = stack.user("below-phone")
     below = stack.alert(u, hive, 30, above=False, margin=5)
     count = stack.sql("""
@@ -67,7 +68,6 @@ def test_falls_below_and_counts_in_people(stack) -> None:
                                            cooldown_seconds)
         VALUES ($1, $2, 'occupancy_above', 70, 0, 0) RETURNING id""", u, hive)[0]["id"]
     stack.wait_loaded(below, count)
-    stack.baseline(hive, 60, below, count)
     ramp(stack, hive, [40, 31])
     ramp(stack, hive, [30])                    # falls to 30%: fires
     stack.wait_state(below, armed=False, fired_count=1)
@@ -85,11 +85,11 @@ def test_cooldown_and_quiet_hours(stack) -> None:
     local = dt.datetime.now(ZoneInfo(tz))
     quiet = ((local - dt.timedelta(hours=1)).time().replace(second=0, microsecond=0),
              (local + dt.timedelta(hours=1)).time().replace(second=0, microsecond=0))
+    stack.baseline(hive, 20)
     cool_user, quiet_user = stack.user("cool-phone"), stack.user("quiet-phone")
     cool = stack.alert(cool_user, hive, 50, margin=5, cooldown=3600)
     hush = stack.alert(quiet_user, hive, 50, margin=5, quiet=quiet, tz=tz)
     stack.wait_loaded(cool, hush)
-    stack.baseline(hive, 20, cool, hush)
     ramp(stack, hive, [60])
     stack.wait_state(hush, armed=False, fired_count=1)
     ramp(stack, hive, [20])
@@ -108,16 +108,16 @@ def test_cooldown_and_quiet_hours(stack) -> None:
 
 def test_an_alert_set_on_a_full_hive_waits_for_a_crossing(stack) -> None:
     hive = stack.hives[11]
-    ramp(stack, hive, [90])
+    stack.baseline(hive, 90)
     u = stack.user("late-joiner")
     alert = stack.alert(u, hive, 50, margin=5)
     stack.wait_loaded(alert)
-    ramp(stack, hive, [91])                    # the baseline: already above, no alert
-    stack.wait_state(alert, armed=False, fired_count=0)
-    ramp(stack, hive, [40])
-    stack.wait_state(alert, armed=True)
+    ramp(stack, hive, [91])                    # above since before: no alert
+    ramp(stack, hive, [40])                    # re-arms (saved: armed)
+    stack.wait_state(alert, armed=True, fired_count=0)
     ramp(stack, hive, [55])
     stack.fcm.wait(lambda f: f.ok("late-joiner"), what="the crossing's push")
+    stack.wait_state(alert, armed=False, fired_count=1)
     stack.sql("UPDATE user_notification_def SET threshold_percent = 70 WHERE id = $1", alert)
     assert stack.state(alert)["armed"] is None    # a new threshold starts over
     assert stack.pushes("late-joiner") == [f"occ:{alert}:1"]
