@@ -99,7 +99,8 @@ def config(port: int, dsn: str, fcm: FakeFCM, mqtt_port: int, memcached: str) ->
     return {
         "modules": ["modules.database", "modules.occupancy", "modules.mqtt_ingest",
                     "modules.api", "modules.queue", "modules.notifier"],
-        "worker_processes": 1, "error_log_level": "notice", "worker_shutdown_timeout": "5s",
+        "worker_processes": 1, "worker_shutdown_timeout": "5s",
+        "error_log_level": os.environ.get("BENCH_LOG_LEVEL", "notice"),
         "database": {"dsn": dsn, "connect_timeout": "2s", "reconnect_max_backoff": "2s"},
         "occupancy": {"memcached": memcached},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "protocol": 5, "processes": 1,

@@ -59,6 +59,9 @@ DIRECTIVES = (
                   doc="Notification jobs a sender round takes from the queue."),
         Directive("senders", Int(min=1, max=32), 4,
                   doc="Sender rounds running at once (each: receive, push, record)."),
+        Directive("pool_max_size", Int(min=2, max=200), 24,
+                  doc="Postgres connections of the notifier's own pool (database.* "
+                      "otherwise); two more for LISTEN."),
         Directive("queue", Str(pattern=QUEUE_NAME), "notifications",
                   doc="The queue of notification jobs (created at start)."),
         Directive("dead_letter_queue", Str(pattern=QUEUE_NAME), "notifications-dlq",

@@ -50,7 +50,7 @@ def decode(body: str) -> Job:
     return job
 
 
-async def enqueue(queues: Any, queue: str, jobs: Sequence[Job], parallel: int = 4) -> None:
+async def enqueue(queues: Any, queue: str, jobs: Sequence[Job], parallel: int = 12) -> None:
     """Send `jobs` to the queue in batches of 10, `parallel` batches at a time; returns
     once every one is committed (raises if any batch failed: the caller retries, and
     the idempotency keys make a repeat harmless)."""

@@ -67,7 +67,9 @@ class Notifier:
     def __init__(self, ctx: ProcessContext) -> None:
         self.ctx, self.log = ctx, ctx.log
         self.settings = ctx.config[NAME]
-        self.db = Database(ctx.config["database"], ctx.log)
+        # its own pool: sender rounds, queued alerts and saves run at once
+        self.db = Database({**ctx.config["database"],
+                            "pool_max_size": self.settings["pool_max_size"]}, ctx.log)
         self.alerts = occupancy.Alerts()
         self.lock = asyncio.Lock()      # alert evaluation vs. reloads of settings
         self.changed_defs: set[int] = set()
@@ -218,10 +220,13 @@ class Notifier:
                     changed += c
         if not jobs and not changed:
             return
-        pause = 0.2
+        pause, started = 0.2, time.monotonic()
         while True:
             try:
                 await enqueue(self.queues, self.settings["queue"], jobs)
+                self.log.debug("notifier: %d changes, %d alerts queued in %.0f ms",
+                               sum(map(len, changes.values())), len(jobs),
+                               (time.monotonic() - started) * 1000)
                 break
             except Exception as exc:  # noqa: BLE001 - Postgres down: keep the jobs
                 self.log.error("notifier: queueing %d alerts: %s; retrying in %.1fs",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -135,7 +136,7 @@ class Sender:
         of this process is delivering waits (it is made visible again shortly), so that
         two copies of a job never push at the same time."""
         r = Round(messages)
-        busy = []
+        started, busy = time.time(), []
         for m in messages:
             try:
                 job = decode(m.body)
@@ -156,6 +157,10 @@ class Sender:
             await self._settle(r)
         finally:
             self.in_flight.difference_update(r.jobs)
+        self.log.debug("notifier: round of %d jobs (oldest queued %.0f ms before), %d pushes "
+                       "in %.0f ms", len(messages),
+                       (started - min(m.sent_at for m in messages)) * 1000, r.pushes,
+                       (time.time() - started) * 1000)
         for m in busy:
             with contextlib.suppress(Exception):
                 await self.queues.change_visibility(self.queue, m.receipt_handle, 2)
