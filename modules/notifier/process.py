@@ -18,8 +18,9 @@ from typing import Any
 
 import asyncpg
 import firebase_admin
+import requests
 import uvloop
-from firebase_admin import credentials, messaging
+from firebase_admin import _http_client, credentials, messaging
 from google.auth.credentials import AnonymousCredentials
 
 from bizzyd.bus import OCCUPANCY_CHANGE, Bus, BusError
@@ -54,6 +55,12 @@ def firebase_app(ctx: ProcessContext) -> firebase_admin.App:
         # firebase-admin 7.7 (pinned): the send URL is built from FCM_URL at init
         service = messaging._get_messaging_service(app)  # noqa: SLF001
         service._fcm_url = settings["fcm_url"].replace("{project}", project)  # noqa: SLF001
+        # the same connection pool firebase-admin mounts for fcm.googleapis.com (else
+        # requests' default of 10 connections: one new connection per extra message)
+        origin = "/".join(service._fcm_url.split("/")[:3])  # noqa: SLF001
+        service._client.session.mount(origin, requests.adapters.HTTPAdapter(  # noqa: SLF001
+            pool_connections=100, pool_maxsize=100,
+            max_retries=_http_client.DEFAULT_RETRY_CONFIG))
         ctx.log.warning("notifier: Cloud Messaging is a FAKE at %s: no push reaches a "
                         "phone (notifier.fcm_url; empty it for the real FCM)",
                         service._fcm_url)  # noqa: SLF001

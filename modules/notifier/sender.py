@@ -123,11 +123,11 @@ class Sender:
     async def run(self) -> None:
         while True:
             got = await self.queues.receive(self.queue, 10, wait_seconds=20)
-            while got and len(got) < self.settings["jobs_per_round"]:
-                more = await self.queues.receive(self.queue, 10, wait_seconds=0)
-                if not more:
-                    break
-                got += more
+            if len(got) == 10:  # more are waiting: take the rest of a round at once
+                more = await asyncio.gather(*(
+                    self.queues.receive(self.queue, 10, wait_seconds=0)
+                    for _ in range((self.settings["jobs_per_round"] - 1) // 10)))
+                got += [m for batch in more for m in batch]
             if got:
                 await self.deliver(got)
 
@@ -150,17 +150,24 @@ class Sender:
             else:
                 r.jobs[job.key] = (m, job)
         self.in_flight.update(r.jobs)
+        marks = [time.monotonic()]
         try:
             targets = await self._targets(r)
+            marks.append(time.monotonic())
             await self._record_inbox(r)
+            marks.append(time.monotonic())
             await self._push(r, targets)
+            marks.append(time.monotonic())
             await self._settle(r)
+            marks.append(time.monotonic())
         finally:
             self.in_flight.difference_update(r.jobs)
         self.log.debug("notifier: round of %d jobs (oldest queued %.0f ms before), %d pushes "
-                       "in %.0f ms", len(messages),
+                       "in %.0f ms (devices, inbox, push, settle: %s ms)", len(messages),
                        (started - min(m.sent_at for m in messages)) * 1000, r.pushes,
-                       (time.time() - started) * 1000)
+                       (time.time() - started) * 1000,
+                       "/".join(f"{(b - a) * 1000:.0f}" for a, b in zip(marks, marks[1:],
+                                                                        strict=False)))
         for m in busy:
             with contextlib.suppress(Exception):
                 await self.queues.change_visibility(self.queue, m.receipt_handle, 2)
