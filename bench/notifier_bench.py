@@ -95,7 +95,8 @@ async def prepare(dsn: str, hives: int, settings: int, margin: int, cooldown: in
         await conn.close()
 
 
-def config(port: int, dsn: str, fcm: FakeFCM, mqtt_port: int, memcached: str) -> dict:
+def config(port: int, dsn: str, fcm: FakeFCM, mqtt_port: int, memcached: str,
+           senders: int) -> dict:
     return {
         "modules": ["modules.database", "modules.occupancy", "modules.mqtt_ingest",
                     "modules.api", "modules.queue", "modules.notifier"],
@@ -105,7 +106,8 @@ def config(port: int, dsn: str, fcm: FakeFCM, mqtt_port: int, memcached: str) ->
         "occupancy": {"memcached": memcached},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "protocol": 5, "processes": 1,
                  "client_id": f"bench-{secrets.token_hex(3)}"},
-        "notifier": {"project_id": "bench", "fcm_url": fcm.url, "scan_interval": "1h"},
+        "notifier": {"project_id": "bench", "fcm_url": fcm.url, "scan_interval": "1h",
+                     "sender_processes": senders},
         "http": {"servers": [{"listen": [f"127.0.0.1:{port}"], "locations": [
             {"location": "= /health", "return": [200, '{"status":"ok"}']}]}]},
     }
@@ -136,9 +138,13 @@ class Changes:
         self.bus.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the notifier's processes."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def queue_depth(dsn: str) -> int:
@@ -179,15 +185,17 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         with FakeFCM() as fcm:
             port = free_port()
             b = Bizzyd(tmp, port)
-            b.write_config(config(port, dsn, fcm, args.mqtt_port, args.memcached))
+            b.write_config(config(port, dsn, fcm, args.mqtt_port, args.memcached,
+                                  args.sender_processes))
             b.start()
             try:
                 wait_for(lambda: "occupancy alerts loaded" in b.log(), 60,
                          what="the notifier to load its settings")
-                [pid] = [p for p, t in children_of(b.pid) if t == "bizzyd: notifier process"]
+                pids = [p for p, t in children_of(b.pid)
+                        if t in ("bizzyd: notifier process", "bizzyd: notifier sender process")]
                 changes = Changes(tmp / "run")
                 try:
-                    return measure(args, dsn, fcm, pid, sizes, b, changes)
+                    return measure(args, dsn, fcm, pids, sizes, b, changes)
                 finally:
                     changes.close()
             finally:
@@ -196,9 +204,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         asyncio.run(drop_database(dsn))
 
 
-def measure(args: argparse.Namespace, dsn: str, fcm: FakeFCM, pid: int, sizes: dict,
+def measure(args: argparse.Namespace, dsn: str, fcm: FakeFCM, pids: list[int], sizes: dict,
             b: Bizzyd, changes: Changes) -> dict:
-    cpu0, wall0, own0 = cpu_seconds(pid), time.monotonic(), time.process_time()
+    cpu0, wall0, own0 = cpu_seconds(pids), time.monotonic(), time.process_time()
     start = time.time()
     sim = subprocess.Popen(
         [str(Path(sys.executable).with_name("bizzyd-sim")), "--dsn", dsn, "--host",
@@ -213,7 +221,7 @@ def measure(args: argparse.Namespace, dsn: str, fcm: FakeFCM, pid: int, sizes: d
         if sim.poll() is None:
             sim.kill()
     wait_for(lambda: queue_depth(dsn) == 0, 120, step=0.5, what="the queue to drain")
-    cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
+    cpu, wall = cpu_seconds(pids) - cpu0, time.monotonic() - wall0
     own = time.process_time() - own0  # mostly the fake FCM's threads
     pushes = [p for p in fcm.ok() if p.kind.startswith("occupancy") and p.at >= start - 60]
     published = [changes.seen.get((int(p.message["data"]["hive_id"]),
@@ -225,6 +233,7 @@ def measure(args: argparse.Namespace, dsn: str, fcm: FakeFCM, pid: int, sizes: d
                  if t and p.key in taken]
     to_fcm = [p.received - taken[p.key] for p in pushes if p.key in taken]
     return {**sizes, "seconds": round(wall, 1), "rate": args.rate, "margin": args.margin,
+            "sender_processes": args.sender_processes,
             "cooldown": args.cooldown,
             "sim_rc": sim.returncode, "pushes": len(pushes), "matched": len(latencies),
             "p50_ms": round(percentile(latencies, 50) * 1000),
@@ -248,7 +257,8 @@ def report(r: dict) -> str:
         f"\n## Notifier scale check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
         f"`bench/notifier_bench.py`: {r['settings']:,} occupancy alert settings over "
         f"{r['hives']} demo hives ({r['users']:,} users, one device each; margin "
-        f"{r['margin']} points, cooldown {r['cooldown']} s), bizzyd-sim "
+        f"{r['margin']} points, cooldown {r['cooldown']} s; "
+        f"{r['sender_processes']} sender processes), bizzyd-sim "
         f"at {r['rate']} reports/s in real time for the run, pushes to a fake FCM in the "
         f"benchmark process. Load average at the end {tuple(round(x, 2) for x in r['load'])}."
         f"\n\n| run s | pushes (matched) | p50 ms | p90 ms | p99 ms | max ms | "
@@ -274,6 +284,8 @@ def main() -> int:
     p.add_argument("--seconds", type=int, default=60, help="simulated real-time seconds")
     p.add_argument("--rate", type=float, default=100, help="simulator reports per second")
     p.add_argument("--margin", type=int, default=5, help="of every setting (points)")
+    p.add_argument("--sender-processes", type=int, default=1,
+                   help="notifier.sender_processes")
     p.add_argument("--cooldown", type=int, default=900, help="of every setting (seconds)")
     p.add_argument("--mqtt-port", type=int,
                    default=int(os.environ.get("BIZZYD_MQTT_PORT", 21883)))

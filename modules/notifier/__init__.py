@@ -35,7 +35,7 @@ from bizzyd.module import Module, ProcessRole
 
 from .fakefcm import fcm_fake
 from .inbox import HANDLERS
-from .process import NAME, main
+from .process import NAME, main, sender_main
 
 QUEUE_NAME = r"[A-Za-z0-9_-]{1,80}"
 
@@ -58,7 +58,12 @@ DIRECTIVES = (
         Directive("jobs_per_round", Int(min=1, max=1000), 100,
                   doc="Notification jobs a sender round takes from the queue."),
         Directive("senders", Int(min=1, max=32), 4,
-                  doc="Sender rounds running at once (each: receive, push, record)."),
+                  doc="Sender rounds running at once in a sending process (each: "
+                      "receive, push, record)."),
+        Directive("sender_processes", Int(min=0, max=64), 1,
+                  doc="`notifier sender` processes that deliver the jobs (the `notifier` "
+                      "process then only runs the triggers); 0: the notifier process "
+                      "sends too."),
         Directive("pool_max_size", Int(min=2, max=200), 24,
                   doc="Postgres connections of the notifier's own pool (database.* "
                       "otherwise); two more for LISTEN."),
@@ -105,7 +110,10 @@ module = Module(
     directives=DIRECTIVES,
     check=check,
     roles=(ProcessRole(NAME, main,
-                       count=lambda config: 1 if config[NAME]["enabled"] else 0),),
+                       count=lambda config: 1 if config[NAME]["enabled"] else 0),
+           ProcessRole(f"{NAME} sender", sender_main,
+                       count=lambda config: config[NAME]["sender_processes"]
+                       if config[NAME]["enabled"] else 0)),
     content_handlers={**HANDLERS, "fcm_fake": fcm_fake},
     doc=__doc__ or "",
 )

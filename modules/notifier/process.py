@@ -71,8 +71,11 @@ def firebase_app(ctx: ProcessContext) -> firebase_admin.App:
 
 
 class Notifier:
-    def __init__(self, ctx: ProcessContext) -> None:
-        self.ctx, self.log = ctx, ctx.log
+    """The `notifier` process (triggers, and the sender unless `sender_processes`), or
+    with `senders_only` a `notifier sender` process."""
+
+    def __init__(self, ctx: ProcessContext, senders_only: bool = False) -> None:
+        self.ctx, self.log, self.senders_only = ctx, ctx.log, senders_only
         self.settings = ctx.config[NAME]
         # its own pool: sender rounds, queued alerts and saves run at once
         self.db = Database({**ctx.config["database"],
@@ -99,14 +102,21 @@ class Notifier:
         app = self.app = firebase_app(self.ctx)
         bus = Bus(self.ctx.config["run_dir"], self.ctx.config["bus_hwm"], asyncio=True)
         try:
-            await self._create_queues()
             sender = Sender(self.db, self.queues, app, self.settings, self.log)
-            events = Events(self.db, self.queues, self.settings, self.log)
-            sub = bus.subscriber("occupancy.changes")
-            self.tasks = [asyncio.ensure_future(c) for c in (
-                self._listen(), self._bus_loop(sub), self._defs_loop(), self._save_loop(),
-                self._events_loop(events),
-                *(send_forever(sender, self.log) for _ in range(self.settings["senders"])))]
+            rounds = self.settings["senders"]
+            await self._create_queues()
+            if self.senders_only:
+                self.tasks = [asyncio.ensure_future(send_forever(sender, self.log))
+                              for _ in range(rounds)]
+            else:
+                if self.settings["sender_processes"]:
+                    rounds = 0  # the `notifier sender` processes send
+                events = Events(self.db, self.queues, self.settings, self.log)
+                sub = bus.subscriber("occupancy.changes")
+                self.tasks = [asyncio.ensure_future(c) for c in (
+                    self._listen(), self._bus_loop(sub), self._defs_loop(),
+                    self._save_loop(), self._events_loop(events),
+                    *(send_forever(sender, self.log) for _ in range(rounds)))]
             await asyncio.wait([stop, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in self.tasks:
                 if t.done() and not t.cancelled() and t.exception():
@@ -292,7 +302,15 @@ class Notifier:
 
 def main(ctx: ProcessContext) -> int:
     """Entry point of the `notifier` role."""
-    notifier = Notifier(ctx)
+    return _run(Notifier(ctx))
+
+
+def sender_main(ctx: ProcessContext) -> int:
+    """Entry point of the `notifier sender` role."""
+    return _run(Notifier(ctx, senders_only=True))
+
+
+def _run(notifier: Notifier) -> int:
     try:
         return uvloop.run(notifier.run())
     finally:

@@ -36,7 +36,7 @@ PROJECT = "demo-bizzy"
 QUEUE = "notifications"
 SETTINGS = {"enabled": True, "fcm_url": "", "visibility_timeout": "3s", "retry_base": "1s",
             "retry_max": "2s", "max_attempts": 3, "scan_interval": "1s", "batch_size": 5,
-            "senders": 2}
+            "senders": 2, "sender_processes": 0}
 
 
 def sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
