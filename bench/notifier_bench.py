@@ -107,7 +107,8 @@ def config(port: int, dsn: str, fcm: FakeFCM, mqtt_port: int, memcached: str,
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "protocol": 5, "processes": 1,
                  "client_id": f"bench-{secrets.token_hex(3)}"},
         "notifier": {"project_id": "bench", "fcm_url": fcm.url, "scan_interval": "1h",
-                     "sender_processes": senders},
+                     "sender_processes": senders,
+                     "jobs_per_round": int(os.environ.get("BENCH_JOBS_PER_ROUND", 100))},
         "http": {"servers": [{"listen": [f"127.0.0.1:{port}"], "locations": [
             {"location": "= /health", "return": [200, '{"status":"ok"}']}]}]},
     }

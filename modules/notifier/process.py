@@ -27,6 +27,7 @@ from bizzyd.bus import OCCUPANCY_CHANGE, Bus, BusError
 from bizzyd.module import ProcessContext
 from modules.database import Database
 from modules.queue import open_queues
+from modules.queue.store import QueueNameExists
 
 from . import occupancy
 from .events import Events
@@ -134,12 +135,18 @@ class Notifier:
             await messaging._get_messaging_service(app)._async_client.aclose()  # noqa: SLF001
 
     async def _create_queues(self) -> None:
+        """Create the queues, or bring their settings to the config's (a reload may
+        have changed them)."""
         s = self.settings
-        await self.queues.create(s["dead_letter_queue"],
-                                 retention_seconds=14 * 86400)
-        await self.queues.create(s["queue"], visibility_timeout=int(s["visibility_timeout"]),
-                                 dead_letter_queue=s["dead_letter_queue"],
-                                 max_receives=s["max_attempts"])
+        for name, settings in (
+                (s["dead_letter_queue"], {"retention_seconds": 14 * 86400}),
+                (s["queue"], {"visibility_timeout": int(s["visibility_timeout"]),
+                              "dead_letter_queue": s["dead_letter_queue"],
+                              "max_receives": s["max_attempts"]})):
+            try:
+                await self.queues.create(name, **settings)
+            except QueueNameExists:
+                await self.queues.configure(name, **settings)
 
     # -- settings of occupancy alerts ------------------------------------------------
 
