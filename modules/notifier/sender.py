@@ -151,16 +151,19 @@ class Sender:
                 r.jobs[job.key] = (m, job)
         self.in_flight.update(r.jobs)
         marks = [time.monotonic()]
+        keeper = asyncio.ensure_future(self._keep_invisible([m for m, _ in r.jobs.values()]))
         try:
             targets = await self._targets(r)
             marks.append(time.monotonic())
             await self._record_inbox(r)
             marks.append(time.monotonic())
             await self._push(r, targets)
+            keeper.cancel()  # before _settle sets the retries' back-off
             marks.append(time.monotonic())
             await self._settle(r)
             marks.append(time.monotonic())
         finally:
+            keeper.cancel()
             self.in_flight.difference_update(r.jobs)
         self.log.debug("notifier: round of %d jobs (oldest queued %.0f ms before), %d pushes "
                        "in %.0f ms (devices, inbox, push, settle: %s ms)", len(messages),
@@ -172,6 +175,18 @@ class Sender:
             with contextlib.suppress(Exception):
                 await self.queues.change_visibility(self.queue, m.receipt_handle, 2)
         return r
+
+    async def _keep_invisible(self, messages: list[Any]) -> None:
+        """While a round runs (FCM slow, firebase-admin retrying a 503 for seconds),
+        keep its jobs invisible: else another round would take them again and count a
+        receive. A dead process stops doing this, so its jobs come back in time."""
+        timeout = max(1, int(self.settings["visibility_timeout"]))
+        while True:
+            await asyncio.sleep(timeout / 2)
+            for m in messages:
+                with contextlib.suppress(Exception):
+                    await self.queues.change_visibility(self.queue, m.receipt_handle,
+                                                        timeout)
 
     async def _targets(self, r: Round) -> list[tuple[Job, str]]:
         keys = list(r.jobs)

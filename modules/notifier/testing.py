@@ -4,8 +4,8 @@ hold pushes on request. Nothing here runs in bizzyd.
 
 Behaviour by registration token prefix: `gone-` → 404 UNREGISTERED, `badtoken-` → 400
 INVALID_ARGUMENT "not a valid FCM registration token", `quota-` → 429 QUOTA_EXCEEDED,
-`refused-` → 400 INVALID_ARGUMENT about the payload (a permanent failure); any other
-token → 200.
+`refused-` → 400 INVALID_ARGUMENT about the payload (a permanent failure), `flaky-` →
+503 for its first FLAKY_FAILURES requests, then 200; any other token → 200.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ ERRORS = {
     "quota-": (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "Quota exceeded."),
     "refused-": (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT",
                  "Invalid value at 'message.data' (Map), Invalid data payload key"),
+    "flaky-": (503, "UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable."),
 }
+FLAKY_FAILURES = 5   # a `flaky-` token's first requests that get 503
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -107,6 +109,9 @@ class FakeFCM:
         data = message.get("data") or {}
         status = next((e[0] for prefix, e in ERRORS.items() if token.startswith(prefix)), 200)
         with self.changed:
+            if token.startswith("flaky-") and sum(
+                    p.token == token for p in self.pushes) >= FLAKY_FAILURES:
+                status = 200
             hold = self.hold_after is not None and len(self.pushes) >= self.hold_after
             self.pushes.append(Push(token, data.get("notification_id", ""),
                                     data.get("kind", ""), float(data.get("at", 0)),
@@ -145,11 +150,11 @@ class FakeFCM:
                     fake._release.wait(60)
                     with fake.lock:
                         fake.held -= 1
-                token = str(message.get("token"))
                 if status == 200:
                     self._send(200, {"name": f"projects/fake/messages/{len(fake.pushes)}"})
                     fake._answered(message)
                     return
+                token = str(message.get("token"))
                 prefix = next(p for p in ERRORS if token.startswith(p))
                 code, state, fcm_code, text = ERRORS[prefix]
                 self._send(code, {"error": {"code": code, "message": text, "status": state,

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from bizzyd_proc import alive, children_of, wait_for
+from modules.notifier.testing import FLAKY_FAILURES
 
 pytestmark = pytest.mark.services
 ROLE = "bizzyd: notifier process"
@@ -126,6 +127,22 @@ def test_quota_is_retried_then_dead_lettered_and_refusals_at_once(stack) -> None
     assert all(g >= 0.9 for g in gaps), gaps
     assert len([p for p in stack.fcm.pushes if p.token == "refused-1"]) == 1
     assert "failed permanently" in stack.bizzyd.log()
+
+
+def test_5xx_is_retried_by_the_library_then_through_the_queue(stack) -> None:
+    hive = stack.hives[9]
+    user = stack.user("flaky-1")
+    follows(stack, user, hive)
+    new = deal(stack, hive)
+    key = f"deal:{new}:{user}"
+    stack.fcm.wait(lambda f: f.ok("flaky-1"), 40, what="the push after the 503s")
+    wait_for(stack.queue_empty, 15, what="the queue to drain")
+    tries = [p.status for p in stack.fcm.pushes if p.token == "flaky-1"]
+    # firebase-admin retries a 503 four times itself; then the job waits for its next
+    # receive (retry_base) and succeeds
+    assert tries == [503] * FLAKY_FAILURES + [200]
+    assert stack.pushes("flaky-1") == [key]
+    assert all(key not in b for b in dead_letters(stack))
 
 
 def test_kill_9_in_the_middle_of_a_batch_loses_none_and_repeats_only_calls_in_flight(
