@@ -82,6 +82,8 @@ bench: bench-deps
 	$(MAKE) bench-catalogue
 	$(MAKE) bench-users
 	$(MAKE) bench-notifier
+	$(MAKE) bench-analytics
+	$(MAKE) bench-insights
 
 # 10,000 idle keep-alive connections on one worker: its RSS, and a fresh client's p99
 # meanwhile (bench/idle_bench.py). Appends a section to RESULTS.md.
@@ -138,3 +140,20 @@ USERS_BENCH_ARGS ?= --markdown bench/RESULTS.md
 bench-users: bench-deps
 	scripts/services start postgres memcached
 	eval "$$(scripts/services env)" && $(PY) bench/users_bench.py $(USERS_BENCH_ARGS)
+# One year of occupancy history (bench/analytics_bench.py): GET .../occupancy/history
+# with bucket=1h and 1d over a year of rollups (demo-data --days 365), vs a FastAPI+uvicorn
+# peer doing the same work; then the ingest's rollup write per batch against the
+# hourly-only write before migration 0009 (bench/rollup_bench.py). Appends to RESULTS.md.
+ANALYTICS_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-analytics
+bench-analytics: bench-deps
+	scripts/services start postgres memcached
+	eval "$$(scripts/services env)" && $(PY) bench/analytics_bench.py $(ANALYTICS_BENCH_ARGS)
+	eval "$$(scripts/services env)" && $(PY) bench/rollup_bench.py $(ANALYTICS_BENCH_ARGS)
+# The insights jobs over 2,000 hives x 8 weeks of rollups (target: the profile in under
+# a minute) and the forecast's error against the demo simulator (bench/insights_bench.py).
+INSIGHTS_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-insights
+bench-insights: venv
+	scripts/services start postgres
+	eval "$$(scripts/services env)" && $(PY) bench/insights_bench.py $(INSIGHTS_BENCH_ARGS)

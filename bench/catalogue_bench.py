@@ -105,13 +105,17 @@ class Server:
                 self.proc.wait()
 
 
-def bizzyd(tmp: Path, dsn: str, pin: str | None, **api: object) -> Server:
+def bizzyd(tmp: Path, dsn: str, pin: str | None, modules: tuple[str, ...] = ("modules.hives",),
+           locations: list[dict] | None = None, settings: dict | None = None,
+           **api: object) -> Server:
+    """A 1-worker bizzyd with the catalogue (or `modules` with their `locations` and
+    config blocks `settings`), `api` settings on top of the defaults."""
     port = free_port()
     prefix = tmp / f"bizzyd-{port}"
     (prefix / "conf").mkdir(parents=True)
     config = {
         "modules": ["modules.database", "modules.status", "modules.occupancy", "modules.api",
-                    "modules.hives"],
+                    *modules],
         "worker_processes": 1,
         "error_log": "logs/error.log",
         "error_log_level": "info",
@@ -119,11 +123,13 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, **api: object) -> Server:
         "database": {"dsn": dsn},
         "occupancy": {"memcached": MEMCACHED},
         "api": {"memcached": MEMCACHED, "memcached_prefix": f"b{secrets.token_hex(3)}:", **api},
+        **(settings or {}),
         "http": {"servers": [{
             "listen": [f"127.0.0.1:{port}"],
             "locations": [{"location": "= /ok", "return": [200, '{"ok":true}']},
                           {"location": "= /metrics", "content": "metrics"},
-                          *catalogue_locations(filters=False)],
+                          *(catalogue_locations(filters=False) if locations is None
+                            else locations)],
         }]},
     }
     (prefix / "conf" / "bizzyd.yaml").write_text(yaml.safe_dump(config))
@@ -131,6 +137,8 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, **api: object) -> Server:
         sys.executable, "-m", "bizzyd", "-p", str(prefix), "-c", str(prefix / "conf/bizzyd.yaml")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = Server(cmd, prefix, env, port, "/ok", "bizzyd: worker process")
+    if "modules.hives" not in modules:
+        return server
     log = prefix / "logs" / "error.log"
     deadline = time.monotonic() + 20
     while "versions: listening" not in (log.read_text() if log.exists() else ""):

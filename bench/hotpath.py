@@ -14,6 +14,7 @@ when the log records queued by those reads are handed to their handlers.
     bench/hotpath.py --profile            # cProfile, sorted by own time
     bench/hotpath.py --callgrind          # instructions per request (valgrind)
     bench/hotpath.py --bare [--callgrind] # the same for bench/bare_server.py's protocol
+    bench/hotpath.py --vary [--callgrind] # requests that differ read to read (no replay)
 
 `--callgrind` runs itself twice under `valgrind --tool=callgrind`, collecting only
 inside the measured loop (run within one `functools.reduce` call, which callgrind
@@ -46,6 +47,16 @@ from bizzyd.http.protocol import HttpProtocol  # noqa: E402
 from bizzyd.http.testing import InProcessWorker, Transport  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+# --vary: reads alternate between two requests that differ in one header value, so no
+# read repeats the one before it and bizzyd parses every request (no replay)
+VARIED = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-N: 0\r\n\r\n",
+          b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-N: 1\r\n\r\n")
+
+
+def reads_of(depth: int, vary: bool) -> tuple[bytes, bytes]:
+    if vary:
+        return VARIED[0] * depth, VARIED[1] * depth
+    return REQUEST * depth, REQUEST * depth
 
 
 async def _next_iteration() -> None:
@@ -73,13 +84,13 @@ class _Driving:
 class BareDriver(_Driving):
     """bench/bare_server.py's protocol on the same transport: the floor for bizzyd."""
 
-    def __init__(self, depth: int) -> None:
+    def __init__(self, depth: int, vary: bool = False) -> None:
         import bare_server
 
         self.loop = uvloop.new_event_loop()
         self.clock = bare_server.Clock(self.loop)
         self.protocol = bare_server.Bare
-        self.data = REQUEST * depth
+        self.data = reads_of(depth, vary)
         self.depth = depth
         self.transport = Transport()
         self.conn: Any = None
@@ -89,7 +100,7 @@ class BareDriver(_Driving):
         if self.served % 1000 == 0:  # a new connection per 1000 requests, as bizzyd's
             self.conn = self.protocol(self.clock)
             self.conn.connection_made(self.transport)
-        self.conn.data_received(self.data)
+        self.conn.data_received(self.data[i & 1])
         self.served += self.depth
 
     def check(self) -> None:
@@ -101,12 +112,13 @@ class BareDriver(_Driving):
 
 
 class Driver(_Driving):
-    def __init__(self, access_log: bool, depth: int, prefix: Path, iteration: int = 64) -> None:
+    def __init__(self, access_log: bool, depth: int, prefix: Path, iteration: int = 64,
+                 vary: bool = False) -> None:
         log = ("http", "logs/access.log") if access_log else None
         self.worker = InProcessWorker(bizzyd_config(8080, 1, log), prefix)
         self.loop, self.ctx, self.engine = self.worker.loop, self.worker.ctx, self.worker.engine
         asyncio.set_event_loop(self.loop)
-        self.data = REQUEST * depth
+        self.data = reads_of(depth, vary)
         self.depth = depth
         self.iteration = iteration
         self.conn: HttpProtocol | None = None
@@ -123,7 +135,7 @@ class Driver(_Driving):
             if self.conn is not None:
                 self.conn.connection_lost(None)
             self.connect()
-        self.conn.data_received(self.data)  # type: ignore[union-attr]
+        self.conn.data_received(self.data[i & 1])  # type: ignore[union-attr]
         if i % self.iteration == 0 and self.engine.log_queue:
             self.loop.run_until_complete(_next_iteration())
 
@@ -157,7 +169,7 @@ def callgrind(args: argparse.Namespace) -> None:
                    "--reads", str(reads), "--repeat", "1", "--depth", str(args.depth),
                    "--warmup", "2000", "--iteration", str(args.iteration)] \
                 + (["--access-log"] if args.access_log else []) \
-                + (["--bare"] if args.bare else [])
+                + (["--bare"] if args.bare else []) + (["--vary"] if args.vary else [])
             subprocess.run(cmd, check=True, capture_output=True)
             text = out.read_text(errors="replace")
             match = re.search(r"^summary:\s+(\d+)", text, re.M) \
@@ -173,7 +185,8 @@ def callgrind(args: argparse.Namespace) -> None:
 def describe(args: argparse.Namespace) -> str:
     what = "bare uvloop+httptools" if args.bare else \
         f"bizzyd, access log {'on' if args.access_log else 'off'}"
-    return f"{what}, depth {args.depth}"
+    reads = "alternating requests" if args.vary else "the same request"
+    return f"{what}, depth {args.depth}, {reads}"
 
 
 def main() -> None:
@@ -187,6 +200,9 @@ def main() -> None:
     p.add_argument("--access-log", action="store_true")
     p.add_argument("--bare", action="store_true",
                    help="drive bench/bare_server.py's protocol instead of bizzyd's")
+    p.add_argument("--vary", action="store_true",
+                   help="alternate two requests that differ in a header (no read repeats "
+                        "the last one, so bizzyd parses each)")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--callgrind", action="store_true")
     p.add_argument("--keep", metavar="FILE", help="with --callgrind: keep the larger run's "
@@ -196,8 +212,8 @@ def main() -> None:
         callgrind(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        driver: Any = BareDriver(args.depth) if args.bare else \
-            Driver(args.access_log, args.depth, Path(tmp), args.iteration)
+        driver: Any = BareDriver(args.depth, args.vary) if args.bare else \
+            Driver(args.access_log, args.depth, Path(tmp), args.iteration, args.vary)
         driver.check()
         for _ in range(args.warmup // args.depth):
             driver.step()

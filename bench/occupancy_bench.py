@@ -15,6 +15,7 @@ latency, and the worker's CPU time per request (from /proc, utime+stime).
     .venv/bin/python bench/occupancy_bench.py [--duration 10] [--rounds 1]
         [--hives 1000] [--spread]     # --spread: every request another hive (Lua)
         [--baseline]                  # also a constant-answer content handler
+        [--insights]                  # with modules.insights: expected_now, vs_usual
 
 Needs the local services (`scripts/services start`) and wrk.
 """
@@ -149,9 +150,22 @@ module = Module(name="bench_noop", content_handlers={"bench_noop": lambda reques
 """
 
 
-def config(port: int, dsn: str) -> dict:
+def add_forecasts(dsn: str, ids: list[int]) -> None:
+    """A forecast row of the current and the next hour for every hive (as the insights
+    job writes them), so that every occupancy object carries expected_now/vs_usual."""
+    sql(dsn, """
+        INSERT INTO hive_occupancy_forecast (hive_id, hour, usual, expected, low, high)
+        SELECT id, date_trunc('hour', now()) + k * interval '1 hour', id % 60, id % 70, 0, 100
+        FROM unnest($1::bigint[]) id, generate_series(0, 1) k""", ids)
+    sql(dsn, "INSERT INTO insights_run VALUES ('forecast', now(), $1, 0)", len(ids))
+
+
+def config(port: int, dsn: str, insights: bool = False) -> dict:
+    extra = {"insights": {"job": False}} if insights else {}
     return {
-        "modules": ["modules.database", "modules.occupancy", "bench_noop"],
+        **extra,
+        "modules": ["modules.database", "modules.occupancy", "bench_noop",
+                    *(["modules.insights"] if insights else [])],
         "worker_processes": 1,
         "error_log": "logs/error.log",
         "error_log_level": "notice",
@@ -226,6 +240,9 @@ def main() -> int:
                              "pre-rendered response (the core's own per-handler cost)")
     parser.add_argument("--spread", action="store_true",
                         help="each request asks another hive (wrk Lua), not one hive")
+    parser.add_argument("--insights", action="store_true",
+                        help="load modules.insights (its expected_now and vs_usual in "
+                             "every occupancy object), with a forecast for every hive")
     parser.add_argument("--markdown", type=Path, metavar="FILE",
                         help="append the output to FILE (e.g. bench/RESULTS.md)")
     args = parser.parse_args()
@@ -236,14 +253,17 @@ def main() -> int:
     say(f"occupancy benchmark: 1 worker, wrk -t1 -c64, {args.duration:g}s per run, "
           f"{args.rounds} round(s), {args.hives} hives"
           + (", spread over all hives" if args.spread else ", one hive")
+          + (", with modules.insights" if args.insights else "")
           + (f"; server on CPU {server_pin}, wrk on CPU {wrk_pin}" if two_cpus else ""))
     name, dsn, ids = create_database(args.hives)
+    if args.insights:
+        add_forecasts(dsn, ids)
     tmp = Path(tempfile.mkdtemp(prefix="occbench."))
     proc = None
     try:
         port = free_port()
         (tmp / "conf").mkdir()
-        (tmp / "conf" / "bizzyd.yaml").write_text(yaml.safe_dump(config(port, dsn)))
+        (tmp / "conf" / "bizzyd.yaml").write_text(yaml.safe_dump(config(port, dsn, args.insights)))
         (tmp / "site").mkdir()
         (tmp / "site" / "bench_noop.py").write_text(NOOP_MODULE)
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp / 'site'}"}
@@ -256,7 +276,9 @@ def main() -> int:
         while True:
             try:
                 status, body = get(port, f"/v1/hives/{hive}/occupancy")
-                if status == 200 and json.loads(body)["source"] == "zone":
+                data = json.loads(body) if status == 200 else {}
+                if data.get("source") == "zone" and (
+                        not args.insights or data.get("expected_now") is not None):
                     break
             except OSError:
                 pass

@@ -344,13 +344,22 @@ def write_markdown(path: Path, argv: list[str]) -> None:
         out.write(head + "\n".join(REPORT).strip("\n") + "\n```\n")
 
 
+async def ceiling_table(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(CEILING_TABLE)
+    await conn.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0,
                         help="total messages/s of the latency phase")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--only", choices=("sqs", "direct", "ceiling"), action="append",
+                        help="run only these systems (repeatable; e.g. to profile one)")
     args = parser.parse_args()
+    only = set(args.only or ("sqs", "direct", "ceiling"))
     dsn = asyncio.run(create_database())
     prefix = Path(tempfile.mkdtemp(prefix="bizzyd-queue-bench-"))
     port = free_port()
@@ -359,19 +368,13 @@ def main() -> int:
         say(f"queue benchmark: {PRODUCERS} producers + {CONSUMERS} consumers, batches of "
             f"{BATCH}, {args.duration:g}s per phase; bizzyd 2 workers, SigV4 on")
         url = asyncio.run(Client(port).call("CreateQueue", {"QueueName": "bench"}))["QueueUrl"]
-        sqs = ("sqs", port, url)
-        measure("bizzyd SQS (HTTP)", sqs, args.duration, args.rate)
-
-        direct = ("direct", dsn)
-        measure("queue API in-process", direct, args.duration, args.rate)
-
-        async def table() -> None:
-            conn = await asyncpg.connect(dsn)
-            await conn.execute(CEILING_TABLE)
-            await conn.close()
-        asyncio.run(table())
-        ceiling = ("ceiling", dsn)
-        measure("SKIP LOCKED script", ceiling, args.duration, args.rate)
+        if "sqs" in only:
+            measure("bizzyd SQS (HTTP)", ("sqs", port, url), args.duration, args.rate)
+        if "direct" in only:
+            measure("queue API in-process", ("direct", dsn), args.duration, args.rate)
+        if "ceiling" in only:
+            asyncio.run(ceiling_table(dsn))
+            measure("SKIP LOCKED script", ("ceiling", dsn), args.duration, args.rate)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

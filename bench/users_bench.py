@@ -128,11 +128,13 @@ def warm(port: int, tokens: list[str]) -> None:
             conn.close()
 
 
-def peer(tmp: Path, dsn: str, pin: str | None, certs_url: str) -> Server:
+def peer(tmp: Path, dsn: str, pin: str | None, certs_url: str,
+         app: str = "users_fastapi:app") -> Server:
+    """A signed-in FastAPI peer of bench/peers (its tokens from `certs_url`)."""
     port = free_port()
     cmd = (["taskset", "-c", pin] if pin else []) + [
         sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH / "peers"),
-        "users_fastapi:app", "--port", str(port), "--loop", "uvloop", "--http",
+        app, "--port", str(port), "--loop", "uvloop", "--http",
         "httptools", "--log-level", "warning", "--no-access-log"]
     env = {k: v for k, v in os.environ.items() if k != "FIREBASE_AUTH_EMULATOR_HOST"}
     env.update(PEER_DSN=dsn, PEER_CERTS_URL=certs_url, PEER_PROJECT=PROJECT)

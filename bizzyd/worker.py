@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 HEARTBEAT_INTERVAL = 1.0
 FAST_SETTLE = 0.5  # seconds a fast stop gives aborted responses to finish
+EXIT_HOOK_TIMEOUT = 10.0  # seconds each module's exit_worker may take
 
 
 class Worker:
@@ -70,7 +71,7 @@ class Worker:
             if engine.tasks:  # aborted responses finish (and are logged) before exit hooks
                 await asyncio.wait(list(engine.tasks), timeout=FAST_SETTLE)
         engine.drain_log()
-        await self._hooks("exit_worker")
+        await self._exit_hooks()
         log.info("worker process exiting (%s stop)", how)
         return 0
 
@@ -109,10 +110,26 @@ class Worker:
         loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat, loop)
 
     async def _hooks(self, name: str) -> None:
-        for module in self.ctx.config.modules:
+        modules = self.ctx.config.modules
+        for module in modules:
             hook = getattr(module, name)
+            if hook is not None and inspect.isawaitable(result := hook(self.ctx)):
+                await result
+
+    async def _exit_hooks(self) -> None:
+        """`exit_worker` in reverse module order (a module closes before those it
+        uses: the users' buffers flush before the database pool closes), each bounded
+        by EXIT_HOOK_TIMEOUT so that one stuck hook cannot keep the worker alive."""
+        for module in reversed(self.ctx.config.modules):
+            hook = module.exit_worker
             if hook is None:
                 continue
-            result = hook(self.ctx)
-            if inspect.isawaitable(result):
-                await result
+            try:
+                result = hook(self.ctx)
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, EXIT_HOOK_TIMEOUT)
+            except TimeoutError:
+                self.ctx.log.error("%s: exit_worker did not finish in %.0f s; going on",
+                                   module.name, EXIT_HOOK_TIMEOUT)
+            except Exception:  # noqa: BLE001 - the other modules still get to close
+                self.ctx.log.exception("%s: exit_worker failed", module.name)

@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,7 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             assert json.loads(body)["occupancy"]["source"] == "zone"
             status, body = http_get(port, "/v1/hives?near=52.52,13.405&radius=20000&type=bar")
             assert status == 200 and json.loads(body)["items"]
+            analytics(port, moved()[0])
 
             # one hive, and its stream: the current state at once, from the zone
             hive = moved()[0]
@@ -176,6 +178,21 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
             b.kill_everything()
             # the retained configuration message of this test's topic prefix
             clear_retained(f"{tag}/commands/sensor/bz2-000005")
+
+
+def analytics(port: int, hive: int) -> None:
+    """Ingest kept the 5-minute rollup of a simulated hive: its history shows the
+    simulator's entries and the occupancy curve (docs/api.md "Occupancy analytics")."""
+    now = datetime.now(UTC)
+    window = (f"from={(now - timedelta(hours=2)):%Y-%m-%dT%H:%MZ}"
+              f"&to={(now + timedelta(hours=2)):%Y-%m-%dT%H:%MZ}&bucket=5m")
+    status, body = http_get(port, f"/v1/hives/{hive}/occupancy/history?{window}")
+    assert status == 200, body
+    buckets = json.loads(body)["buckets"]
+    assert sum(b["entries"] for b in buckets) > 0
+    assert any(b["max"] is not None for b in buckets)
+    status, body = http_get(port, f"/v1/hives/{hive}/occupancy/history?bucket=2h")
+    assert status == 422 and json.loads(body)["invalid_params"][0]["name"] == "bucket"
 
 
 def config_emulator(b: Bizzyd) -> str:
@@ -247,8 +264,35 @@ def business(port: int, auth: dict, dsn: str, stranger: dict) -> None:
     assert [s["pending"]["threshold_cm"] for s in json.loads(body)["items"]] == [170], body
     status, _, body = put(port, f"/v1/accounts/{account}/audit", None, auth, "GET")
     assert [a["action"] for a in json.loads(body)["items"]] == [
-        "member.put", "image.create", "deal.create", "hive.create", "account.create"], body
+        "member.put", "sensor.config", "image.create", "deal.create", "hive.create",
+        "account.create"], body
+    kpis(port, stranger, dsn, hive_id, viewer)
 
+
+def kpis(port: int, viewer: dict, dsn: str, hive_id: int, viewer_id: int) -> None:
+    """modules.kpis as a viewer: the sensor's health; the numbers of a demo account."""
+    status, _, body = put(port, f"/v1/hives/{hive_id}/health", None, viewer, "GET")
+    assert status == 200, body
+    [sensor] = json.loads(body)["sensors"]
+    assert sensor["serial"] == "bz2-000005" and sensor["config"]["pending"], sensor
+    sql_sync(dsn, "INSERT INTO account_member (account_id, user_id, member_role) "
+                  "SELECT account_id, $1, 'viewer' FROM hive WHERE id = 1", viewer_id)
+    status, _, body = put(port, "/v1/hives/1/health", None, viewer, "GET")
+    assert status == 200 and json.loads(body)["sensors"], body
+    account = first_account(dsn)
+    status, _, body = put(port, f"/v1/accounts/{account}/kpis", None, viewer, "GET")
+    assert status == 200, body
+    assert json.loads(body)["total"]["visits"] > 0, body  # the demo's week of history
+    status, _, body = put(port, f"/v1/accounts/{account}/feedback", None, viewer, "GET")
+    assert status == 200 and "totals" in json.loads(body), body
+
+
+def first_account(dsn: str) -> int:
+    import asyncio
+
+    from modules.mqtt_ingest.testing import fetch
+
+    return asyncio.run(fetch(dsn, "SELECT account_id FROM hive WHERE id = 1"))[0]["account_id"]
 
 
 def put(port: int, path: str, body: dict | bytes | None, headers: dict | None = None,

@@ -66,7 +66,8 @@ SHIPPED_MODULES: tuple[str, ...] = ("modules.database", "modules.status", "modul
                                      "modules.occupancy", "modules.mqtt_ingest", "modules.api",
                                      "modules.hives", "modules.auth", "modules.users",
                                      "modules.store", "modules.business", "modules.queue",
-                                     "modules.notifier")
+                                     "modules.analytics", "modules.kpis",
+                                     "modules.insights", "modules.notifier")
 
 if __name__ == "__main__":
     sys.stdout.write(render(SHIPPED_MODULES))

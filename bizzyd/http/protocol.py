@@ -104,6 +104,8 @@ _UNDERSCORE = 0x5F
 # Upgrade are singletons: a second one is refused (RFC 9110 5.3: fields that are not
 # lists; nginx refuses duplicates of most of these too).
 _F_HOST, _F_LENGTH, _F_TE, _F_EXPECT, _F_UPGRADE, _F_SINGLE = (1 << i for i in range(6))
+# a request with any of these (or an Upgrade) is not replayed (HttpProtocol._replay)
+_F_NO_REPLAY = _F_LENGTH | _F_TE | _F_EXPECT | (1 << 30)
 _FIELDS = {b"host": _F_HOST, b"content-length": _F_LENGTH, b"transfer-encoding": _F_TE,
            b"expect": _F_EXPECT, b"upgrade": _F_UPGRADE} | {
     name: _F_SINGLE << i for i, name in enumerate((
@@ -172,6 +174,8 @@ class HttpProtocol(asyncio.Protocol):
         "url", "headers", "header_size", "body", "body_size", "max_body", "server",
         "location", "captures", "path", "version", "chunked_body", "chunks", "wire",
         "header_count", "head_read",
+        # the last read when it was exactly one simple request, and that request parsed
+        "replay_data", "replay", "completed", "replay_keep_alive", "replaying",
         # limits of the request line and header section (the default server's)
         "max_line", "max_field", "max_fields", "underscores",
     )
@@ -223,6 +227,12 @@ class HttpProtocol(asyncio.Protocol):
         self.version = "1.1"
         self.chunked_body = False
         self.chunks = self.wire = self.header_count = self.head_read = 0
+        self.replay_data = b""
+        # (url, headers, version, host) of the last request read, and its keep-alive wish
+        self.replay: tuple[bytes, tuple[tuple[bytes, bytes], ...], str, bytes | None
+                           ] | None = None
+        self.replay_keep_alive = self.replaying = False
+        self.completed = 0
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -338,29 +348,56 @@ class HttpProtocol(asyncio.Protocol):
         if self.discarding:
             return
         inside = self.in_request
-        if self.chunked_body:
-            self.wire += len(data)
-        elif not inside and not data.isascii():
-            data = _encode_target(data)
-        self.read = data  # kept until the next read (on_body drops a large one)
-        self.fresh = not inside
         self.out = []
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # an upgrade we decline: its request was answered, and it is the last
-        except httptools.HttpParserCallbackError as exc:
-            self._callback_failed(exc.__context__)
-        except httptools.HttpParserError as exc:
-            if not self.discarding:  # else: bytes after the last request
-                self._reject(Reject(400, _parser_reason(exc)))
-        if self.in_request and not self.discarding:
-            self._request_pending()
+        if not inside and data == self.replay_data:
+            self._replay()
+        else:
+            raw = data
+            if self.chunked_body:
+                self.wire += len(data)
+            elif not inside and not data.isascii():
+                data = _encode_target(data)
+            self.read = data  # kept until the next read (on_body drops a large one)
+            self.fresh = not inside
+            self.completed = 0
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                pass  # an upgrade we decline: its request was answered, and it is the last
+            except httptools.HttpParserCallbackError as exc:
+                self._callback_failed(exc.__context__)
+            except httptools.HttpParserError as exc:
+                if not self.discarding:  # else: bytes after the last request
+                    self._reject(Reject(400, _parser_reason(exc)))
+            if self.in_request:
+                self.replay_data = b""
+                if not self.discarding:
+                    self._request_pending()
+            else:  # a read of exactly one simple request parses the same way next time
+                self.replay_data = raw if not inside and self.completed == 1 \
+                    and self.replay is not None else b""
         out, self.out = self.out, None
         if out:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
         if self.closing and not self.pending:
             self._close()
+
+    def _replay(self) -> None:
+        """The read is byte for byte the last one, which was one complete request
+        without a body that began and ended with the read: llhttp, back at a message
+        boundary, would report exactly the same (its method is still that request's;
+        its keep-alive flags are cleared, so the verdict was kept), so the parse is
+        reused."""
+        url, headers, self.version, host = self.replay  # type: ignore[misc]
+        self.url, self.headers = url, list(headers)
+        self.replaying = True
+        try:
+            self._route(host)
+            self.on_message_complete()
+        except Reject as exc:
+            self._reject(exc)
+        finally:
+            self.replaying = False
 
     def _request_pending(self) -> None:
         """A request is incomplete at the end of a read: its header deadline runs from
@@ -432,7 +469,8 @@ class HttpProtocol(asyncio.Protocol):
         # When the message began this read, its request line is the read's first line:
         # " HTTP/1.1" at its end spares get_http_version (which makes a new string).
         read = self.read
-        if self.fresh and read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
+        fresh = self.fresh
+        if fresh and read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
             version = "1.1"
         else:
             version = self._http_version()
@@ -441,6 +479,8 @@ class HttpProtocol(asyncio.Protocol):
         host = expect = te = None
         length = 0
         seen = 0  # the singleton fields met, as bits
+        url = self.url
+        self.replay = None
         for name, value in self.headers:
             field = _FIELDS.get(name.lower())
             if field is None:
@@ -448,6 +488,7 @@ class HttpProtocol(asyncio.Protocol):
             if field == _F_UPGRADE:
                 if self.parser.should_upgrade():
                     self.must_close = True  # we do not switch protocols: answer, close
+                seen |= _F_NO_REPLAY
                 continue
             if seen & field:
                 raise Reject(400, f"duplicate {name.decode('latin-1')} header")
@@ -477,6 +518,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._expect(expect)
         elif expect is not None and version == "1.1" and expect.lower() != b"100-continue":
             raise Reject(417, "unsupported Expect")
+        if fresh and not seen & _F_NO_REPLAY:
+            self.replay = (url, tuple(self.headers), version, host)
 
     def _http_version(self) -> str:
         """"1.1" or "1.0" (else 505)."""
@@ -500,14 +543,19 @@ class HttpProtocol(asyncio.Protocol):
         if self.discarding:
             return
         self.in_request = False
+        self.completed += 1
         if self.chunked_body:
             self.chunked_body = False
             del self.headers[self.header_count:]  # trailer fields are not merged
+        if self.replaying:
+            wanted = self.replay_keep_alive
+        else:  # llhttp clears its flags once the message is done: kept for a replay
+            wanted = self.replay_keep_alive = self.parser.should_keep_alive()
         self.requests += 1
         engine = self.engine
         engine.counters["requests"] += 1
         loc = self.location
-        keep_alive = (self.parser.should_keep_alive() and not self.retiring
+        keep_alive = (wanted and not self.retiring
                       and self.requests < self.keepalive_requests and not self.must_close)
         if not keep_alive:
             self.discarding = True  # this was the connection's last request

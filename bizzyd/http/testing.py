@@ -4,7 +4,10 @@ runs in a server."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +93,21 @@ class InProcessWorker:
             if module.exit_worker is not None:
                 module.exit_worker(self.ctx)
         self.loop.close()
+
+
+@contextlib.contextmanager
+def module_worker(prefix: Path, name: str, source: str, locations: list[dict],
+                  **http: Any) -> Iterator[InProcessWorker]:
+    """An InProcessWorker with one module, `name`, written from `source` into `prefix`
+    (importable while the block runs), and one server with `locations`."""
+    (prefix / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(prefix))
+    config = {"worker_processes": 1, "error_log": "logs/error.log", "modules": [name],
+              "http": {**http, "servers": [{"listen": ["127.0.0.1:8080"],
+                                            "server_name": ["_"], "locations": locations}]}}
+    worker = InProcessWorker(config, prefix)
+    try:
+        yield worker
+    finally:
+        worker.close()
+        sys.path.remove(str(prefix))

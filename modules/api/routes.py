@@ -28,6 +28,7 @@ configured on the locations.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,9 @@ class Route:
     body: type | None = None
     auth: bool = False
     status: int = 200
+    # the status of a parameter whose value is refused (malformed or out of range);
+    # the analytics endpoints (issue 18) answer 422 there, as for a refused body field
+    invalid_status: int = 400
     by_name: Mapping[str, Param] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +112,8 @@ class Reply:
 
 
 def parse_params(route: Route, query: str, captures: Mapping[str, str]) -> dict[str, Any]:
-    """Validated parameters (defaults filled) or a 400 Problem naming the parameter."""
+    """Validated parameters (defaults filled) or a Problem naming the parameter: 400
+    for an unknown one, `route.invalid_status` for a refused value."""
     try:
         given = parse_qs(query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS,
                          errors="strict") if query else {}
@@ -127,7 +132,7 @@ def parse_params(route: Route, query: str, captures: Mapping[str, str]) -> dict[
         try:
             out[p.name] = p.parse(texts)
         except ValueError as exc:
-            raise Problem(400, str(exc), param=p.name) from None
+            raise Problem(route.invalid_status, str(exc), param=p.name) from None
     return out
 
 
@@ -139,15 +144,26 @@ def parse_body(route: Route, body: bytes) -> Any:
     try:
         return msgspec.json.decode(body, type=route.body)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        reason, _, where = text.rpartition(" - at `")
-        if not reason:
-            raise Problem(422, text) from None
-        raise Problem(422, reason, param=where.rstrip("`").removeprefix("$.")) from None
+        reason, param = _refused(str(exc))
+        raise Problem(422, reason, param=param) from None
     except msgspec.DecodeError as exc:
         raise Problem(400, f"malformed JSON body: {exc}") from None
 
 
+def _refused(text: str) -> tuple[str, str | None]:
+    """msgspec's message split into the reason and the refused field's path: "Expected
+    `int` - at `$.a.b`" → a.b; "Object contains unknown field `x`" → x."""
+    reason, _, where = text.rpartition(" - at `")
+    if not reason:
+        reason, where = text, ""
+    where = where.rstrip("`").removeprefix("$").removeprefix(".")
+    unknown = _UNKNOWN.search(reason)
+    if unknown is not None:
+        where = f"{where}.{unknown[1]}" if where else unknown[1]
+    return reason, where or None
+
+
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 Handler = Callable[[Call], Awaitable[Any] | Any]
 
 

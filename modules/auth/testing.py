@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import os
+import socket
 import threading
 import time
 import urllib.request
@@ -95,3 +97,19 @@ def emulator_token(emulator: str, email: str, password: str = "secret-pw-1") -> 
             if action == "signInWithPassword" or b"EMAIL_EXISTS" not in exc.read():
                 raise
     raise AssertionError("unreachable")
+
+
+def emulator_address() -> str:
+    """HOST:PORT of the running Firebase Auth emulator (BIZZYD_FIREBASE_EMULATOR, which
+    `scripts/services env` exports); AssertionError saying how to start it otherwise."""
+    address = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
+    if not address:
+        raise AssertionError("BIZZYD_FIREBASE_EMULATOR is not set: run scripts/services "
+                             'start and eval "$(scripts/services env)"')
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError as exc:
+        raise AssertionError(f"the Firebase Auth emulator at {address} is not running: "
+                             f"{exc} (scripts/services start firebase)") from None
+    return address

@@ -19,13 +19,21 @@ modules/business/testing.py and conf/demo.yaml have every location.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from bizzyd.config.schema import Block, ConfigError, Directive
-from bizzyd.config.types import Int, Size, Str
+from bizzyd.config.types import Custom, Int, ListOf, Size, Str
 from bizzyd.module import Module
 
 from .api import HANDLERS, NAME
+
+
+def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(value))
+    except ValueError as exc:
+        raise ValueError(f"not a CIDR network: {exc}") from None
 
 DIRECTIVES = (
     Directive(NAME, Block((
@@ -41,6 +49,12 @@ DIRECTIVES = (
         Directive("image_max_pixels", Int(min=1, max=200_000_000), 40_000_000,
                   doc="Most pixels (width x height) an image may have: 422 above, "
                       "judged from the header before decoding (decompression bombs)."),
+        Directive("sensor_config_trusted", ListOf(Custom("CIDR network", _network, str)),
+                  ["127.0.0.1/32", "::1/128"],
+                  doc="Callers without a token from these networks may read and push "
+                      "every sensor's configuration (operators' tools on the host; "
+                      "needs `auth: optional` on the location). Empty it when a proxy on "
+                      "this host (HAProxy) forwards clients: they would all look local."),
     )), doc="Business accounts (modules.business)."),
 )
 

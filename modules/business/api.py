@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,10 +22,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 import msgspec
 
-from modules.api import Call, IntParam, Param, Problem, Route, endpoint, methods
+from modules.api import Call, IntParam, Param, Problem, Route, StrParam, endpoint, methods
 from modules.auth import identity
 from modules.database import database
 from modules.hives.api import HANDLERS as PUBLIC
+from modules.mqtt_ingest.config_push import publish_config, read_config, store_config
 
 from . import images, queries
 from .schemas import (
@@ -51,6 +53,9 @@ from .schemas import (
     Occurrence,
     Sensor,
     SensorConfig,
+    SensorConfigIn,
+    SensorConfigPushed,
+    SensorConfigState,
     SensorList,
 )
 
@@ -110,6 +115,23 @@ DEAL_PATCH = _route("PATCH", "/v1/deals/{id}", "Change a deal (manager)", Manage
 SENSORS = _route("GET", "/v1/hives/{id}/sensors", "A hive's sensors (viewer)", SensorList,
                  params=(HIVE_ID,), description="Status, battery, signal, last seen, and "
                  "the pending and applied configuration of each sensor in the hive.")
+SENSOR = Param("sensor", StrParam(max_length=64, pattern=r"[A-Za-z0-9_.-]{1,64}",
+                                  strip=False), "the sensor's external id", where="path")
+_PUSH = ("Members of the account whose hive has the sensor, and operators; callers "
+         "without a token from an address in business.sensor_config_trusted (operators' "
+         "tools on the host) too.")
+SENSOR_CONFIG_GET = _route("GET", "/v1/sensors/{sensor}/config", "A sensor's pending and "
+                           "applied configuration (viewer)", SensorConfigState,
+                           params=(SENSOR,), description=_PUSH)
+SENSOR_CONFIG_PUT = _route("PUT", "/v1/sensors/{sensor}/config", "Push a configuration to a "
+                           "sensor (manager)", SensorConfigPushed, params=(SENSOR,),
+                           body=SensorConfigIn, status=201, errors=(422, 503),
+                           description="Stored as pending (superseding a pending one) and "
+                           "published retained with QoS 1 on the sensor's command topic; "
+                           "it becomes applied when the sensor reports its id. 503 with "
+                           "Retry-After when the broker did not acknowledge in "
+                           "mqtt.publish_timeout (the configuration stays pending). "
+                           + _PUSH)
 IMAGE_ID = _id("id", "the image")
 IMAGE_POST = _route("POST", "/v1/hives/{id}/images", "Add an image (manager)", ManagedImage,
                     params=(HIVE_ID,), status=201, errors=(415, 422),
@@ -151,9 +173,13 @@ async def _allow(call: Call, conn: Any, account_id: int | None, need: str) -> st
     return role
 
 
+allow = _allow  # for other modules that authorize by membership (modules.kpis)
+
+
 async def _audit(call: Call, conn: Any, account_id: int, action: str, entity_id: int | None,
                  before: Any, after: Any) -> None:
-    await conn.execute(queries.AUDIT_INSERT, account_id, identity(call.request).user_id,
+    user = call.request.ctx.get("user")  # None: a trusted operators' tool
+    await conn.execute(queries.AUDIT_INSERT, account_id, user and user.user_id,
                        action, entity_id, _json(before), _json(after))
 
 
@@ -411,6 +437,68 @@ async def sensors(call: Call) -> SensorList:
         for r in rows])
 
 
+# -- sensor configuration push ---------------------------------------------------------
+
+def _trusted(call: Call) -> bool:
+    """A caller without a token from an address of business.sensor_config_trusted."""
+    if call.request.ctx.get("user") is not None:
+        return False
+    client = call.request.client
+    if client == "unix:":
+        return True
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return any(address in net for net in call.process.config[NAME]["sensor_config_trusted"])
+
+
+async def _sensor_access(call: Call, conn: Any, need: str) -> int | None:
+    """The account of the hive the sensor is in (None: in stock), if the caller may act
+    on the sensor with role `need`: 401 without a token (unless trusted), 404 for
+    non-members and unknown sensors, 403 for a role too low."""
+    sensor = call.params["sensor"]
+    trusted = _trusted(call)
+    user = None if trusted else identity(call.request)
+    row = await conn.fetchrow(queries.SENSOR_ACCOUNT, sensor)
+    if row is None:
+        raise Problem(404, f"no sensor {sensor!r}")
+    if trusted:
+        return row["account_id"]
+    if row["account_id"] is None:
+        if not await conn.fetchval(queries.IS_OPERATOR, user.user_id):
+            raise Problem(404, f"no sensor {sensor!r}")
+        return None
+    await _allow(call, conn, row["account_id"], need)
+    return row["account_id"]
+
+
+@endpoint(SENSOR_CONFIG_GET)
+async def sensor_config_get(call: Call) -> SensorConfigState:
+    async with _tx(call) as conn:
+        await _sensor_access(call, conn, "viewer")
+        state = await read_config(conn, call.params["sensor"])
+    return msgspec.convert(state, SensorConfigState, strict=False)
+
+
+@endpoint(SENSOR_CONFIG_PUT)
+async def sensor_config_put(call: Call) -> SensorConfigPushed:
+    sensor, values = call.params["sensor"], msgspec.structs.asdict(call.body)
+    async with _tx(call) as conn:
+        account_id = await _sensor_access(call, conn, "manager")
+        before = await read_config(conn, sensor)
+        row = await store_config(conn, sensor, values)
+        if account_id is not None:
+            await _audit(call, conn, account_id, "sensor.config", row["id"],
+                         before and before["pending"], {"sensor": sensor, **values})
+    topic, failure = await publish_config(call.process, sensor, row)
+    if failure is not None:
+        raise Problem(503, f"configuration {row['id']} is stored as pending but was not "
+                      f"published: {failure}", headers=[("Retry-After", "5")])
+    return SensorConfigPushed(sensor, msgspec.convert(dict(row), SensorConfig), topic, True)
+
+
 # -- images ----------------------------------------------------------------------------
 
 def _image(row: Any) -> ManagedImage:
@@ -599,4 +687,5 @@ HANDLERS = {
     "hive_sensors": sensors,
     "hive_images_managed": methods(PUBLIC["hive_images"], _signed_in(image_post)),
     "image": methods(image_patch, image_delete),
+    "sensor_config_managed": methods(sensor_config_get, sensor_config_put),
 }

@@ -109,3 +109,8 @@ SELECT $1, $2, $3,
             THEN 'secondary' ELSE 'cover' END,
        coalesce((SELECT max(position) + 1 FROM hive_image WHERE hive_id = $1), 0)
 RETURNING id"""
+
+SENSOR_ACCOUNT = """
+SELECT s.id, h.account_id FROM sensor s LEFT JOIN hive h ON h.id = s.hive_id
+WHERE s.external_id = $1"""
+IS_OPERATOR = "SELECT user_role = 'operator' FROM app_user WHERE id = $1"

@@ -206,6 +206,31 @@ class SensorList(Struct):
     items: list[Sensor]
 
 
+class SensorConfigIn(Struct, forbid_unknown_fields=True):
+    """The four values of the protocol's configuration message."""
+
+    threshold_cm: Annotated[int, Meta(ge=1, le=1000)]
+    reporting_interval_min: Annotated[int, Meta(ge=1, le=1440)]
+    status_interval_min: Annotated[int, Meta(ge=1, le=10080)]
+    event_threshold: Annotated[int, Meta(ge=1, le=1000)]
+
+
+class SensorConfigState(Struct):
+    sensor: Annotated[str, Meta(description="the sensor's external id")]
+    pending: SensorConfig | None
+    applied: SensorConfig | None
+    reported_configuration_id: Annotated[int | None, Meta(
+        description="the configuration id the sensor's last status message reported")]
+    status_received_at: datetime | None
+
+
+class SensorConfigPushed(Struct):
+    sensor: str
+    pending: SensorConfig
+    topic: Annotated[str, Meta(description="the MQTT topic it was published on, retained")]
+    published: bool
+
+
 class ImageUrlIn(Struct, forbid_unknown_fields=True):
     """An image hosted elsewhere (JSON body instead of the image's bytes)."""
 

@@ -87,9 +87,9 @@ def temporary_database_sync(server: str | None = None, migrate: bool = True) -> 
         asyncio.run(drop_database(dsn, server))
 
 
-def fetch_sync(dsn: str, query: str, *args: object) -> list:
-    """Run one query on a new connection (tests and benchmarks); its rows."""
-    async def run() -> list:
+def fetch_sync(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
+    """One query on a connection of its own, from synchronous test code."""
+    async def run() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(dsn)
         try:
             return await conn.fetch(query, *args)

@@ -32,6 +32,7 @@ from modules.mqtt_ingest.codec import (
     encode_event_report,
     sensor_topic,
 )
+from modules.users.sentiment import Sentiment
 
 from .history import CAPACITY, START, TIMEOUT, HivePlan, SensorPlan, Window
 
@@ -126,6 +127,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "direction",
         "kind",
         "content",
+        "rating",
+        "sentiment",
         "created_at",
         "read_at",
     ),
@@ -1284,6 +1287,8 @@ class _Builder:
         rng = self.rng("user-links")
         anchor = self.anchor
         listed = [h for h in self.hives if h["listed"]]
+        analyser = Sentiment()
+        scores = {text: analyser.score(text) for text, _ in FEEDBACK}
         if not listed:
             return
         weights = [h["popularity"] * (1 + h["capacity"] / 200) for h in listed]
@@ -1359,17 +1364,10 @@ class _Builder:
                         created,
                         created,
                     )
-            if rng.random() < 0.08:
+            if rng.random() < 0.15:
                 msg_id += 1
                 hive_id = (favourites or recents or [None])[0]
-                text = rng.choice(
-                    (
-                        "Great place, but the app said it was empty and it was full.",
-                        "Love the live occupancy!",
-                        "Opening hours are wrong.",
-                        "Please add more pictures.",
-                    )
-                )
+                text, rating = rng.choice(FEEDBACK)
                 sent = self.ago(rng, 0.5, 60)
                 self.add(
                     "user_message",
@@ -1377,8 +1375,10 @@ class _Builder:
                     user_id,
                     hive_id,
                     "from_user",
-                    "feedback",
+                    "feedback" if hive_id else "support",
                     text,
+                    rating if hive_id and rng.random() < 0.8 else None,
+                    scores[text],
                     sent,
                     None,
                 )
@@ -1396,22 +1396,52 @@ class _Builder:
                     "to_user",
                     "notice",
                     "Your subscription renews soon.",
+                    None,
+                    None,
                     sent,
                     read,
                 )
             for _ in range(rng.choice((0, 0, 1, 2, 4, 8))):
                 event_id += 1
-                page = rng.choice(pages)
-                data = {"hive_id": rng.choice(recents)} if recents and page == "hive_detail" else {}
+                page, action, data = _event(rng, pages, listed, recents)
                 self.add(
                     "user_analytics",
                     event_id,
                     user_id,
                     page,
-                    rng.choice(("view", "view", "tap", "search", "share")),
+                    action,
                     json.dumps(data),
                     self.ago(rng, 0.01, 30),
                 )
+
+
+# (text, the rating its author would give); scored once with VADER (modules.users)
+FEEDBACK = (
+    ("Great place, but the app said it was empty and it was full.", 3),
+    ("Love the live occupancy!", 5),
+    ("Opening hours are wrong.", 2),
+    ("Please add more pictures.", 4),
+    ("Friendly staff and great music, we will come back.", 5),
+    ("Way too crowded and the service was slow.", 2),
+    ("Dirty tables and rude bartender. Terrible.", 1),
+    ("Nice terrace, a bit expensive.", 4),
+    ("We came on a Tuesday evening.", 3),
+)
+
+
+def _event(rng: random.Random, pages: tuple[str, ...], listed: list[dict],
+           recents: list[int]) -> tuple[str, str, dict]:
+    """(page, action, data) of one app event, as the app sends them to POST /v1/events
+    (hive_viewed / deal_opened name the hive, search_made the hives it showed)."""
+    page = rng.choice(pages)
+    if page == "hive_detail" and recents:
+        return page, "hive_viewed", {"hive_id": rng.choice(recents)}
+    if page == "deals" and recents:
+        return page, "deal_opened", {"hive_id": rng.choice(recents)}
+    if page in ("search", "map") and listed:
+        shown = rng.sample(listed, min(len(listed), rng.randint(3, 10)))
+        return page, "search_made", {"hive_ids": [h["id"] for h in shown]}
+    return page, "screen_viewed", {}
 
 
 def build_city(

@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -51,17 +50,20 @@ import asyncpg
 
 from modules.database.migrate import MigrationError, up
 
-from . import history
+from . import history, rollups
 from .city import TABLE_COLUMNS, City, Reference, build_city, months_between
 from .history import HiveHistory, HivePlan, Window
 
 __all__ = ["DEMO_TABLES", "DemoError", "Options", "Summary", "generate", "main", "parse_args"]
 
 # Every table the demo fills, parents first; `--force` empties exactly these.
-HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hive_occupancy_hourly")
+HISTORY_TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hive_occupancy_hourly",
+                  "hive_occupancy_daily", "hive_occupancy_5m")
 DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
 # not filled by the demo, but their rows hang off its users and accounts: emptied with them
-LINKED_TABLES = ("user_device", "account_audit")
+LINKED_TABLES = ("user_device", "account_audit", "hive_usage_hourly", "sensor_door_daily",
+                 "hive_correction", "hive_capacity_schedule", "hive_occupancy_profile",
+                 "hive_occupancy_forecast", "hive_insights", "insights_run")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
@@ -83,20 +85,11 @@ INGEST_STATE_COLUMNS = (
     "updated_at",
 )
 OCCUPANCY_COLUMNS = ("hive_id", "occupancy", "total_in", "total_out", "updated_at")
-HOURLY_COLUMNS = (
-    "hive_id",
-    "hour",
-    "entries",
-    "exits",
-    "peak_occupancy",
-    "avg_occupancy",
-    "updated_at",
-)
-_HOURLY_ROW = struct.Struct(">h iq iq ii ii ii if iq".replace(" ", ""))
-
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"bizzyd.demo-data").digest()[:8], "big", signed=True)
 CHUNK = 20  # hives simulated per step of the history stream
-MAX_DAYS = 28
+MAX_DAYS = 28  # simulated (sensor reports); longer histories are rollups before that
+RAW_DAYS = 7  # the simulated days of a longer history
+MAX_ROLLUP_DAYS = 3660
 
 HIVE_TYPE_NAMES = {
     "bar": "Bar",
@@ -220,7 +213,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--days",
         type=_positive,
         default=7,
-        help=f"days of sensor history before the anchor (7, at most {MAX_DAYS})",
+        help=f"days of history before the anchor (7): up to {MAX_DAYS} simulated as sensor "
+        f"reports; more (at most {MAX_ROLLUP_DAYS}) are the last {RAW_DAYS} simulated and "
+        "hourly and daily rollups written directly before them",
     )
     parser.add_argument(
         "--dsn", default=None, help="PostgreSQL DSN (default: database.dsn of the configuration)"
@@ -272,8 +267,8 @@ def _configured_reset(config: Any) -> Clock:
 def parse_args(argv: Sequence[str], default_dsn: str, default_reset: Clock = Clock(4)) -> Options:
     """Options from the words after `demo-data`; raises _UsageError or SystemExit."""
     args = _build_parser().parse_args(list(argv))
-    if args.days > MAX_DAYS:
-        raise _UsageError(f"--days: at most {MAX_DAYS}")
+    if args.days > MAX_ROLLUP_DAYS:
+        raise _UsageError(f"--days: at most {MAX_ROLLUP_DAYS}")
     if args.users is not None and args.users < 1:
         raise _UsageError("--users: must be at least 1")
     if args.force and args.if_empty:
@@ -355,7 +350,9 @@ async def generate(options: Options, report: Callable[[str], None] | None = None
     out = report or (lambda line: print(line, flush=True))
     anchor = options.anchor
     end = int(anchor.timestamp())
-    window = Window(end - options.days * 86400, end)
+    raw_days = options.days if options.days <= MAX_DAYS else RAW_DAYS
+    window = Window(end - raw_days * 86400, end)
+    rollup_start = end - options.days * 86400
     summary = Summary(anchor, window)
     started = time.monotonic()
     progress = _Progress(out)
@@ -378,14 +375,17 @@ async def generate(options: Options, report: Callable[[str], None] | None = None
             out(
                 f"demo-data: {_shown_dsn(options.dsn)}: {options.hives} hives, "
                 f"{options.user_count} users, seed {options.seed}, history "
-                f"{_iso(window.start)} .. {_iso(window.end)} ({options.days} days)"
+                f"{_iso(rollup_start)} .. {_iso(window.end)} ({options.days} days; reports "
+                f"from {_iso(window.start)})"
             )
             await conn.execute("SET LOCAL synchronous_commit = off")
             fast = await _fast_load(conn, progress)
             ref = await _reference(conn)
             city = build_city(options.seed, options.hives, options.user_count, anchor, window, ref)
             await _load_city(conn, city, summary, progress)
-            await _load_history(conn, city, window, options.reset_at, summary, progress)
+            await _load_history(conn, city, window, options.reset_at, summary, progress,
+                                rollup_start)
+            await _derived_counters(conn, fast, progress)
             # statistics first: the checks below (and the app) need sane plans
             analyzed = time.monotonic()
             await conn.execute(f"ANALYZE {', '.join(DEMO_TABLES)}")
@@ -532,7 +532,8 @@ async def _load_city(
 # whole load (`_announce`) replaces one per row.
 KNOWN_INSERT_TRIGGERS = {("hive", "hive_timezone_valid"), ("hive", "hive_catalogue_notify"),
                          ("hive_image", "hive_image_catalogue_notify"),
-                         ("deal", "deal_catalogue_notify")}
+                         ("deal", "deal_catalogue_notify"),
+                         ("user_analytics", "user_analytics_usage")}
 
 
 async def _fast_load(conn: asyncpg.Connection, progress: _Progress) -> bool:
@@ -631,6 +632,7 @@ async def _load_history(
     reset_at: Clock,
     summary: Summary,
     progress: _Progress,
+    rollup_start: int | None = None,
 ) -> None:
     first = datetime.fromtimestamp(window.start, UTC).date()
     last = datetime.fromtimestamp(window.end, UTC).date()
@@ -644,7 +646,6 @@ async def _load_history(
     await conn.execute("SELECT setval(pg_get_serial_sequence('sensor_report', 'id'), 1, false)")
     started = time.monotonic()
     done: list[HiveHistory] = []
-    hourly = bytearray()
     plans = city.plans
     rows_so_far = 0
     next_report = max(1, len(plans) // 4)
@@ -668,7 +669,6 @@ async def _load_history(
                 for h in histories:
                     h.copy_data = b""
                     rows_so_far += h.rows
-                    hourly.extend(_hourly_data(h, window))
                 done.extend(histories)
                 yield data
                 if len(done) >= next_report and len(done) < len(plans):
@@ -695,13 +695,9 @@ async def _load_history(
         f"{_n(summary.visitors)} visits ({_n(summary.turned_away)} turned away at capacity), "
         f"{elapsed:.1f} s, {_n(int(reports / max(elapsed, 1e-9)))} reports/s"
     )
-    status = await conn.copy_to_table(
-        "hive_occupancy_hourly",
-        source=_framed(bytes(hourly)),
-        columns=list(HOURLY_COLUMNS),
-        format="binary",
-    )
-    summary.rows["hive_occupancy_hourly"] = int(status.split()[-1])
+    await _load_rollups(conn, plans, done, window,
+                        window.start if rollup_start is None else rollup_start, summary,
+                        progress)
     # migration 0004 (when present) stores the counting tallies whole and the occupancy day
     tallies = {"v1_tally", "v2_tally"} <= await _columns(conn, "sensor_ingest_state")
     day = {"day_start", "day_in", "day_out", "clamps"} <= await _columns(conn, "hive_occupancy")
@@ -722,6 +718,87 @@ async def _load_history(
     )
 
 
+# what ingest and the user_analytics trigger (skipped by the fast load) keep (0011)
+USAGE_FILL = """
+SELECT usage_add(array_agg(action), array_agg(data), array_agg(created_at))
+FROM user_analytics WHERE action IN ('hive_viewed', 'deal_opened', 'search_made')"""
+DOORS_FILL = """
+INSERT INTO sensor_door_daily (sensor_id, day, entries, exits)
+SELECT r.sensor_id, (r.reported_at AT TIME ZONE h.timezone)::date, sum(r.delta_in),
+       sum(r.delta_out)
+FROM sensor_report r JOIN hive h ON h.id = r.hive_id
+WHERE r.delta_in <> 0 OR r.delta_out <> 0
+GROUP BY 1, 2"""
+
+
+async def _derived_counters(conn: asyncpg.Connection, fast: bool, progress: _Progress) -> None:
+    """App usage per hive and hour, door counts per sensor and day (modules.kpis)."""
+    if await conn.fetchval("SELECT to_regclass('sensor_door_daily')") is None:
+        return  # before migration 0011
+    started = time.monotonic()
+    if fast:
+        await conn.execute(USAGE_FILL)
+    doors = await conn.execute(DOORS_FILL)
+    progress(f"counters: app usage per hive and hour, {_n(int(doors.split()[-1]))} door days, "
+             f"{time.monotonic() - started:.1f} s")
+async def _load_rollups(conn: asyncpg.Connection, plans: Sequence[HivePlan],
+                        done: Sequence[HiveHistory], window: Window, before: int,
+                        summary: Summary, progress: _Progress) -> None:
+    """The hourly rollup streamed (COPY), hive by hive: modelled hours from `before` to
+    the simulated window, then the simulated ones; then the daily level of both."""
+    started = time.monotonic()
+    daily = bytearray()
+    simulated = {h.hive_id: h.hourly for h in done}
+
+    def chunk_of(chunk: Sequence[HivePlan]) -> bytes:
+        out = []
+        for plan in chunk:
+            hours = [*rollups.synthetic_hours(plan, before, window.start),
+                     *rollups.simulated_hours(simulated.get(plan.hive_id, []))]
+            out.append(rollups.hourly_copy(plan.hive_id, hours, window.end))
+            daily.extend(rollups.daily_copy(plan.hive_id, plan.timezone, hours))
+        return b"".join(out)
+
+    async def source() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        yield history.COPY_HEADER
+        chunks = [plans[i : i + 50] for i in range(0, len(plans), 50)]
+        step = max(1, len(chunks) // 4)
+        with ThreadPoolExecutor(1, thread_name_prefix="demo-rollups") as pool:
+            pending = loop.run_in_executor(pool, chunk_of, chunks[0]) if chunks else None
+            for i in range(len(chunks)):
+                assert pending is not None
+                data = await pending
+                if i + 1 < len(chunks):
+                    pending = loop.run_in_executor(pool, chunk_of, chunks[i + 1])
+                yield data
+                if (i + 1) % step == 0 and i + 1 < len(chunks):
+                    progress(f"rollups: {(i + 1) * 50}/{len(plans)} hives, "
+                             f"{time.monotonic() - started:.1f} s")
+        yield history.COPY_TRAILER
+
+    async def five() -> AsyncIterator[bytes]:
+        yield history.COPY_HEADER
+        for h in done:
+            yield rollups.five_copy(h.hive_id, h.five, window.end)
+            h.five = []
+        yield history.COPY_TRAILER
+
+    for table, data, columns in (("hive_occupancy_hourly", source(), rollups.HOURLY_COLUMNS),
+                                 ("hive_occupancy_daily", None, rollups.DAILY_COLUMNS),
+                                 ("hive_occupancy_5m", five(), rollups.FIVE_COLUMNS)):
+        status = await conn.copy_to_table(table, source=data or _framed(bytes(daily)),
+                                          columns=list(columns), format="binary")
+        summary.rows[table] = int(status.split()[-1])
+    progress(
+        f"rollups: {_n(summary.rows['hive_occupancy_hourly'])} hourly and "
+        f"{_n(summary.rows['hive_occupancy_daily'])} daily rows from {_iso(before)} "
+        f"({(window.start - before) // 86400} days modelled before the simulated ones), "
+        f"{_n(summary.rows['hive_occupancy_5m'])} 5-minute rows of the simulated days, "
+        f"{time.monotonic() - started:.1f} s"
+    )
+
+
 async def _columns(conn: asyncpg.Connection, table: str) -> set[str]:
     rows = await conn.fetch(
         "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
@@ -735,34 +812,6 @@ async def _framed(body: bytes) -> AsyncIterator[bytes]:
     yield history.COPY_HEADER
     yield body
     yield history.COPY_TRAILER
-
-
-def _hourly_data(h: HiveHistory, window: Window) -> bytes:
-    pack = _HOURLY_ROW.pack
-    epoch, usec = history.PG_EPOCH, history.USEC
-    parts = []
-    for hour, entries, exits, peak, _area, average in h.hourly:
-        updated = min(hour + 3600, window.end)
-        parts.append(
-            pack(
-                7,
-                8,
-                h.hive_id,
-                8,
-                (hour - epoch) * usec,
-                4,
-                entries,
-                4,
-                exits,
-                4,
-                peak,
-                4,
-                average,
-                8,
-                (updated - epoch) * usec,
-            )
-        )
-    return b"".join(parts)
 
 
 def _at(moment: int | None) -> datetime | None:

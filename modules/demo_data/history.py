@@ -57,7 +57,7 @@ import math
 import random
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import cache, lru_cache
 from typing import Any
@@ -213,6 +213,7 @@ class HiveHistory:
     day_in: int = 0  # entries and exits of the rows since day_start
     day_out: int = 0
     clamps: int = 0  # seconds after which a day's net (in - out) was below zero
+    five: list[Hourly] = field(default_factory=list)  # rollup_of with 5-minute buckets
 
 
 # ---------------------------------------------------------------------------------------
@@ -741,6 +742,7 @@ def simulate_hive(plan: HivePlan, window: Window, reset_at: time = time(4)) -> H
     if len(plan.sensors) > 1:
         timeline.sort(key=lambda row: row[0])  # stable: sensor order within a second
     hourly, occupancy, highest = rollup_of(timeline, window)
+    five = rollup_of(timeline, window, 300)[0]
     boundaries = reset_boundaries(plan.timezone, reset_at, window)
     day = occupancy_day(timeline, boundaries)
     return HiveHistory(
@@ -753,6 +755,7 @@ def simulate_hive(plan: HivePlan, window: Window, reset_at: time = time(4)) -> H
         turned_away=turned_away,
         sensors=states,
         hourly=hourly,
+        five=five,
         occupancy=occupancy,
         total_in=sum(s.entries for s in states),
         total_out=sum(s.exits for s in states),
@@ -817,7 +820,7 @@ def occupancy_day(
 
 
 def rollup_of(
-    timeline: Iterable[tuple[int, int, int]], window: Window
+    timeline: Iterable[tuple[int, int, int]], window: Window, step: int = 3600
 ) -> tuple[list[Hourly], int, int]:
     """Hourly rollup of one hive's rows, its final occupancy and its highest occupancy.
 
@@ -827,6 +830,7 @@ def rollup_of(
     for every hour in which something was counted or someone was inside; `area` is the
     integral of the occupancy over the hour (occupant-seconds), `average` is area/3600,
     and `peak` the highest occupancy at the hour's start or after any of its seconds.
+    `step`: the bucket length in seconds instead of an hour (300: the 5-minute level).
     """
     rows: list[Hourly] = []
     occupancy = highest = 0
@@ -837,14 +841,14 @@ def rollup_of(
 
     def close(index: int, upto: int) -> None:
         """Finish hour `index`, then the quiet hours up to (not including) `upto`."""
-        end = start + (index + 1) * 3600
+        end = start + (index + 1) * step
         total = area + occupancy * (end - cursor)
         if entries or exits or peak:
-            rows.append((end - 3600, entries, exits, peak, total, total / 3600))
+            rows.append((end - step, entries, exits, peak, total, total / step))
         if occupancy:
             for quiet in range(index + 1, upto):
                 rows.append(
-                    (start + quiet * 3600, 0, 0, occupancy, occupancy * 3600, float(occupancy))
+                    (start + quiet * step, 0, 0, occupancy, occupancy * step, float(occupancy))
                 )
 
     second = None
@@ -856,12 +860,12 @@ def rollup_of(
             step_out += delta_out
             continue
         if second is not None:  # apply the finished second
-            index = (second - start) // 3600
+            index = (second - start) // step
             if index != hour:
                 if hour >= 0:
                     close(hour, index)
                 hour, entries, exits, area, peak = index, 0, 0, 0, occupancy
-                cursor = start + index * 3600
+                cursor = start + index * step
             area += occupancy * (second - cursor)
             cursor = second
             occupancy += net
@@ -875,5 +879,5 @@ def rollup_of(
             break
         second, net, step_in, step_out = moment, delta_in - delta_out, delta_in, delta_out
     if hour >= 0:
-        close(hour, window.hours)
+        close(hour, (window.end - window.start) // step)
     return rows, occupancy, highest

@@ -62,7 +62,7 @@ MAX_RADIUS = 50_000
 TAGS = ("catalogue",)
 # `<%` matches when word_similarity >= this (pg_trgm's default 0.6 misses two swapped
 # letters in a 10-letter word: 0.47)
-SEARCH_SETTING = "SET pg_trgm.word_similarity_threshold = 0.4"
+SEARCH_SETTING = "SET LOCAL pg_trgm.word_similarity_threshold = 0.4"
 _IMAGES = msgspec.json.Decoder(list[Image])
 _DEALS = msgspec.json.Decoder(list[Deal])
 _DAILY = msgspec.json.Decoder(DealDaily | None)
@@ -141,9 +141,11 @@ class Catalogue:
 
     async def fetch(self, sql: str, *args: Any, search: bool = False) -> list:
         async with database(self.ctx).connection() as conn:
-            if search:  # session-level: the pool's RESET ALL undoes it on release
+            if not search:
+                return await conn.fetch(sql, *args)
+            async with conn.transaction(readonly=True):  # SET LOCAL ends with it
                 await conn.execute(SEARCH_SETTING)
-            return await conn.fetch(sql, *args)
+                return await conn.fetch(sql, *args)
 
     async def check_types(self, types: list[str]) -> None:
         version = self.versions.base if self.versions.ready else -2

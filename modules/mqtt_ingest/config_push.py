@@ -4,10 +4,11 @@
       content: sensor_config
       access: ["allow 127.0.0.1", "allow 10.0.0.0/8", "deny all"]
 
-`{id}` is the sensor's external id (the one in its MQTT topics).  With `auth: optional`
-on the location, a signed-in member of the account whose hive has the sensor may use it
-(viewer: GET; manager, admin: PUT), and operators may use every sensor; callers without
-a token must come from loopback (operators' tools on the host).  Non-members get 404.
+`{id}` is the sensor's external id (the one in its MQTT topics).  This handler is the
+operators' tool: the location's `access` rules decide who may use it.  Businesses use
+modules.business's `sensor_config_managed` on the same path (account membership,
+audit, problem+json), which stores and publishes through `store_config` and
+`publish_config` below.
 
 PUT takes a JSON object with the four values of the configuration message
 (`threshold_cm` 1..1000, `reporting_interval_min` 1..1440, `status_interval_min`
@@ -34,7 +35,6 @@ last reported.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import json
 import os
@@ -120,50 +120,7 @@ def exit_worker(ctx: ProcessContext) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-# the caller's user role and membership in the account of the hive the sensor is in
-_ROLE = """
-SELECT u.user_role, m.member_role
-FROM app_user u
-LEFT JOIN (sensor s JOIN hive h ON h.id = s.hive_id) ON s.external_id = $1
-LEFT JOIN account_member m ON m.account_id = h.account_id AND m.user_id = u.id
-WHERE u.id = $2"""
-
-
-def _loopback(client: str) -> bool:
-    if client == "unix:":
-        return True
-    try:
-        address = ipaddress.ip_address(client)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
-
-
-async def _authorise(request: Any, sensor: str) -> None:
-    """Loopback callers without a token (operators' tools) may do everything; a
-    signed-in caller needs to be an operator or a member of the account whose hive has
-    the sensor (viewer: GET; manager or admin: PUT). Non-members get 404, as for a
-    sensor that does not exist (docs/api.md "Business accounts")."""
-    user = request.ctx.get("user")
-    if user is None:
-        if _loopback(request.client):
-            return
-        raise HTTPError(401, "sign in as a member of the sensor's account",
-                        [("WWW-Authenticate", "Bearer")])
-    async with request.process.state["database"].connection() as conn:
-        row = await conn.fetchrow(_ROLE, sensor, user.user_id)
-    if row is not None and row["user_role"] == "operator":
-        return
-    role = None if row is None else row["member_role"]
-    if role is None:
-        raise HTTPError(404, f"no sensor {sensor!r}")
-    if request.method not in ("GET", "HEAD") and role == "viewer":
-        raise HTTPError(403, "configuring a sensor needs the role manager or admin")
-
-
 async def sensor_config(request: Any) -> Response:
-    await _authorise(request, _sensor_of(request))
     if request.method in ("GET", "HEAD"):
         return await _get(request)
     if request.method == "PUT":
@@ -171,26 +128,75 @@ async def sensor_config(request: Any) -> Response:
     raise HTTPError(405, "use GET or PUT", [("Allow", "GET, HEAD, PUT")])
 
 
-async def _get(request: Any) -> Response:
-    sensor = _sensor_of(request)
-    async with request.process.state["database"].connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT s.id, st.configuration_id, st.received_at FROM sensor s "
-            "LEFT JOIN sensor_status st ON st.sensor_id = s.id WHERE s.external_id = $1",
-            sensor)
-        if row is None:
-            raise HTTPError(404, f"no sensor {sensor!r}")
-        configs = await conn.fetch(
-            f"SELECT {CONFIG_COLUMNS} FROM sensor_config "
-            "WHERE sensor_id = $1 AND state IN ('pending', 'applied')", row["id"])
+async def read_config(conn: Any, sensor: str) -> dict[str, Any] | None:
+    """A sensor's pending and applied configuration (None: no such sensor)."""
+    row = await conn.fetchrow(
+        "SELECT s.id, st.configuration_id, st.received_at FROM sensor s "
+        "LEFT JOIN sensor_status st ON st.sensor_id = s.id WHERE s.external_id = $1",
+        sensor)
+    if row is None:
+        return None
+    configs = await conn.fetch(
+        f"SELECT {CONFIG_COLUMNS} FROM sensor_config "
+        "WHERE sensor_id = $1 AND state IN ('pending', 'applied')", row["id"])
     by_state = {c["state"]: c for c in configs}
-    return _json(200, {
+    return {
         "sensor": sensor,
         "pending": _config(by_state.get("pending")),
         "applied": _config(by_state.get("applied")),
         "reported_configuration_id": row["configuration_id"],
         "status_received_at": row["received_at"].isoformat() if row["received_at"] else None,
-    })
+    }
+
+
+async def store_config(conn: Any, sensor: str, values: dict[str, int]) -> Any:
+    """In the caller's transaction: supersede the pending configuration and store
+    `values` as the new pending one; its row (id = the protocol's configuration id), or
+    None when there is no such sensor."""
+    sensor_id = await conn.fetchval(
+        "SELECT id FROM sensor WHERE external_id = $1 FOR UPDATE", sensor)
+    if sensor_id is None:
+        return None
+    await conn.execute(
+        "UPDATE sensor_config SET state = 'superseded', superseded_at = now() "
+        "WHERE sensor_id = $1 AND state = 'pending'", sensor_id)
+    return await conn.fetchrow(
+        "INSERT INTO sensor_config (sensor_id, threshold_cm, reporting_interval_min, "
+        "status_interval_min, event_threshold) VALUES ($1, $2, $3, $4, $5) "
+        f"RETURNING {CONFIG_COLUMNS}", sensor_id, *(values[f] for f in FIELDS))
+
+
+async def publish_config(ctx: ProcessContext, sensor: str, row: Any) -> tuple[str, str | None]:
+    """Publish a stored configuration retained with QoS 1 on the sensor's command
+    topic: (topic, None) once the broker acknowledged it, else (topic, why not)."""
+    mqtt = ctx.config.get("mqtt")
+    if mqtt is None:
+        return "", "modules.mqtt_ingest is not loaded (no mqtt block)"
+    message = encode_config(ConfigMessage(
+        row["threshold_cm"], row["reporting_interval_min"], row["status_interval_min"],
+        row["event_threshold"], row["id"]), mqtt["byte_order"])
+    topic = command_topic(sensor, mqtt["topic_prefix"])
+    client_id = f"{mqtt['client_id']}-push-{os.getpid()}-{next(_serial)}"
+    timeout = mqtt["publish_timeout"]
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.run_in_executor(
+            _executor(ctx), publish_once, mqtt, client_id, topic, message, 1, True, timeout),
+            timeout + 1)
+    except Exception as exc:
+        ctx.log.error("sensor %s: configuration %d stored but not published: %s",
+                      sensor, row["id"], exc)
+        return topic, f"broker: {type(exc).__name__}: {exc}"
+    return topic, None
+
+
+async def _get(request: Any) -> Response:
+    sensor = _sensor_of(request)
+    async with request.process.state["database"].connection() as conn:
+        body = await read_config(conn, sensor)
+    if body is None:
+        raise HTTPError(404, f"no sensor {sensor!r}")
+    return _json(200, body)
 
 
 async def _put(request: Any) -> Response:
@@ -200,36 +206,13 @@ async def _put(request: Any) -> Response:
         return _json(400, {"status": 400, "error": "Bad Request", "reasons": reasons})
     ctx = request.process
     async with ctx.state["database"].connection() as conn, conn.transaction():
-        sensor_id = await conn.fetchval(
-            "SELECT id FROM sensor WHERE external_id = $1 FOR UPDATE", sensor)
-        if sensor_id is None:
-            raise HTTPError(404, f"no sensor {sensor!r}")
-        await conn.execute(
-            "UPDATE sensor_config SET state = 'superseded', superseded_at = now() "
-            "WHERE sensor_id = $1 AND state = 'pending'", sensor_id)
-        row = await conn.fetchrow(
-            "INSERT INTO sensor_config (sensor_id, threshold_cm, reporting_interval_min, "
-            "status_interval_min, event_threshold) VALUES ($1, $2, $3, $4, $5) "
-            f"RETURNING {CONFIG_COLUMNS}", sensor_id, *values.values())
-    mqtt = ctx.config["mqtt"]
-    message = encode_config(ConfigMessage(
-        values["threshold_cm"], values["reporting_interval_min"],
-        values["status_interval_min"], values["event_threshold"], row["id"]),
-        mqtt["byte_order"])
-    topic = command_topic(sensor, mqtt["topic_prefix"])
-    client_id = f"{mqtt['client_id']}-push-{os.getpid()}-{next(_serial)}"
-    timeout = mqtt["publish_timeout"]
+        row = await store_config(conn, sensor, values)
+    if row is None:
+        raise HTTPError(404, f"no sensor {sensor!r}")
+    topic, failure = await publish_config(ctx, sensor, row)
     body = {"sensor": sensor, "pending": _config(row), "topic": topic}
-    loop = asyncio.get_running_loop()
-    try:
-        await asyncio.wait_for(loop.run_in_executor(
-            _executor(ctx), publish_once, mqtt, client_id, topic, message, 1, True, timeout),
-            timeout + 1)
-    except Exception as exc:
-        ctx.log.error("*%d sensor %s: configuration %d stored but not published: %s",
-                      request.conn_id, sensor, row["id"], exc)
-        body.update(status=503, error="Service Unavailable", published=False,
-                    reason=f"broker: {type(exc).__name__}: {exc}")
+    if failure is not None:
+        body.update(status=503, error="Service Unavailable", published=False, reason=failure)
         return _json(503, body, [("Retry-After", "5")])
     body["published"] = True
     return _json(201, body)

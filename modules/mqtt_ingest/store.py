@@ -33,8 +33,9 @@ redelivery is harmless because of the steps below.
    `day_in`/`day_out`; `occupancy` is `clamp_occupancy(net before, delta)`, i.e.
    max(net, 0), a function of the set of stored rows, never of arrival order.  A commit
    that leaves the net below zero counts a clamp (`hive_occupancy.clamps`, metrics).
-   Hourly entries/exits go to `hive_occupancy_hourly` (peak and average belong to the
-   rollup job).
+   The day's correction (`hive_occupancy.correction`, modules.analytics) is added to
+   the raw count.  Entries/exits and the raw count go to the rollups (`rollup.py`:
+   5-minute, hourly and local-day levels).
 6. **Status** messages upsert `sensor_status` (the last one wins) and mark a pending
    configuration applied when the reported id is that sensor's pending one.
 7. **Rejects** are inserted raw with their reason: they are acknowledged like the rest.
@@ -46,7 +47,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -84,6 +85,7 @@ from .counting import (
     step,
 )
 from .day import day_start, local_to_utc, zone
+from .rollup import Sample, write_rollups
 
 STATUS_CSQ_OK = frozenset(range(32)) | {99}
 V1_MARGIN = timedelta(hours=3)  # local-time order vs UTC order around DST changes
@@ -282,7 +284,8 @@ WITH locked AS (
     INSERT INTO hive_occupancy (hive_id)
     SELECT id FROM unnest($1::bigint[]) AS u(id) ORDER BY id
     ON CONFLICT (hive_id) DO UPDATE SET hive_id = excluded.hive_id
-    RETURNING hive_id, occupancy, total_in, total_out, day_start, day_in, day_out)
+    RETURNING hive_id, occupancy, total_in, total_out, day_start, day_in, day_out,
+              correction)
 SELECT l.*, h.timezone, clock_timestamp() AS locked_at
 FROM locked l JOIN hive h ON h.id = l.hive_id
 """
@@ -290,25 +293,19 @@ FROM locked l JOIN hive h ON h.id = l.hive_id
 UPDATE_HIVES_SQL = """
 UPDATE hive_occupancy o SET
     occupancy = u.occ, total_in = u.ti, total_out = u.tout, day_start = u.ds,
-    day_in = u.di, day_out = u.dout, clamps = o.clamps + u.cl, updated_at = $9
+    day_in = u.di, day_out = u.dout, clamps = o.clamps + u.cl, correction = u.cor,
+    updated_at = $10
 FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[], $5::timestamptz[],
-            $6::bigint[], $7::bigint[], $8::int[]) AS u(h, occ, ti, tout, ds, di, dout, cl)
+            $6::bigint[], $7::bigint[], $8::int[], $9::int[])
+     AS u(h, occ, ti, tout, ds, di, dout, cl, cor)
 WHERE o.hive_id = u.h
 """
 
-HOURLY_SQL = """
-WITH u AS (
-    SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[])
-        AS u(h, hr, e, x)),
-updated AS (
-    UPDATE hive_occupancy_hourly o
-    SET entries = greatest(o.entries + u.e, 0), exits = greatest(o.exits + u.x, 0),
-        updated_at = now()
-    FROM u WHERE o.hive_id = u.h AND o.hour = u.hr
-    RETURNING o.hive_id, o.hour)
-INSERT INTO hive_occupancy_hourly (hive_id, hour, entries, exits)
-SELECT h, hr, greatest(e, 0), greatest(x, 0) FROM u
-WHERE NOT EXISTS (SELECT 1 FROM updated d WHERE d.hive_id = u.h AND d.hour = u.hr)
+DOORS_SQL = """
+INSERT INTO sensor_door_daily AS o (sensor_id, day, entries, exits)
+SELECT * FROM unnest($1::bigint[], $2::date[], $3::int[], $4::int[])
+ON CONFLICT (sensor_id, day) DO UPDATE SET
+    entries = o.entries + excluded.entries, exits = o.exits + excluded.exits
 """
 
 STATUS_SQL = """
@@ -411,6 +408,7 @@ class Batch:
         self.params = settings.params
         self.out = Outcome()
         self.pieces: list[Piece] = []
+        self.doors: defaultdict[tuple[int, date], list[int]] = defaultdict(lambda: [0, 0])
         self.sensors: dict[str, Sensor] = {}
         self.rejects: list[tuple] = []
         self._v1_rows: list[tuple] = []
@@ -442,6 +440,8 @@ class Batch:
             await self._statuses(statuses)
         if self.pieces:
             await self._hives()
+        if self.doors:
+            await self._save_doors()
         if self.rejects:
             await self.conn.execute(REJECTS_SQL, *zip(*self.rejects, strict=True))
         return self.out
@@ -531,6 +531,7 @@ class Batch:
                               r.sensor_time, r.total_in, r.total_out, int(r.report_type),
                               effect.delta_in, effect.delta_out, _outcome(r, effect, stale)))
         self._piece(sensor.hive_id, item.reported_at, effect.delta_in, effect.delta_out)
+        self._door(sensor, item.reported_at, effect.delta_in, effect.delta_out)
 
     def _apply_v2(self, item: V2Item) -> bool:
         sensor, event = item.sensor, item.event
@@ -552,10 +553,24 @@ class Batch:
                               effect.delta_out, "applied"))
         self.out.lost += effect.lost
         self._piece(sensor.hive_id, e.timestamp, effect.delta_in, effect.delta_out)
+        self._door(sensor, e.timestamp, effect.delta_in, effect.delta_out)
 
     def _piece(self, hive_id: int | None, at: datetime, delta_in: int, delta_out: int) -> None:
         if hive_id is not None and (delta_in or delta_out):
             self.pieces.append(Piece(hive_id, at, delta_in, delta_out))
+
+    def _door(self, sensor: Sensor, at: datetime, delta_in: int, delta_out: int) -> None:
+        """Count a sensor's movements by its hive's local day (door imbalance, kpis)."""
+        if delta_in or delta_out:
+            cell = self.doors[(sensor.id, at.astimezone(sensor.tz).date())]
+            cell[0] += delta_in
+            cell[1] += delta_out
+
+    async def _save_doors(self) -> None:
+        cells = sorted(self.doors.items())
+        await self.conn.execute(DOORS_SQL, [s for (s, _), _ in cells],
+                                [d for (_, d), _ in cells], [v[0] for _, v in cells],
+                                [v[1] for _, v in cells])
 
     async def _insert_rows(self) -> None:
         rows_v1, rows_v2 = self._v1_rows, self._v2_rows
@@ -632,6 +647,7 @@ class Batch:
                                         int(report.report_type), new.delta_in, new.delta_out,
                                         outcome)
                 self._piece(row["hive_id"], row["reported_at"], d_in, d_out)
+                self._door(sensor, row["reported_at"], d_in, d_out)
         await self._insert_rows()
 
     async def _late_v2(self, items: list[V2Item]) -> None:
@@ -719,15 +735,16 @@ class Batch:
         # updated_at: the database clock once the hive rows are locked, so a later commit
         # of a hive always carries a later time (the cache manager keeps the newest)
         stamp = max(r["locked_at"] for r in rows)
-        updates, hourly = [], defaultdict(lambda: [0, 0])
+        updates, samples = [], []
         for row in sorted(rows, key=lambda r: r["hive_id"]):
             hive_id = row["hive_id"]
-            start = day_start(now, zone(row["timezone"]), clock)
-            day_in, day_out = row["day_in"], row["day_out"]
+            tz = zone(row["timezone"])
+            start = day_start(now, tz, clock)
+            day_in, day_out, correction = row["day_in"], row["day_out"], row["correction"]
             if row["day_start"] is None or row["day_start"] < start:
                 if row["day_start"] is not None and (day_in or day_out):
                     self.out.resets += 1
-                day_in = day_out = 0
+                day_in = day_out = correction = 0
             net_before = day_in - day_out
             total_in, total_out = row["total_in"], row["total_out"]
             delta_in = delta_out = 0
@@ -737,24 +754,20 @@ class Batch:
                 if min(piece.at, now) >= start:
                     day_in += piece.delta_in
                     day_out += piece.delta_out
-                hour = piece.at.replace(minute=0, second=0, microsecond=0)
-                hourly[(hive_id, hour)][0] += piece.delta_in
-                hourly[(hive_id, hour)][1] += piece.delta_out
             day_delta = (day_in - day_out) - net_before
-            occupancy, clamped = clamp_occupancy(net_before, day_delta)
+            raw, clamped = clamp_occupancy(net_before, day_delta)
             clamp = int(clamped and day_delta < 0)
             self.out.clamps += clamp
             total_in += delta_in
             total_out += delta_out
+            occupancy = max(raw + correction, 0)  # the day's correction (analytics)
             updates.append((hive_id, occupancy, total_in, total_out, start, day_in, day_out,
-                            clamp))
+                            clamp, correction))
+            samples.append(Sample(hive_id, tz, max(net_before, 0), raw, stamp))
             self.out.hives.append(HiveState(hive_id, occupancy, total_in, total_out,
                                             delta_in, delta_out, stamp.timestamp()))
         await self.conn.execute(UPDATE_HIVES_SQL, *zip(*updates, strict=True), stamp)
-        cells = sorted(hourly.items())
-        await self.conn.execute(
-            HOURLY_SQL, [h for (h, _), _ in cells], [t for (_, t), _ in cells],
-            [v[0] for _, v in cells], [v[1] for _, v in cells])
+        await write_rollups(self.conn, self.pieces, samples)
 
 
 async def store_batch(conn: asyncpg.Connection, items: Sequence[Incoming],
@@ -780,7 +793,8 @@ SELECT o.hive_id, o.day_start, h.timezone FROM hive_occupancy o JOIN hive h ON h
 
 SWEEP_UPDATE_SQL = """
 UPDATE hive_occupancy o
-SET day_start = u.b, day_in = 0, day_out = 0, occupancy = 0, updated_at = clock_timestamp()
+SET day_start = u.b, day_in = 0, day_out = 0, occupancy = 0, correction = 0,
+    updated_at = clock_timestamp()
 FROM unnest($1::bigint[], $2::timestamptz[]) AS u(h, b)
 WHERE o.hive_id = u.h AND (o.day_start IS NULL OR o.day_start < u.b)
 RETURNING o.hive_id, o.occupancy, o.total_in, o.total_out, o.updated_at

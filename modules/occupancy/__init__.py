@@ -100,6 +100,11 @@ DIRECTIVES = (
                   doc="Most hives one GET /v1/occupancy?ids=... may ask for."),
         Directive("negative_ttl", Duration(), "5s",
                   doc="How long a worker remembers that a hive id does not exist."),
+        Directive("freshness_interval", Duration(), "15s",
+                  doc="How often each worker recounts the sensors of every hive that "
+                      "reported recently (the freshness of live occupancy: "
+                      "sensors_reporting, sensors_total, stale); 0: never (the "
+                      "freshness members stay null)."),
     )), doc="Live occupancy: shared zone, cache processes, replica and endpoints."),
 )
 
@@ -120,8 +125,22 @@ def zones(config: Any) -> list:
 
 def init_worker(ctx: ProcessContext) -> None:
     state = ctx.state[NAME] = Api(ctx, table(ctx.zones), settings(ctx.config))
+    state.freshness.start()
     state.fanout = Fanout(ctx)
     state.fanout.start()
+
+
+def add_fields(ctx: ProcessContext, provider: Any) -> Any:
+    """Let another module add members to this worker's occupancy objects (one hive's,
+    the list's, the stream's): `provider(hive_id, occupancy, capacity) -> bytes`, JSON
+    members each after a comma (`b',"x":1'`).  Returns a function to call when the
+    provider's answers change (cached objects are rendered again), or None when the
+    occupancy module is not loaded.  Call it from `init_worker` (after this module's)."""
+    state = ctx.state.get(NAME)
+    if state is None:
+        return None
+    state.add_fields(provider)
+    return state.fields_changed
 
 
 def exit_worker(ctx: ProcessContext) -> None:
@@ -146,4 +165,4 @@ module = Module(
     doc=__doc__ or "",
 )
 
-__all__ = ["memcached_address", "module", "settings"]
+__all__ = ["add_fields", "memcached_address", "module", "settings"]

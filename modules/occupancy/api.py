@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
 from bizzyd.http.phases import Request
 from bizzyd.http.response import HTTPError, Response, StaticResponse, server_header
 
+from .freshness import Fresh, Freshness, fragment
 from .replica import ReplicaReader
 from .zone import OccupancyTable
 
@@ -49,11 +50,18 @@ def iso(ts: float) -> bytes:
 
 
 def item(hive_id: int, occupancy: int, capacity: int, total_in: int, total_out: int,
-         updated_at: float, source: bytes) -> bytes:
-    """One hive's JSON object (docs/api.md)."""
+         updated_at: float, source: bytes, fresh: Fresh | None = None,
+         extra: bytes = b"") -> bytes:
+    """One hive's JSON object (docs/api.md), with its freshness (freshness.py);
+    `extra`: fields other modules add (`Api.extra`), each starting with a comma."""
     return (b'{"hive_id":%d,"occupancy":%d,"capacity":%d,"total_in":%d,"total_out":%d,'
-            b'"updated_at":%s,"source":"%s"}'
-            % (hive_id, occupancy, capacity, total_in, total_out, iso(updated_at), source))
+            b'"updated_at":%s,"source":"%s"%s%s}'
+            % (hive_id, occupancy, capacity, total_in, total_out, iso(updated_at), source,
+               fragment(updated_at, fresh, iso), extra))
+
+
+# A field provider: (hive id, occupancy, capacity) -> JSON members, each after a comma.
+Fields = Callable[[int, int, int], bytes]
 
 
 def parse_id(text: str | None) -> int:
@@ -76,11 +84,31 @@ class Api:
         self.max_ids = settings["max_ids"]
         self.negative_ttl = settings["negative_ttl"]
         self.ready = False  # the zone was seen loaded: from then on it stays loaded
-        self.bodies: dict[int, tuple[int, bool, StaticResponse, bytes]] = {}
-        self.hits: dict[str | None, tuple[int, int, Any, StaticResponse]] = {}
+        self.freshness = Freshness(ctx, settings["freshness_interval"])
+        self.fresh = self.freshness.get
+        # hive -> (seq, tokens, response, body, freshness it was rendered with)
+        self.bodies: dict[int, tuple[int, bool, StaticResponse, bytes, Any]] = {}
+        # id text -> (seq word, seq, location, response, hive id, freshness)
+        self.hits: dict[str | None, tuple[int, int, Any, StaticResponse, int, Any]] = {}
         self._words = table.words
         self.unknown: dict[int, float] = {}
         self.fanout: Any = None  # stream.Fanout, set by init_worker
+        self.providers: list[Fields] = []  # add_fields(): e.g. modules.insights
+
+    # -- fields of other modules ----------------------------------------------------
+
+    def add_fields(self, provider: Fields) -> None:
+        """Have `provider` add members to every occupancy object of this worker."""
+        self.providers.append(provider)
+        self.fields_changed()
+
+    def fields_changed(self) -> None:
+        """A provider's answers changed: render every object again when next asked."""
+        self.bodies.clear()
+        self.hits.clear()
+
+    def extra(self, hive_id: int, occupancy: int, capacity: int) -> bytes:
+        return b"".join(p(hive_id, occupancy, capacity) for p in self.providers)
 
     # -- the zone -----------------------------------------------------------------
 
@@ -92,17 +120,21 @@ class Api:
             self.ready = True
         return self.table.lookup(hive_id)
 
-    def rendered(self, row: tuple, tokens: bool) -> tuple[int, bool, StaticResponse, bytes]:
-        """The cached response for a slot's sequence (rendered when the slot changed)."""
+    def rendered(self, row: tuple, tokens: bool) -> tuple[int, bool, StaticResponse, bytes, Any]:
+        """The cached response for a slot's sequence and the hive's freshness (rendered
+        again when either changed)."""
         hive_id = row[1]
         cached = self.bodies.get(hive_id)
-        if cached is not None and cached[0] == row[0] and cached[1] == tokens:
+        fresh = self.fresh(hive_id)
+        if (cached is not None and cached[0] == row[0] and cached[1] == tokens
+                and cached[4] is fresh):
             return cached
-        body = item(hive_id, row[2], row[3], row[4], row[5], row[6], b"zone")
+        body = item(hive_id, row[2], row[3], row[4], row[5], row[6], b"zone", fresh,
+                    self.extra(hive_id, row[2], row[3]))
         static = StaticResponse(200, body + b"\n", JSON, server_header(tokens))
         if len(self.bodies) >= BODY_CACHE:
             self.bodies.clear()
-        cached = self.bodies[hive_id] = (row[0], tokens, static, body)
+        cached = self.bodies[hive_id] = (row[0], tokens, static, body, fresh)
         return cached
 
     # -- the fallbacks ------------------------------------------------------------
@@ -121,7 +153,9 @@ class Api:
         for hive_id, v in (await self.replica.get_many(wanted)).items():
             try:
                 found[hive_id] = item(hive_id, v["occupancy"], v["capacity"], v["total_in"],
-                                      v["total_out"], v["updated_at"] or 0.0, b"memcached")
+                                      v["total_out"], v["updated_at"] or 0.0, b"memcached",
+                                      self.fresh(hive_id),
+                                      self.extra(hive_id, v["occupancy"], v["capacity"]))
             except (KeyError, TypeError, ValueError):
                 continue
         rest = [i for i in wanted if i not in found]
@@ -134,7 +168,9 @@ class Api:
         for r in rows:
             at = r["updated_at"].timestamp() if r["updated_at"] is not None else 0.0
             found[r["id"]] = item(r["id"], r["occupancy"] or 0, r["capacity"],
-                                  r["total_in"] or 0, r["total_out"] or 0, at, b"database")
+                                  r["total_in"] or 0, r["total_out"] or 0, at, b"database",
+                                  self.fresh(r["id"]),
+                                  self.extra(r["id"], r["occupancy"] or 0, r["capacity"]))
         if len(self.unknown) >= UNKNOWN_CACHE:
             self.unknown.clear()
         expires = time.monotonic() + self.negative_ttl
@@ -154,7 +190,8 @@ class Api:
         text = request.captures.get("id")
         hit = self.hits.get(text)
         loc = request.location
-        if hit is not None and hit[2] is loc and self._words[hit[0]] == hit[1]:
+        if (hit is not None and hit[2] is loc and self._words[hit[0]] == hit[1]
+                and self.fresh(hit[4]) is hit[5]):
             return hit[3]
         static = self.zone_static(text, loc)
         if static is not None:
@@ -174,11 +211,12 @@ class Api:
         if found is None:
             return None
         start, row = found
-        static = self.rendered(row, loc.config["server_tokens"])[2]
+        cached = self.rendered(row, loc.config["server_tokens"])
+        static = cached[2]
         if not loc.filtered:
             if len(self.hits) >= BODY_CACHE:
                 self.hits.clear()
-            self.hits[text] = (start >> 3, row[0], loc, static)
+            self.hits[text] = (start >> 3, row[0], loc, static, hive_id, cached[4])
         return static
 
     def _ready(self) -> bool:
@@ -240,6 +278,7 @@ class Api:
         return self.zone_row(hive_id)
 
     def close(self) -> None:
+        self.freshness.close()
         self.replica.close()
 
 
@@ -258,7 +297,8 @@ def quick_occupancy(ctx: Any, location: Any, captures: Mapping[str, str]) -> Any
     api: Api = ctx.state[NAME]
     text = captures.get("id")
     hit = api.hits.get(text)
-    if hit is not None and hit[2] is location and api._words[hit[0]] == hit[1]:
+    if (hit is not None and hit[2] is location and api._words[hit[0]] == hit[1]
+            and api.fresh(hit[4]) is hit[5]):
         return hit[3]
     return api.zone_static(text, location)
 

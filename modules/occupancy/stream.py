@@ -161,7 +161,8 @@ def occupancy_stream(request: Request) -> Any:
     row = api.current(hive_id)
     if row is not None:
         first = b"" if last_id == row[0] else event(row[0], item(
-            hive_id, row[2], row[3], row[4], row[5], row[6], b"zone"))
+            hive_id, row[2], row[3], row[4], row[5], row[6], b"zone", api.fresh(hive_id),
+            api.extra(hive_id, row[2], row[3])))
         return _response(api, hive_id, first, row[0])
     return _fallback(api, hive_id)
 
@@ -208,7 +209,9 @@ async def _events(api: Api, fanout: Fanout, listener: Listener, first: bytes, se
                 (_, occ, cap, t_in, t_out, at, seq) = listener.changes.popleft()
                 if seq > sent or sent == 0:
                     sent = seq
-                    out.append(event(seq, item(hive_id, occ, cap, t_in, t_out, at, b"bus")))
+                    out.append(event(seq, item(hive_id, occ, cap, t_in, t_out, at, b"bus",
+                                               api.fresh(hive_id),
+                                               api.extra(hive_id, occ, cap))))
             now = loop.time()
             if now >= due:
                 if checks and now >= checks[0]:
@@ -220,7 +223,8 @@ async def _events(api: Api, fanout: Fanout, listener: Listener, first: bytes, se
                 if row is not None and row[0] > sent:
                     sent = row[0]
                     out.append(event(row[0], item(hive_id, row[2], row[3], row[4], row[5],
-                                                  row[6], b"zone")))
+                                                  row[6], b"zone", api.fresh(hive_id),
+                                                  api.extra(hive_id, row[2], row[3]))))
             if out:
                 yield b"".join(out)
         yield b": reconnect (worker retiring)\n\n"

@@ -9,10 +9,12 @@ signatures in constant time. Presigned URLs (query-string auth) are not accepted
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import hmac
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from urllib.parse import parse_qsl, quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -74,6 +76,7 @@ def canonical_request(method: str, raw_path: str, query: str,
                       payload_hash])
 
 
+@functools.lru_cache(maxsize=64)  # a key per day and scope: 4 HMACs saved per request
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     key = ("AWS4" + secret).encode()
     for part in (date, region, service, "aws4_request"):
@@ -82,8 +85,14 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def _amz_time(amz_date: str) -> float:
+    """Seconds since the epoch of `YYYYMMDDTHHMMSSZ` (strptime costs 20 µs)."""
+    if len(amz_date) != 16 or amz_date[8] != "T" or amz_date[15] != "Z" \
+            or not (amz_date[:8] + amz_date[9:15]).isdigit():
+        raise AuthError("IncompleteSignature", f"bad X-Amz-Date {amz_date[:40]!r}")
     try:
-        return calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+        fields = (int(amz_date[0:4]), int(amz_date[4:6]), int(amz_date[6:8]),
+                  int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15]))
+        return calendar.timegm(datetime(*fields).timetuple())
     except ValueError:
         raise AuthError("IncompleteSignature", f"bad X-Amz-Date {amz_date[:40]!r}") from None
 

@@ -34,6 +34,7 @@ from modules.database import database
 from . import queries
 from .api import HANDLERS, NAME
 from .buffer import Buffer, BufferFull
+from .sentiment import Sentiment
 
 DIRECTIVES = (
     Directive(NAME, Block((
@@ -60,6 +61,7 @@ class UsersState:
                              limit=limit)
         self.recents = Buffer("recents", db, ctx.log, _write_recents, interval, limit=limit)
         self.profiles = UserCache(ctx.config["firebase"]["features_ttl"])
+        self.sentiment = Sentiment()  # feedback is scored when it is stored
 
 
 async def _write_events(conn: Any, rows: list[tuple]) -> None:

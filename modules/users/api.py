@@ -325,7 +325,8 @@ async def post_message(call: Call) -> Message:
     try:
         async with _conn(call) as conn:
             row = await conn.fetchrow(queries.ADD_MESSAGE, identity(call.request).user_id,
-                                      body.hive_id, body.text, body.rating)
+                                      body.hive_id, body.text, body.rating,
+                                      call.process.state[NAME].sentiment.score(body.text))
     except asyncpg.ForeignKeyViolationError:
         raise Problem(422, "no such hive", param="hive_id") from None
     return _message(row)

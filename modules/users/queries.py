@@ -97,9 +97,9 @@ DELETE_DEVICE = "DELETE FROM user_device WHERE fcm_token = $1 AND user_id = $2"
 
 _MESSAGE_COLUMNS = "id, hive_id, direction, kind, content, rating, created_at, read_at"
 ADD_MESSAGE = f"""
-INSERT INTO user_message (user_id, hive_id, direction, kind, content, rating)
+INSERT INTO user_message (user_id, hive_id, direction, kind, content, rating, sentiment)
 VALUES ($1, $2, 'from_user', CASE WHEN $2::bigint IS NULL THEN 'support' ELSE 'feedback' END,
-        $3, $4)
+        $3, $4, $5)
 RETURNING {_MESSAGE_COLUMNS}
 """
 MESSAGES = f"SELECT {_MESSAGE_COLUMNS} FROM user_message WHERE user_id = $1 " \

@@ -8,10 +8,11 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from bizzyd_proc import ROOT, Bizzyd, base_config, http_get, wait_for
+from bizzyd_proc import ROOT, Bizzyd, alive, base_config, http_get, wait_for
 
 
 @pytest.fixture
@@ -93,3 +94,49 @@ def test_module_command_and_check(tmp_path, port, outside):
                          env={**__import__("os").environ, **env})
     assert run.returncode == 1
     assert "locations[2].hello_greeting: must not be blank" in run.stderr
+
+
+EXITING = '''
+import asyncio, os
+from bizzyd.module import Module
+
+def _exit(ctx):
+    with open(os.environ["EXIT_LOG"], "a") as f:
+        f.write("{name}\\n")
+    if {hang}:
+        return asyncio.sleep(3600)  # a stuck close: awaited, bounded by the worker
+
+module = Module(name="{name}", exit_worker=_exit)
+'''
+
+
+def test_exit_hooks_run_in_reverse_order_and_a_stuck_one_is_bounded(tmp_path, port):
+    """A module closes before the modules listed ahead of it (which it may use), and a
+    hook that never finishes costs the worker EXIT_HOOK_TIMEOUT, not its exit: with
+    the master killed nothing else would ever stop it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for name, hang in (("first_mod", False), ("second_mod", True)):
+        (site / f"{name}.py").write_text(EXITING.format(name=name, hang=hang))
+    exit_log = tmp_path / "exits.log"
+    b = Bizzyd(tmp_path / "prefix", port, {"PYTHONPATH": str(site),
+                                           "EXIT_LOG": str(exit_log)})
+    b.prefix.mkdir()
+    config = base_config(port, modules=["first_mod", "second_mod"])
+    config["worker_processes"] = 1
+    b.write_config(config)
+    try:
+        b.start()
+        (worker,) = b.workers()
+        started = time.monotonic()
+        b.proc.kill()  # kill -9: the worker stops by itself (parent-death signal)
+        b.proc.wait()
+        wait_for(lambda: not alive(worker), timeout=25, what="the orphaned worker to exit")
+        took = time.monotonic() - started
+        assert exit_log.read_text().split() == ["second_mod", "first_mod"]
+        assert "second_mod: exit_worker did not finish in 10 s" in b.log()
+        assert 9 < took < 20, took
+    finally:
+        b.kill_everything()
+        for segment in Path("/dev/shm").glob(f"bizzyd.{b.proc.pid}.*"):
+            segment.unlink()  # the killed master could not remove its zones

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Callable
 
 import h11
@@ -28,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from bizzyd.http.testing import InProcessWorker
+from bizzyd.http.testing import InProcessWorker, module_worker
 
 SEED = int(os.environ.get("BIZZYD_FUZZ_SEED", "20261204"))
 EXAMPLES = int(os.environ.get("BIZZYD_FUZZ_EXAMPLES", "1500"))
@@ -101,19 +100,10 @@ module = Module(name="h11echo", content_handlers={"echo": echo})
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    prefix = tmp_path_factory.mktemp("h11fuzz")
-    (prefix / "h11echo.py").write_text(ECHO)
-    sys.path.insert(0, str(prefix))
-    config = {"worker_processes": 1, "error_log": "logs/error.log", "modules": ["h11echo"],
-              "http": {"client_max_body_size": "64k", "servers": [{
-                  "listen": ["127.0.0.1:8080"], "server_name": ["_"],
-                  "locations": [{"location": "/", "content": "echo"}]}]}}
-    w = InProcessWorker(config, prefix)
-    try:
+    with module_worker(tmp_path_factory.mktemp("h11fuzz"), "h11echo", ECHO,
+                       [{"location": "/", "content": "echo"}],
+                       client_max_body_size="64k") as w:
         yield w
-    finally:
-        w.close()
-        sys.path.remove(str(prefix))
 
 
 def bizzyd_verdict(worker: InProcessWorker, data: bytes) -> tuple[str, dict | None]:

@@ -157,7 +157,7 @@ def test_progress_and_summary(loaded: Loaded) -> None:
         ("--days", "0"),
         ("--hives", "x"),
         ("--force", "--if-empty"),
-        ("--days", "99"),
+        ("--days", "9999"),
         ("--now", "yesterday"),
         ("--reset-at", "25"),
     ],
@@ -456,6 +456,21 @@ def test_hourly_rollup_equals_the_reports(loaded: Loaded) -> None:
     for r in sums:
         row = stored[(r["hive_id"], r["hour"])]
         assert (row["entries"], row["exits"]) == (r["i"], r["o"])
+    # the 5-minute and daily levels (migration 0009) hold the same people and the same
+    # occupant-seconds per hive; the hourly rows carry the curve columns
+    for table in ("hive_occupancy_5m", "hive_occupancy_daily"):
+        levels = query(loaded.dsn, "SELECT a.hive_id, a.e, a.x, a.area, b.e AS he, "
+                       "b.x AS hx, b.area AS harea FROM "
+                       f"(SELECT hive_id, sum(entries) e, sum(exits) x, sum(area) area "
+                       f" FROM {table} GROUP BY 1) a FULL JOIN "
+                       "(SELECT hive_id, sum(entries) e, sum(exits) x, sum(area) area "
+                       " FROM hive_occupancy_hourly GROUP BY 1) b USING (hive_id)")
+        assert levels
+        for r in levels:
+            assert (r["e"], r["x"]) == (r["he"], r["hx"]), (table, r)
+            assert r["area"] == pytest.approx(r["harea"], rel=1e-9), (table, r)
+    assert all(row["area"] == pytest.approx(row["avg_occupancy"] * 3600, rel=1e-5, abs=0.5)
+               for row in stored.values())
 
 
 def _v1(row: asyncpg.Record) -> CounterReport:

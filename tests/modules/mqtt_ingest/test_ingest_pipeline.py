@@ -56,7 +56,7 @@ pytestmark = pytest.mark.services
 NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)  # Berlin resets at 03:00Z, New York 08:00Z
 SETTINGS = StoreSettings(CountingParams(), clock(4, 0), "UTC")
 TABLES = ("sensor_report", "sensor_ingest_state", "hive_occupancy", "hive_occupancy_hourly",
-          "ingest_reject", "sensor_status")
+          "ingest_reject", "sensor_status", "hive_occupancy_5m", "hive_occupancy_daily")
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +110,19 @@ async def snapshot(conn: asyncpg.Connection) -> dict:
                                "lost_events FROM sensor_ingest_state ORDER BY 1")
     hourly = await conn.fetch("SELECT hive_id, hour, entries, exits FROM hive_occupancy_hourly "
                               "WHERE entries > 0 OR exits > 0 ORDER BY 1, 2")
+    # the 5-minute and local-day levels (modules.analytics) sum to the same totals
+    levels = await conn.fetch("SELECT hive_id, sum(entries), sum(exits) "
+                              "FROM hive_occupancy_hourly GROUP BY 1 ORDER BY 1")
+    for table in ("hive_occupancy_5m", "hive_occupancy_daily"):
+        other = await conn.fetch(f"SELECT hive_id, sum(entries), sum(exits) FROM {table} "
+                                 "GROUP BY 1 ORDER BY 1")
+        assert [tuple(r) for r in other] == [tuple(r) for r in levels], table
+    five = await conn.fetch("SELECT hive_id, bucket, entries, exits FROM hive_occupancy_5m "
+                            "WHERE entries > 0 OR exits > 0 ORDER BY 1, 2")
     return {"hives": [tuple(r) for r in hives], "rows": [tuple(r) for r in rows],
             "tallies": [(r[0], json.loads(r[1] or "null"), json.loads(r[2] or "null"), r[3],
                          r[4]) for r in tallies],
-            "hourly": [tuple(r) for r in hourly]}
+            "hourly": [tuple(r) for r in hourly], "five": [tuple(r) for r in five]}
 
 
 # --- the property ----------------------------------------------------------------------

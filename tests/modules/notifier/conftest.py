@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "occupancy"))
 from occ_support import Pusher  # noqa: E402
 
 from bizzyd_proc import Bizzyd, free_port, running, wait_for  # noqa: E402
+from modules.auth.testing import emulator_address  # noqa: E402
 from modules.database.testing import fetch_sync, temporary_database_sync  # noqa: E402
 from modules.hives.testing import load_demo  # noqa: E402
 from modules.notifier.testing import FakeFCM  # noqa: E402
@@ -41,17 +42,6 @@ SETTINGS = {"enabled": True, "fcm_url": "", "visibility_timeout": "3s", "retry_b
 
 def sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
     return fetch_sync(dsn, query, *args)
-
-
-def emulator_address() -> str:
-    address = os.environ.get("BIZZYD_FIREBASE_EMULATOR", "")
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except (OSError, ValueError) as exc:
-        pytest.fail(f"the Firebase Auth emulator ({address!r}) is not running: {exc} "
-                    '(scripts/services start; eval "$(scripts/services env)")')
-    return address
 
 
 @dataclass

@@ -27,6 +27,7 @@ from bizzyd_proc import running, wait_for
 from modules.occupancy.replica import parse_address
 
 pytestmark = pytest.mark.services
+FRESHNESS = ("as_of", "sensors_reporting", "sensors_total", "stale")
 
 
 def memcached_value(hive_id: int) -> dict | None:
@@ -49,14 +50,16 @@ def test_endpoints_serve_the_zone(tmp_path, port, database_dsn):
         assert status == 200 and headers["content-type"] == "application/json"
         data = json.loads(body)
         occ = ids[3] % 50
+        fresh = {k: data[k] for k in FRESHNESS}  # tests/modules/kpis/test_health.py
         assert data == {"hive_id": ids[3], "occupancy": occ, "capacity": 100,
                         "total_in": 1000 + occ, "total_out": 1000,
-                        "updated_at": data["updated_at"], "source": "zone"}
+                        "updated_at": data["updated_at"], "source": "zone", **fresh}
         assert data["updated_at"].endswith("Z") and "T" in data["updated_at"]
         # a hive without any occupancy row yet
-        assert get_json(port, f"/v1/hives/{bare}/occupancy")[1] == {
+        bare_data = get_json(port, f"/v1/hives/{bare}/occupancy")[1]
+        assert bare_data == {
             "hive_id": bare, "occupancy": 0, "capacity": 7, "total_in": 0, "total_out": 0,
-            "updated_at": None, "source": "zone"}
+            "updated_at": None, "source": "zone", **{k: bare_data[k] for k in FRESHNESS}}
         # unknown hives: 404 (after asking Postgres), also for absurd ids
         for path in ("/v1/hives/99999999/occupancy", "/v1/hives/0/occupancy",
                      "/v1/hives/123456789012345678901234/occupancy"):

@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 
 from bizzyd_proc import free_port, running
-from modules.auth.testing import emulator_token
+from modules.auth.testing import emulator_address, emulator_token
 from modules.database.testing import fetch_sync, temporary_database_sync
 from modules.hives.testing import load_demo, wait_until_cached
 from modules.store.testing import Chain
@@ -24,20 +22,6 @@ HIVES = 40
 PROJECT = "demo-bizzy"
 
 
-def emulator_address() -> str:
-    address = os.environ.get("BIZZYD_FIREBASE_EMULATOR")
-    if not address:
-        pytest.fail("BIZZYD_FIREBASE_EMULATOR is not set: run scripts/services start and "
-                    'eval "$(scripts/services env)"')
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError as exc:
-        pytest.fail(f"the Firebase Auth emulator at {address} is not running: {exc} "
-                    "(scripts/services start firebase)")
-    return address
-
-
 @pytest.fixture(scope="session")
 def users_dsn(pg_server_dsn: str) -> Iterator[str]:
     with temporary_database_sync(pg_server_dsn) as dsn:
@@ -45,8 +29,7 @@ def users_dsn(pg_server_dsn: str) -> Iterator[str]:
         yield dsn
 
 
-def sql(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
-    return fetch_sync(dsn, query, *args)
+sql = fetch_sync  # one query from synchronous test code
 
 
 def hive_ids(dsn: str, n: int) -> list[int]:

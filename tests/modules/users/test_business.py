@@ -255,7 +255,8 @@ def test_schemathesis_over_the_business_endpoints_finds_no_failure(biz: httpx.Cl
          "--seed", "17", "--request-timeout", "10", "--report-dir", str(tmp_path),
          "-H", h["Authorization"].join(("Authorization: ", "")),
          "--include-path-regex",
-         r"^/v1/(accounts|(deals|images)/\{id\}$|hives/\{id\}(/deals|/sensors|/images)?$)"],
+         r"^/v1/(accounts|(deals|images)/\{id\}$|hives/\{id\}(/deals|/sensors|/images)?$|"
+         r"sensors/\{sensor\}/config$)"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
     public = 3  # GET /v1/hives/{id}, its /deals and /images
@@ -291,3 +292,41 @@ def test_a_hive_lists_its_sensors_with_status_and_configuration(biz: httpx.Clien
     assert items[0]["firmware_version"] == "1.2.3"
     assert items[0]["pending"]["threshold_cm"] == 150 and items[0]["applied"] is None
     assert items[0]["last_seen"] is not None and items[2]["last_seen"] is None
+
+
+def test_a_configuration_push_is_validated_published_and_audited(biz: httpx.Client,
+                                                                 own_hive: tuple) -> None:
+    import paho.mqtt.publish as publish
+    import paho.mqtt.subscribe as subscribe
+    import yaml
+
+    from modules.mqtt_ingest.codec import decode_config
+
+    h, hive = own_hive
+    sensor = f"push-{secrets.token_hex(4)}"
+    sql(biz.dsn, "INSERT INTO sensor (external_id, firmware, hive_id) VALUES ($1, 'v2', $2)",
+        sensor, hive)
+    path = f"/v1/sensors/{sensor}/config"
+    good = {"threshold_cm": 120, "reporting_interval_min": 10, "status_interval_min": 60,
+            "event_threshold": 4}
+    expect(biz.put(path, json={**good, "threshold_cm": 0}, headers=h), 422, "threshold_cm")
+    expect(biz.put(path, json={**good, "colour": "red"}, headers=h), 422, "colour")
+    expect(biz.put(f"/v1/sensors/{sensor}x/config", json=good, headers=h), 404)
+    assert sql(biz.dsn, "SELECT count(*) FROM sensor_config c JOIN sensor s "
+               "ON s.id = c.sensor_id WHERE s.external_id = $1", sensor)[0][0] == 0
+    pushed = expect(biz.put(path, json=good, headers=h), 201)
+    assert pushed["published"] and pushed["pending"]["threshold_cm"] == 120
+    mqtt = yaml.safe_load(biz.bizzyd.conf.read_text())["mqtt"]
+    message = subscribe.simple(pushed["topic"], hostname="127.0.0.1", port=mqtt["port"],
+                               retained=True, msg_count=1, keepalive=5)
+    assert pushed["topic"] == f"{mqtt['topic_prefix']}/commands/sensor/{sensor}"
+    decoded = decode_config(message.payload)
+    assert (decoded.threshold_cm, decoded.configuration_id) == (120, pushed["pending"]["id"])
+    state = expect(biz.get(path, headers=h), 200)
+    assert state["pending"]["id"] == pushed["pending"]["id"] and state["applied"] is None
+    account = sql(biz.dsn, "SELECT account_id FROM hive WHERE id = $1", hive)[0][0]
+    audit = expect(biz.get(f"/v1/accounts/{account}/audit", headers=h), 200)["items"][0]
+    assert (audit["action"], audit["entity_id"]) == ("sensor.config", pushed["pending"]["id"])
+    assert audit["after"]["threshold_cm"] == 120 and audit["before"] is None
+    publish.single(pushed["topic"], b"", qos=1, retain=True, hostname="127.0.0.1",
+                   port=mqtt["port"])

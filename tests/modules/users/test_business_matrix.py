@@ -13,12 +13,13 @@ account} gets the status the rules give (docs/api.md "Business accounts"):
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from .business_support import DEAL, HIVE, bearer, expect, start
 from .conftest import PROJECT, emulator_address, new_token, sql
@@ -39,6 +40,7 @@ class World:
     accounts: dict[str, int]               # "own"/"other" -> account id
     hives: dict[str, int]                  # a hive of each account
     deals: dict[str, int]                  # a deal of each account
+    sensors: dict[str, str]                # a sensor in that hive (its external id)
 
     def as_admin(self, where: str) -> dict[str, str]:
         return self.headers["admin" if where == "own" else "other_admin"]
@@ -102,7 +104,13 @@ ENDPOINTS: list[tuple[str, str, str | None, int, Builder]] = [
      lambda w, a: ({"id": w.fresh_image(a)}, {"position": 3})),
     ("DELETE", "/v1/images/{id}", "manager", 204, lambda w, a: ({"id": w.fresh_image(a)}, None)),
     ("DELETE", "/v1/deals/{id}", "manager", 204, lambda w, a: ({"id": w.fresh_deal(a)}, None)),
+    ("GET", "/v1/sensors/{sensor}/config", "viewer", 200,
+     lambda w, a: ({"sensor": w.sensors[a]}, None)),
+    ("PUT", "/v1/sensors/{sensor}/config", "manager", 201,
+     lambda w, a: ({"sensor": w.sensors[a]}, SENSOR_CONFIG)),
 ]
+SENSOR_CONFIG = {"threshold_cm": 150, "reporting_interval_min": 15, "status_interval_min": 60,
+                 "event_threshold": 3}
 
 
 def expected(actor: str, where: str, need: str | None, success: int) -> int:
@@ -132,10 +140,25 @@ def world(tmp_path_factory: pytest.TempPathFactory, users_dsn: str) -> Iterator[
             r = client.put(f"/v1/accounts/{accounts['own']}/members/{ids[actor]}",
                            json={"role": actor}, headers=headers["admin"])
             expect(r, 200)
-        w = World(client, headers, accounts, {}, {})
+        w = World(client, headers, accounts, {}, {}, {})
         w.hives = {where: w.fresh_hive(where) for where in accounts}
         w.deals = {where: w.fresh_deal(where) for where in accounts}
+        w.sensors = {where: f"matrix-{where}-{secrets.token_hex(4)}" for where in accounts}
+        for where, sensor in w.sensors.items():
+            sql(users_dsn, "INSERT INTO sensor (external_id, firmware, hive_id) "
+                "VALUES ($1, 'v2', $2)", sensor, w.hives[where])
         yield w
+        clear_pushed(client, w.sensors.values())
+
+
+def clear_pushed(client: httpx.Client, sensors: Iterable[str]) -> None:
+    """Remove the retained configuration messages the matrix left on the broker."""
+    import paho.mqtt.publish as publish
+
+    mqtt = yaml.safe_load(client.bizzyd.conf.read_text())["mqtt"]  # type: ignore[attr-defined]
+    for sensor in sensors:
+        publish.single(f"{mqtt['topic_prefix']}/commands/sensor/{sensor}", b"", qos=1,
+                       retain=True, hostname="127.0.0.1", port=mqtt["port"])
 
 
 CELLS = [pytest.param(e, actor, where, id=f"{e[0]} {e[1]}|{actor}|{where}")

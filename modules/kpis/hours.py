@@ -1,0 +1,60 @@
+"""Local hours of day without converting every rollup row in SQL.
+
+A rollup row's local hour is its UTC hour of day plus its zone's offset, and an offset
+only changes at a zone's transitions (DST).  So the KPI query groups rows by UTC hour of
+day and by the *segment* between consecutive transitions of the zones involved
+(`width_bucket(hour, thresholds)`, a binary search), and Python turns each group's
+(UTC hour, segment) into the local hour: a few hundred conversions instead of one per
+row (which cost more than half of the query over 50 hives and 180 days).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from zoneinfo import ZoneInfo
+
+DAY, HOUR = dt.timedelta(days=1), dt.timedelta(hours=1)
+NEVER = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)  # keeps the threshold array non-empty
+
+
+def _offset(zone: ZoneInfo, at: dt.datetime) -> dt.timedelta:
+    return at.astimezone(zone).utcoffset() or dt.timedelta(0)
+
+
+def _changes(zone: ZoneInfo, start: dt.datetime, end: dt.datetime) -> Iterable[dt.datetime]:
+    """The whole UTC hours in [start, end) from which the zone's offset differs from the
+    hour before (day by day, then hour by hour inside a day that changes)."""
+    day = start
+    while day < end:
+        after = min(day + DAY, end)
+        if _offset(zone, day) != _offset(zone, after):
+            hour = day
+            while hour < after:
+                if _offset(zone, hour + HOUR) != _offset(zone, hour):
+                    yield hour + HOUR
+                hour += HOUR
+        day = after
+
+
+class LocalHours:
+    """The thresholds of one query's window and the local hour of a (UTC hour of day,
+    segment) group of a hive's zone."""
+
+    def __init__(self, zones: Iterable[str], start: dt.datetime, end: dt.datetime) -> None:
+        self.start = start.replace(minute=0, second=0, microsecond=0)
+        self.zones = {name: ZoneInfo(name) for name in set(zones)}
+        found = {t for z in self.zones.values() for t in _changes(z, self.start, end)}
+        self.thresholds = [*sorted(found), NEVER]
+        self._known: dict[tuple[str, int, int], int] = {}
+
+    def local_hour(self, zone: str, utc_hour: int, segment: int) -> int:
+        """`segment` as width_bucket numbers it: 0 before the first threshold, i from
+        threshold i-1 on; every zone's offset is constant within a segment."""
+        key = (zone, utc_hour, segment)
+        known = self._known.get(key)
+        if known is None:
+            at = self.start if segment == 0 else self.thresholds[segment - 1]
+            minutes = utc_hour * 60 + _offset(self.zones[zone], at) // dt.timedelta(minutes=1)
+            known = self._known[key] = minutes // 60 % 24
+        return known
