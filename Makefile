@@ -99,6 +99,7 @@ bench: bench-deps
 	$(MAKE) bench-queue
 	$(MAKE) bench-catalogue
 	$(MAKE) bench-users
+	$(MAKE) bench-notifier
 	$(MAKE) bench-analytics
 	$(MAKE) bench-insights
 
@@ -127,6 +128,15 @@ QUEUE_BENCH_ARGS ?= --markdown bench/RESULTS.md
 bench-queue: venv
 	scripts/services start
 	eval "$$(scripts/services env)" && $(PY) bench/queue_bench.py $(QUEUE_BENCH_ARGS)
+
+# The notifier at scale (bench/notifier_bench.py): 100,000 alert settings over the demo
+# city with the simulator running, p99 from a crossing to the (fake) FCM call, the
+# notifier's CPU. Appends a section to RESULTS.md.
+NOTIFIER_BENCH_ARGS ?= --markdown bench/RESULTS.md
+.PHONY: bench-notifier
+bench-notifier: venv
+	scripts/services start
+	eval "$$(scripts/services env)" && $(PY) bench/notifier_bench.py $(NOTIFIER_BENCH_ARGS)
 
 .PHONY: bench-ingest
 bench-ingest: venv

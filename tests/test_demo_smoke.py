@@ -59,6 +59,9 @@ def demo_config(port: int, dsn: str, tag: str) -> dict:
     for loc in server["locations"]:  # the dashboard's build is in the checkout
         if loc.get("alias", "").startswith("modules/"):
             loc["alias"] = str(ROOT / loc["alias"]) + "/"
+    # the notifier pushes to the demo's own FAKE FCM location
+    config["notifier"]["fcm_url"] = config["notifier"]["fcm_url"].replace(
+        "127.0.0.1:8080", f"127.0.0.1:{port}")
     return config
 
 
@@ -174,6 +177,7 @@ def test_demo_with_simulator(tmp_path: Path) -> None:
 
             # a user signs in at the emulator and uses the signed-in endpoints
             signed_in(port, config_emulator(b), dsn)
+            demo_push(b, dsn)
 
             assert b.stop() == 0
             wait_for(lambda: not b.leftovers(), timeout=5, what="no leftovers")
@@ -313,6 +317,22 @@ def put(port: int, path: str, body: dict | bytes | None, headers: dict | None = 
         return response.status, response.headers, response.read()
     finally:
         conn.close()
+
+
+def demo_push(b: Bizzyd, dsn: str) -> None:
+    """The notifier runs against the demo's FAKE FCM, and says so: a new deal at a user's
+    favourite hive is pushed there."""
+    b.wait_log("Cloud Messaging is a FAKE", timeout=15)
+    sql_sync(dsn, """
+        WITH u AS (INSERT INTO app_user (firebase_uid) VALUES ('demo-push') RETURNING id),
+        d AS (INSERT INTO user_device (fcm_token, user_id, platform)
+              SELECT 'demo-push-token', id, 'ios' FROM u),
+        f AS (INSERT INTO user_hive (user_id, hive_id, kind) SELECT id, 1, 'favourite' FROM u)
+        INSERT INTO user_notification_def (user_id, kind) SELECT id, 'new_deal' FROM u""")
+    sql_sync(dsn, "INSERT INTO deal (hive_id, title, valid_from, valid_until) VALUES "
+                  "(1, 'Demo push', now(), now() + interval '1 day')")
+    b.wait_log("FAKE FCM: push", timeout=15)
+    b.wait_log(" to demo-push-token", timeout=15)
 
 
 def sql_sync(dsn: str, query: str, *args: object) -> None:

@@ -67,7 +67,8 @@ SHIPPED_MODULES: tuple[str, ...] = ("modules.database", "modules.status", "modul
                                      "modules.hives", "modules.auth", "modules.users",
                                      "modules.store", "modules.business", "modules.queue",
                                      "modules.analytics", "modules.kpis",
-                                     "modules.insights", "modules.dashboard")
+                                     "modules.insights", "modules.dashboard",
+                                     "modules.notifier")
 
 if __name__ == "__main__":
     sys.stdout.write(render(SHIPPED_MODULES))

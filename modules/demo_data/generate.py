@@ -64,7 +64,8 @@ DEMO_TABLES = (*TABLE_COLUMNS, *HISTORY_TABLES)
 # not filled by the demo, but their rows hang off its users and accounts: emptied with them
 LINKED_TABLES = ("user_device", "account_audit", "hive_usage_hourly", "sensor_door_daily",
                  "hive_correction", "hive_capacity_schedule", "hive_occupancy_profile",
-                 "hive_occupancy_forecast", "hive_insights", "insights_run")
+                 "hive_occupancy_forecast", "hive_insights", "insights_run",
+                 "notifier_event", "user_inbox", "user_inbox_delivery")
 
 INGEST_STATE_COLUMNS = (
     "sensor_id",
@@ -557,7 +558,12 @@ async def _load_city(
 KNOWN_INSERT_TRIGGERS = {("hive", "hive_timezone_valid"), ("hive", "hive_catalogue_notify"),
                          ("hive_image", "hive_image_catalogue_notify"),
                          ("deal", "deal_catalogue_notify"),
-                         ("user_analytics", "user_analytics_usage")}
+                         ("user_analytics", "user_analytics_usage"),
+                         # the notifier's (0012): demo deals and payments are not news,
+                         # and the notifier loads every alert setting when it starts
+                         ("deal", "deal_notifier"),
+                         ("payment_transaction", "payment_transaction_notifier"),
+                         ("user_notification_def", "user_notification_def_notifier")}
 
 
 async def _fast_load(conn: asyncpg.Connection, progress: _Progress) -> bool:

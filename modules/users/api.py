@@ -209,7 +209,8 @@ def _notification(row: Any) -> Notification:
              if row["quiet_start"] is not None else None)
     return Notification(row["id"], kind, row["hive_id"], direction, row["threshold_percent"],
                         row["threshold_count"], quiet, row["time_zone"], list(row["deal_kinds"]),
-                        row["enabled"], row["updated_at"])
+                        row["enabled"], row["updated_at"], row["margin"],
+                        row["cooldown_seconds"])
 
 
 def _checked(note: NotificationIn) -> tuple:
@@ -243,7 +244,7 @@ def _checked(note: NotificationIn) -> tuple:
         raise Problem(422, "start and end must differ", param="quiet_hours")
     deal_kinds = sorted(set(note.deal_kinds))
     return (note.hive_id, kind, note.threshold_percent, note.threshold_count, start, end,
-            note.time_zone, deal_kinds, note.enabled)
+            note.time_zone, deal_kinds, note.enabled, note.margin, note.cooldown_seconds)
 
 
 async def _save_note(call: Call, sql: str, *args: Any) -> Notification:

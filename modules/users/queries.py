@@ -12,6 +12,7 @@ DELETE_ME = (
     "DELETE FROM user_hive WHERE user_id = $1",
     "DELETE FROM user_notification_def WHERE user_id = $1",
     "DELETE FROM user_message WHERE user_id = $1",
+    "DELETE FROM user_inbox WHERE user_id = $1",
     "DELETE FROM user_device WHERE user_id = $1",
     "UPDATE user_analytics SET user_id = NULL WHERE user_id = $1",
     "UPDATE app_user SET firebase_uid = 'deleted:' || id, nickname = NULL, "
@@ -64,21 +65,22 @@ WHERE uh.user_id = touched.user_id AND uh.kind = 'recent'
 """
 
 _NOTE_COLUMNS = """id, kind, hive_id, threshold_percent, threshold_count, quiet_start,
-    quiet_end, time_zone, deal_kinds, enabled, updated_at"""
+    quiet_end, time_zone, deal_kinds, enabled, updated_at, margin, cooldown_seconds"""
 NOTIFICATIONS = f"SELECT {_NOTE_COLUMNS} FROM user_notification_def WHERE user_id = $1 " \
                 "ORDER BY id LIMIT 1000"
 NOTIFICATION = f"SELECT {_NOTE_COLUMNS} FROM user_notification_def " \
                "WHERE user_id = $1 AND id = $2"
 ADD_NOTIFICATION = f"""
 INSERT INTO user_notification_def (user_id, hive_id, kind, threshold_percent,
-    threshold_count, quiet_start, quiet_end, time_zone, deal_kinds, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    threshold_count, quiet_start, quiet_end, time_zone, deal_kinds, enabled, margin,
+    cooldown_seconds)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 RETURNING {_NOTE_COLUMNS}
 """
 UPDATE_NOTIFICATION = f"""
 UPDATE user_notification_def SET hive_id = $3, kind = $4, threshold_percent = $5,
     threshold_count = $6, quiet_start = $7, quiet_end = $8, time_zone = $9,
-    deal_kinds = $10, enabled = $11
+    deal_kinds = $10, enabled = $11, margin = $12, cooldown_seconds = $13
 WHERE user_id = $1 AND id = $2
 RETURNING {_NOTE_COLUMNS}
 """

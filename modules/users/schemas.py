@@ -13,6 +13,11 @@ HiveId = Annotated[int, Meta(ge=1, le=MAX_ID)]
 Nickname = Annotated[str, Meta(min_length=1, max_length=50, pattern=r"^\S(.*\S)?$",
                                description="no leading or trailing spaces")]
 DealKind = Literal["discount", "promotion", "happy_hour", "event"]
+Margin = Annotated[int, Meta(ge=0, le=100_000, description=(
+    "occupancy alerts: how far (in the threshold's unit) occupancy must cross back "
+    "before the alert can fire again"))]
+Cooldown = Annotated[int, Meta(ge=0, le=604_800, description=(
+    "occupancy alerts: the least time between two alerts, in seconds"))]
 ClockTime = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
                                 examples=["22:00"])]
 
@@ -72,6 +77,8 @@ class NotificationIn(Struct, forbid_unknown_fields=True):
                                    examples=["Europe/Berlin"])] = "UTC"
     deal_kinds: Annotated[list[DealKind], Meta(max_length=4)] = []
     enabled: bool = True
+    margin: Margin = 5
+    cooldown_seconds: Cooldown = 900
 
 
 class NotificationPatch(Struct, forbid_unknown_fields=True):
@@ -85,6 +92,8 @@ class NotificationPatch(Struct, forbid_unknown_fields=True):
     time_zone: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
     deal_kinds: Annotated[list[DealKind], Meta(max_length=4)] | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
+    margin: Margin | UnsetType = UNSET
+    cooldown_seconds: Cooldown | UnsetType = UNSET
 
 
 class Notification(Struct):
@@ -99,6 +108,8 @@ class Notification(Struct):
     deal_kinds: list[str]
     enabled: bool
     updated_at: datetime
+    margin: int
+    cooldown_seconds: int
 
 
 class NotificationList(Struct):

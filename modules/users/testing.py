@@ -15,6 +15,9 @@ ME_LOCATIONS = (
     ("= /v1/me/recent", "me_recent", "1k"),
     ("= /v1/me/notifications", "me_notifications", "8k"),
     ("~ ^/v1/me/notifications/(?<id>[0-9]+)$", "me_notification", "8k"),
+    ("= /v1/me/notifications/inbox", "me_inbox", "1k"),
+    ("~ ^/v1/me/notifications/inbox/(?<id>[0-9]+)$", "me_inbox_item", "1k"),
+    ("= /v1/me/notifications/inbox/read", "me_inbox_read", "1k"),
     ("~ ^/v1/me/devices/(?<fcm_token>[^/]+)$", "me_device", "1k"),
     ("= /v1/me/messages", "me_messages", "8k"),
     ("= /v1/events", "events", "64k"),
@@ -33,11 +36,14 @@ def user_locations(write_limit: dict[str, Any] | None = None) -> list[dict[str, 
 def users_config(port: int, dsn: str, memcached: str, firebase: dict[str, Any],
                  write_limit: dict[str, Any] | None = None, workers: int = 2,
                  extra_locations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The catalogue's config (modules.hives.testing) plus sign-in, the user endpoints
-    and the App Store notifications; the hive detail location records recents."""
+    """The catalogue's config (modules.hives.testing) plus sign-in, the user endpoints,
+    the inbox (modules.notifier, its process off) and the App Store notifications; the
+    hive detail location records recents."""
     config = catalogue_config(port, dsn, memcached, workers=workers)
-    config["modules"] += ["modules.auth", "modules.users", "modules.store"]
+    config["modules"] += ["modules.auth", "modules.users", "modules.store", "modules.queue",
+                          "modules.notifier"]
     config["firebase"] = firebase
+    config["notifier"] = {"enabled": False}   # the inbox endpoints only
     config["users"] = {"flush_interval": "200ms"}
     locations = config["http"]["servers"][0]["locations"]
     for loc in locations:

@@ -23,6 +23,8 @@ SIGNED_IN = {
     ("patch", "/v1/me/notifications/{id}"), ("delete", "/v1/me/notifications/{id}"),
     ("put", "/v1/me/devices/{fcm_token}"), ("delete", "/v1/me/devices/{fcm_token}"),
     ("get", "/v1/me/messages"), ("post", "/v1/me/messages"), ("post", "/v1/events"),
+    ("get", "/v1/me/notifications/inbox"), ("patch", "/v1/me/notifications/inbox/{id}"),
+    ("post", "/v1/me/notifications/inbox/read"),
 }
 ANONYMOUS = {("get", "/v1/subscription-types"), ("post", "/v1/store/apple")}
 
