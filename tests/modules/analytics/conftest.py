@@ -9,7 +9,6 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -17,8 +16,10 @@ from bizzyd_proc import free_port, running
 from modules.analytics.testing import add_analytics
 from modules.auth.testing import emulator_token
 from modules.business.testing import business_config
-from modules.database.testing import temporary_database_sync
+from modules.database.testing import fetch_sync, temporary_database_sync
 from modules.hives.testing import load_demo, wait_until_cached
+
+from ..users.business_support import expect  # noqa: F401  (used by the analytics tests)
 
 PROJECT = "demo-bizzy"
 WRITE_LIMIT = {"rate": "1000r/s", "burst": 5000, "address_rate": "1000r/s",
@@ -36,14 +37,7 @@ def analytics_dsn(pg_server_dsn: str) -> Iterator[str]:
         yield dsn
 
 
-def sql(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-    return asyncio.run(run())
+sql = fetch_sync
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +64,6 @@ def signed_in(api: httpx.Client) -> tuple[dict[str, str], int]:
     token = emulator_token(api.emulator, f"a{secrets.token_hex(6)}@example.com")
     h = {"Authorization": f"Bearer {token}"}
     return h, api.get("/v1/me", headers=h).json()["id"]
-
-
-def expect(r: httpx.Response, status: int, param: str | None = None) -> Any:
-    assert r.status_code == status, r.text
-    if status >= 400:
-        assert r.headers["content-type"] == "application/problem+json"
-        body = r.json()
-        if param is not None:
-            assert body["invalid_params"][0]["name"] == param, body
-        return body
-    return r.json() if r.content else None
 
 
 @pytest.fixture(scope="module")
