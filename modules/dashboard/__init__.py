@@ -45,9 +45,10 @@ DIRECTIVES = (
                   doc="The Firebase authDomain (PROJECT.firebaseapp.com); empty for "
                       "the emulator."),
         Directive("live_streams", Int(min=0, max=5), 4,
-                  doc="Hives of the overview that get a live stream (SSE) each. A "
-                      "browser opens at most 6 HTTP/1.1 connections to one host, and "
-                      "the page needs the others for its API calls."),
+                  doc="Live streams (SSE, GET /v1/occupancy/stream, 100 hives each) "
+                      "the overview may open: a browser opens at most 6 HTTP/1.1 "
+                      "connections to one host, and the page needs the others for "
+                      "its API calls. Hives beyond 100 x this show a snapshot."),
     )), doc="The Hive Analytics Dashboard (modules.dashboard, docs/dashboard.md)."),
 )
 

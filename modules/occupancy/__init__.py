@@ -14,6 +14,8 @@ endpoints that read it.
               content: occupancy_stream
             - location: = /v1/occupancy
               content: occupancy_many
+            - location: = /v1/occupancy/stream
+              content: occupancy_stream_many
 
 (conf/examples/occupancy.yaml has these locations.)
 
@@ -23,8 +25,8 @@ Pieces:
 - process roles `cache loader` (one-shot: fills the zone from Postgres, then exits)
   and `cache manager` (the single writer: bus updates, Postgres reconciliation,
   memcached replica, changes published to the workers), in `cache_loader/`;
-- content handlers `occupancy`, `occupancy_many` (api.py) and `occupancy_stream`
-  (Server-Sent Events, stream.py);
+- content handlers `occupancy`, `occupancy_many` (api.py), `occupancy_stream` and
+  `occupancy_stream_many` (Server-Sent Events of one or several hives, stream.py);
 - per worker: the zone view, a memcached reader (replica.py) and a bus subscriber.
 
 Needs `modules.database` (Postgres settings, and the fallback queries).
@@ -40,7 +42,7 @@ from bizzyd.module import Module, ProcessContext
 from modules.database.memcached import parse_address, servers
 
 from .api import NAME, Api, occupancy, occupancy_many
-from .stream import Fanout, occupancy_stream
+from .stream import Fanout, occupancy_stream, occupancy_stream_many
 from .zone import metrics_spec, table, zone_specs
 
 
@@ -161,7 +163,8 @@ module = Module(
     exit_worker=exit_worker,
     requires=("cache_loader",),  # the loader and manager processes of the zone
     content_handlers={"occupancy": occupancy, "occupancy_many": occupancy_many,
-                      "occupancy_stream": occupancy_stream},
+                      "occupancy_stream": occupancy_stream,
+                      "occupancy_stream_many": occupancy_stream_many},
     doc=__doc__ or "",
 )
 

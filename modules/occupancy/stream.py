@@ -48,13 +48,15 @@ BACKLOG = 64  # changes kept per stream while it is writing (older ones are drop
 
 
 class Listener:
-    """One open stream's inbox."""
+    """One open stream's inbox (of one hive, or of several: `hive_ids`)."""
 
-    __slots__ = ("hive_id", "changes", "wake")
+    __slots__ = ("hive_id", "hive_ids", "changes", "wake")
 
-    def __init__(self, hive_id: int) -> None:
+    def __init__(self, hive_id: int, hive_ids: tuple[int, ...] = (), backlog: int = BACKLOG
+                 ) -> None:
         self.hive_id = hive_id
-        self.changes: collections.deque[tuple] = collections.deque(maxlen=BACKLOG)
+        self.hive_ids = hive_ids or (hive_id,)
+        self.changes: collections.deque[tuple] = collections.deque(maxlen=backlog)
         self.wake = asyncio.Event()
 
     def push(self, values: tuple) -> None:
@@ -81,24 +83,27 @@ class Fanout:
         self._task = loop.create_task(self._receive())
         self.ctx.on_retire.append(self.retire)
 
-    def add(self, hive_id: int) -> Listener:
-        listener = Listener(hive_id)
-        group = self.listeners.get(hive_id)
-        if group is None:
-            group = self.listeners[hive_id] = set()
-            self.sub.setsockopt(zmq.SUBSCRIBE, topic(hive_id))
-        group.add(listener)
+    def add(self, hive_id: int, listener: Listener | None = None) -> Listener:
+        """Register `listener` (a new one of `hive_id` by default) for its hives."""
+        listener = listener or Listener(hive_id)
+        for hive in listener.hive_ids:
+            group = self.listeners.get(hive)
+            if group is None:
+                group = self.listeners[hive] = set()
+                self.sub.setsockopt(zmq.SUBSCRIBE, topic(hive))
+            group.add(listener)
         return listener
 
     def remove(self, listener: Listener) -> None:
-        group = self.listeners.get(listener.hive_id)
-        if group is None:
-            return
-        group.discard(listener)
-        if not group:
-            del self.listeners[listener.hive_id]
-            with contextlib.suppress(zmq.ZMQError):
-                self.sub.setsockopt(zmq.UNSUBSCRIBE, topic(listener.hive_id))
+        for hive in listener.hive_ids:
+            group = self.listeners.get(hive)
+            if group is None:
+                continue
+            group.discard(listener)
+            if not group:
+                del self.listeners[hive]
+                with contextlib.suppress(zmq.ZMQError):
+                    self.sub.setsockopt(zmq.UNSUBSCRIBE, topic(hive))
 
     async def _receive(self) -> None:
         while True:
@@ -225,6 +230,91 @@ async def _events(api: Api, fanout: Fanout, listener: Listener, first: bytes, se
                     out.append(event(row[0], item(hive_id, row[2], row[3], row[4], row[5],
                                                   row[6], b"zone", api.fresh(hive_id),
                                                   api.extra(hive_id, row[2], row[3]))))
+            if out:
+                yield b"".join(out)
+        yield b": reconnect (worker retiring)\n\n"
+    finally:
+        fanout.remove(listener)
+
+
+def occupancy_stream_many(request: Request) -> Any:
+    """GET /v1/occupancy/stream?ids=1,2,3: the changes of several hives on one stream
+    (a browser opens at most 6 connections per host).  Events carry no `id:` (each hive
+    has its own sequence): every connect starts with the state of every known hive."""
+    api: Api = request.process.state[NAME]
+    ids = api.parse_ids(request.query)
+    if api.fanout is None or api.fanout.retiring:
+        raise HTTPError(503, "this worker is shutting down", [("Retry-After", "1")])
+    rows = {i: row for i in ids if (row := api.current(i)) is not None}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        return _many_fallback(api, ids, rows, missing)
+    return _many_response(api, ids, rows, {})
+
+
+async def _many_fallback(api: Api, ids: list[int], rows: dict[int, tuple],
+                         missing: list[int]) -> Response:
+    return _many_response(api, ids, rows, await api.fetch(missing))
+
+
+def _many_response(api: Api, ids: list[int], rows: dict[int, tuple],
+                   fetched: dict[int, bytes]) -> Response:
+    known = tuple(i for i in ids if i in rows or i in fetched)
+    if not known:
+        raise HTTPError(404, "none of these hives exists")
+    first = b"".join(event(None, fetched[i] if i in fetched else _zone_item(api, i, rows[i]))
+                     for i in known)
+    fanout = api.fanout
+    listener = fanout.add(known[0], Listener(known[0], known, BACKLOG * len(known)))
+    settings = api.settings
+    hello = b": worker %d\nretry: %d\n\n" % (fanout.pid, int(settings["sse_retry"] * 1000))
+    sent = {i: rows[i][0] for i in known if i in rows}
+    stream = _many_events(api, fanout, listener, hello + first, sent, settings["sse_heartbeat"])
+    headers = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
+               ("X-Bizzyd-Worker", str(fanout.pid))]
+    return Response(200, headers=headers, content_type="text/event-stream", stream=stream)
+
+
+def _zone_item(api: Api, hive_id: int, row: tuple, source: bytes = b"zone") -> bytes:
+    return item(hive_id, row[2], row[3], row[4], row[5], row[6], source, api.fresh(hive_id),
+                api.extra(hive_id, row[2], row[3]))
+
+
+async def _many_events(api: Api, fanout: Fanout, listener: Listener, first: bytes,
+                       sent: dict[int, int], heartbeat: float) -> AsyncIterator[bytes]:
+    """The multi-hive stream: as `_events`, with a sequence per hive."""
+    loop = asyncio.get_running_loop()
+    checks = [loop.time() + delay for delay in EARLY_CHECKS]
+    next_beat = loop.time() + heartbeat
+    try:
+        yield first
+        while not fanout.retiring:
+            due = min(next_beat, checks[0]) if checks else next_beat
+            if not listener.changes:
+                listener.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(listener.wake.wait(), max(0.0, due - loop.time()))
+                if fanout.retiring:
+                    break
+            out = []
+            while listener.changes:
+                values = listener.changes.popleft()
+                hive_id, seq = values[0], values[6]
+                if seq > sent.get(hive_id, 0) or hive_id not in sent:
+                    sent[hive_id] = seq
+                    out.append(event(None, _zone_item(api, hive_id, (seq, *values), b"bus")))
+            now = loop.time()
+            if now >= due:
+                if checks and now >= checks[0]:
+                    checks.pop(0)
+                if now >= next_beat:
+                    out.append(b": heartbeat\n\n")
+                    next_beat = now + heartbeat
+                for hive_id in listener.hive_ids:  # what the bus may have dropped
+                    row = api.current(hive_id)
+                    if row is not None and row[0] > sent.get(hive_id, 0):
+                        sent[hive_id] = row[0]
+                        out.append(event(None, _zone_item(api, hive_id, row)))
             if out:
                 yield b"".join(out)
         yield b": reconnect (worker retiring)\n\n"

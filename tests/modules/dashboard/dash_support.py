@@ -42,6 +42,7 @@ LIMIT = {"rate": "1000r/s", "burst": 5000, "address_rate": "1000r/s", "address_b
 OCCUPANCY = [
     {"location": "~ ^/v1/hives/(?<id>[0-9]+)/occupancy/stream$", "content": "occupancy_stream"},
     {"location": "= /v1/occupancy", "content": "occupancy_many"},
+    {"location": "= /v1/occupancy/stream", "content": "occupancy_stream_many"},
     {"location": "~ ^/v1/hives/(?<id>[0-9]+)/popular-times$", "content": "popular_times"},
     {"location": "~ ^/v1/hives/(?<id>[0-9]+)/forecast$", "content": "forecast",
      "auth": "optional"},
@@ -155,23 +156,27 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
             for v in result["violations"] if v["impact"] in ("serious", "critical")]
 
 
-# counts the pixels of a canvas drawn in the first series' colour (uPlot draws axes and
-# grid in greys): a chart with no data has none
+# counts the pixels of a canvas drawn in a series' colour (uPlot draws axes and grid in
+# greys): a chart with no data has none.  The colours: the first series' blue, and the
+# "today" chart's usual (#6b3fa0) and expected (#2a7d2e) lines, which have data at any
+# hour (today's own line is empty just after the hive's local midnight)
 SERIES_PIXELS = """(figure) => {
   const canvas = figure.querySelector('canvas');
   if (!canvas || !canvas.width) return 0;
   const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const near = (r, g, b, R, G, B) => Math.abs(r - R) + Math.abs(g - G) + Math.abs(b - B) < 60;
   let n = 0;
   for (let i = 0; i < data.length; i += 4) {
     const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
-    if (a > 200 && b > 150 && r < 90 && g > 60 && g < 130) n++;
+    if (a > 200 && ((b > 150 && r < 90 && g > 60 && g < 130) || near(r, g, b, 0x6b, 0x3f, 0xa0)
+                    || near(r, g, b, 0x2a, 0x7d, 0x2e))) n++;
   }
   return n;
 }"""
 
 
 def chart_report(page: Any) -> dict[str, tuple[int, int]]:
-    """Each line chart's title: (data points, pixels of its first series)."""
+    """Each line chart's title: (data points, pixels of its series)."""
     out = {}
     for figure in page.locator("figure.chart").all():
         out[figure.get_attribute("data-chart")] = (

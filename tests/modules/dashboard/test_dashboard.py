@@ -22,6 +22,7 @@ from dash_support import (
     sign_in,
 )
 
+from bizzyd_proc import wait_for
 from modules.auth.testing import emulator_token
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -112,8 +113,9 @@ def test_a_deal_created_on_the_page_is_in_the_public_listing(
     page.fill("#deal-end", "19:00")
     page.click("#deal-save")
     page.wait_for_selector(f"text=Saved “{title}”")
-    listed = server.api.get(f"/v1/hives/{hive}/deals").json()["items"]
-    deal = next(d for d in listed if d["title"] == title)
+    # the public listing is cached: it follows the write once the catalogue's NOTIFY
+    # reaches the worker (at once, but asynchronously)
+    deal = listed_deal(server, hive, lambda d: d["title"] == title)
     assert deal["kind"] == "happy_hour"
     assert deal["daily"] == {"weekdays": [1, 2, 3, 4, 5], "start": "17:00", "end": "19:00"}
     assert page.locator(f"li[data-deal='{deal['id']}']").count() == 1
@@ -123,12 +125,24 @@ def test_a_deal_created_on_the_page_is_in_the_public_listing(
     page.fill("#deal-title", title + " (edited)")
     page.click("#deal-save")
     page.wait_for_selector(f"text=Saved “{title} (edited)”")
-    listed = server.api.get(f"/v1/hives/{hive}/deals").json()["items"]
-    assert [d["title"] for d in listed if d["id"] == deal["id"]] == [title + " (edited)"]
+    listed_deal(server, hive, lambda d: d["id"] == deal["id"] and d["title"].endswith("(edited)"))
     page.click(f"li[data-deal='{deal['id']}'] button.end")
     page.wait_for_selector(f"li[data-deal='{deal['id']}']", state="detached")
-    assert deal["id"] not in [d["id"] for d in
-                              server.api.get(f"/v1/hives/{hive}/deals").json()["items"]]
+    wait_for(lambda: deal["id"] not in [
+        d["id"] for d in server.api.get(f"/v1/hives/{hive}/deals").json()["items"]],
+        timeout=5, what="the ended deal to leave the public listing")
+
+
+def listed_deal(server: Any, hive: int, match: Any) -> dict:
+    """The first deal of the hive's public listing that `match`es, waiting up to 5 s."""
+    found: list[dict] = []
+
+    def look() -> bool:
+        found[:] = [d for d in server.api.get(f"/v1/hives/{hive}/deals").json()["items"]
+                    if match(d)]
+        return bool(found)
+    wait_for(look, timeout=5, what="the deal in the public listing")
+    return found[0]
 
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])

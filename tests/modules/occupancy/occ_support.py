@@ -29,6 +29,7 @@ LOCATIONS = [
     {"location": "~ ^/v1/hives/(?<id>[0-9]+)/occupancy/stream$",
      "content": "occupancy_stream"},
     {"location": "= /v1/occupancy", "content": "occupancy_many"},
+    {"location": "= /v1/occupancy/stream", "content": "occupancy_stream_many"},
 ]
 
 

@@ -136,3 +136,29 @@ def _reconnect(port: int, path: str, last_id: str, old: set[int]) -> SSEClient |
             return client
         client.close()
     return None
+
+
+def test_one_stream_carries_several_hives(tmp_path, port, database_dsn):
+    """GET /v1/occupancy/stream?ids=: the state of every known hive at once (no `id:`),
+    then each hive's changes; unknown ids are left out, bad ids are 400."""
+    a, b, c = create_hives(database_dsn, 3)
+    with running(tmp_path, occupancy_config(port, database_dsn, workers=1), port) as bz:
+        bz.wait_log("cache manager: writing the occupancy zone")
+        assert request(port, "/v1/occupancy/stream?ids=1,x")[0] == 400
+        assert request(port, "/v1/occupancy/stream?ids=999999998,999999999")[0] == 404
+        client = SSEClient(port, f"/v1/occupancy/stream?ids={a},{b},999999999,{c}")
+        pusher = Pusher(tmp_path / "run")
+        try:
+            assert client.status == 200
+            first = [client.next_event() for _ in range(3)]
+            assert [e["json"]["hive_id"] for e in first] == [a, b, c]
+            assert all(e.get("id") is None for e in first)
+            time.sleep(0.3)  # the subscriptions have reached the publisher
+            for n, hive in enumerate((b, a, c, b)):
+                pusher.push(hive, 10 + n, 100 + n, 90)
+                ev = client.next_event(timeout=2)
+                assert (ev["json"]["hive_id"], ev["json"]["occupancy"]) == (hive, 10 + n)
+                assert ev["json"]["source"] == "bus"
+        finally:
+            client.close()
+            pusher.close()

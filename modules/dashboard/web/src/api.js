@@ -62,7 +62,11 @@ export function createApi({ token, onExpired, onOffline }) {
 
 // A live occupancy stream (SSE); `onState(obj)` per event; returns the close function.
 export function occupancyStream(hiveId, onState, onStatus) {
-  const source = new EventSource(`/v1/hives/${hiveId}/occupancy/stream`);
+  return occupancyStreamAt(`/v1/hives/${hiveId}/occupancy/stream`, onState, onStatus);
+}
+
+function occupancyStreamAt(url, onState, onStatus) {
+  const source = new EventSource(url);
   source.addEventListener("occupancy", (ev) => {
     try {
       onState(JSON.parse(ev.data));
@@ -73,6 +77,12 @@ export function occupancyStream(hiveId, onState, onStatus) {
   source.onopen = () => onStatus?.("live");
   source.onerror = () => onStatus?.(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
   return () => source.close();
+}
+
+// Live occupancy of several hives on one stream (GET /v1/occupancy/stream?ids=, at
+// most 100 ids): each event is one hive's state.
+export function occupancyStreamMany(ids, onState, onStatus) {
+  return occupancyStreamAt(`/v1/occupancy/stream?ids=${ids.join(",")}`, onState, onStatus);
 }
 
 // Occupancy history of a hive (`base` = /v1/hives/ID).

@@ -1,5 +1,5 @@
 // A hive's live occupancy widget: count, level bar and colour, freshness; fed by SSE.
-import { occupancyStream } from "./api.js";
+import { occupancyStreamMany } from "./api.js";
 import { ago, clear, fmt, h, level } from "./dom.js";
 
 export function liveWidget(hive, { big = false } = {}) {
@@ -41,15 +41,21 @@ export function liveWidget(hive, { big = false } = {}) {
   return { el, show, tick, get state() { return state; } };
 }
 
-// Live widgets for `hives`; the first `limit` get a stream each, the others one
-// snapshot (see the note the caller shows). Returns a stop function.
+// Live widgets for `hives`: one stream per PER_STREAM hives, at most `limit` streams
+// (a browser keeps 6 connections per host); hives beyond get one snapshot (see the
+// note the caller shows). Returns a stop function.
+export const PER_STREAM = 100;
+
 export function runLive(api, hives, widgets, limit, onStatus) {
   const stops = [];
-  hives.slice(0, limit).forEach((hive) => {
-    stops.push(occupancyStream(hive.id, (obj) => widgets.get(hive.id).show(obj),
-      (status) => onStatus?.(hive.id, status)));
-  });
-  const rest = hives.slice(limit).map((hv) => hv.id);
+  const live = hives.slice(0, limit * PER_STREAM);
+  for (let i = 0; i < live.length; i += PER_STREAM) {
+    const group = live.slice(i, i + PER_STREAM);
+    stops.push(occupancyStreamMany(group.map((hv) => hv.id),
+      (obj) => widgets.get(obj.hive_id)?.show(obj),
+      (status) => group.forEach((hv) => onStatus?.(hv.id, status))));
+  }
+  const rest = hives.slice(limit * PER_STREAM).map((hv) => hv.id);
   for (let i = 0; i < rest.length; i += 100) {
     api.get(`/v1/occupancy?ids=${rest.slice(i, i + 100).join(",")}`).then((r) => {
       for (const obj of r.hives) widgets.get(obj.hive_id)?.show(obj);
@@ -63,8 +69,9 @@ export function runLive(api, hives, widgets, limit, onStatus) {
 }
 
 export function streamNote(total, limit) {
-  if (total <= limit) return null;
-  return h("p", { class: "note", text: `Live updates for the first ${limit} hives; the other ${total - limit} show the state when the page was opened (open a hive for its live count).` });
+  const live = limit * PER_STREAM;
+  if (total <= live) return null;
+  return h("p", { class: "note", text: `Live updates for the first ${live} hives; the other ${total - live} show the state when the page was opened (open a hive for its live count).` });
 }
 
 export { clear };
