@@ -165,9 +165,7 @@ def occupancy_stream(request: Request) -> Any:
     last_id = _last_event_id(request)
     row = api.current(hive_id)
     if row is not None:
-        first = b"" if last_id == row[0] else event(row[0], item(
-            hive_id, row[2], row[3], row[4], row[5], row[6], b"zone", api.fresh(hive_id),
-            api.extra(hive_id, row[2], row[3])))
+        first = b"" if last_id == row[0] else event(row[0], _zone_item(api, hive_id, row))
         return _response(api, hive_id, first, row[0])
     return _fallback(api, hive_id)
 
@@ -185,38 +183,42 @@ def _response(api: Api, hive_id: int, first: bytes, sent: int) -> Response:
     listener = fanout.add(hive_id)
     settings = api.settings
     hello = b": worker %d\nretry: %d\n\n" % (fanout.pid, int(settings["sse_retry"] * 1000))
-    stream = _events(api, fanout, listener, hello + first, sent, settings["sse_heartbeat"])
+    stream = _events(api, fanout, listener, hello + first, {hive_id: sent} if sent else {},
+                     settings["sse_heartbeat"], with_ids=True)
     headers = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
                ("X-Bizzyd-Worker", str(fanout.pid))]
     return Response(200, headers=headers, content_type="text/event-stream", stream=stream)
 
 
-async def _events(api: Api, fanout: Fanout, listener: Listener, first: bytes, sent: int,
-                  heartbeat: float) -> AsyncIterator[bytes]:
+async def _events(api: Api, fanout: Fanout, listener: Listener, first: bytes,
+                  sent: dict[int, int], heartbeat: float, with_ids: bool
+                  ) -> AsyncIterator[bytes]:
+    """A stream's events after `first`: each change of its hives newer than what was
+    sent (`sent`: hive -> sequence; a hive not in it is sent whatever its sequence), the
+    zone re-read early and at each heartbeat (the bus may drop changes).  `with_ids`:
+    events carry the sequence as their `id:` (one-hive streams)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     checks = [start + delay for delay in EARLY_CHECKS]
     next_beat = start + heartbeat
-    hive_id = listener.hive_id
     try:
         yield first
         while not fanout.retiring:
-            now = loop.time()
             due = min(next_beat, checks[0]) if checks else next_beat
             if not listener.changes:
                 listener.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(listener.wake.wait(), max(0.0, due - now))
+                    await asyncio.wait_for(listener.wake.wait(), max(0.0, due - loop.time()))
                 if fanout.retiring:
                     break
             out = []
             while listener.changes:
-                (_, occ, cap, t_in, t_out, at, seq) = listener.changes.popleft()
-                if seq > sent or sent == 0:
-                    sent = seq
-                    out.append(event(seq, item(hive_id, occ, cap, t_in, t_out, at, b"bus",
-                                               api.fresh(hive_id),
-                                               api.extra(hive_id, occ, cap))))
+                values = listener.changes.popleft()
+                hive_id, seq = values[0], values[6]
+                if hive_id not in sent or seq > sent[hive_id]:
+                    sent[hive_id] = seq
+                    out.append(event(seq if with_ids else None,
+                                     _zone_item(api, hive_id, (seq, *values), b"bus")))
             now = loop.time()
             if now >= due:
                 if checks and now >= checks[0]:
@@ -224,18 +226,17 @@ async def _events(api: Api, fanout: Fanout, listener: Listener, first: bytes, se
                 if now >= next_beat:
                     out.append(b": heartbeat\n\n")
                     next_beat = now + heartbeat
-                row = api.current(hive_id)
-                if row is not None and row[0] > sent:
-                    sent = row[0]
-                    out.append(event(row[0], item(hive_id, row[2], row[3], row[4], row[5],
-                                                  row[6], b"zone", api.fresh(hive_id),
-                                                  api.extra(hive_id, row[2], row[3]))))
+                for hive_id in listener.hive_ids:
+                    row = api.current(hive_id)
+                    if row is not None and row[0] > sent.get(hive_id, 0):
+                        sent[hive_id] = row[0]
+                        out.append(event(row[0] if with_ids else None,
+                                         _zone_item(api, hive_id, row)))
             if out:
                 yield b"".join(out)
         yield b": reconnect (worker retiring)\n\n"
     finally:
         fanout.remove(listener)
-
 
 def occupancy_stream_many(request: Request) -> Any:
     """GET /v1/occupancy/stream?ids=1,2,3: the changes of several hives on one stream
@@ -269,7 +270,8 @@ def _many_response(api: Api, ids: list[int], rows: dict[int, tuple],
     settings = api.settings
     hello = b": worker %d\nretry: %d\n\n" % (fanout.pid, int(settings["sse_retry"] * 1000))
     sent = {i: rows[i][0] for i in known if i in rows}
-    stream = _many_events(api, fanout, listener, hello + first, sent, settings["sse_heartbeat"])
+    stream = _events(api, fanout, listener, hello + first, sent, settings["sse_heartbeat"],
+                     with_ids=False)
     headers = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
                ("X-Bizzyd-Worker", str(fanout.pid))]
     return Response(200, headers=headers, content_type="text/event-stream", stream=stream)
@@ -279,44 +281,3 @@ def _zone_item(api: Api, hive_id: int, row: tuple, source: bytes = b"zone") -> b
     return item(hive_id, row[2], row[3], row[4], row[5], row[6], source, api.fresh(hive_id),
                 api.extra(hive_id, row[2], row[3]))
 
-
-async def _many_events(api: Api, fanout: Fanout, listener: Listener, first: bytes,
-                       sent: dict[int, int], heartbeat: float) -> AsyncIterator[bytes]:
-    """The multi-hive stream: as `_events`, with a sequence per hive."""
-    loop = asyncio.get_running_loop()
-    checks = [loop.time() + delay for delay in EARLY_CHECKS]
-    next_beat = loop.time() + heartbeat
-    try:
-        yield first
-        while not fanout.retiring:
-            due = min(next_beat, checks[0]) if checks else next_beat
-            if not listener.changes:
-                listener.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(listener.wake.wait(), max(0.0, due - loop.time()))
-                if fanout.retiring:
-                    break
-            out = []
-            while listener.changes:
-                values = listener.changes.popleft()
-                hive_id, seq = values[0], values[6]
-                if seq > sent.get(hive_id, 0) or hive_id not in sent:
-                    sent[hive_id] = seq
-                    out.append(event(None, _zone_item(api, hive_id, (seq, *values), b"bus")))
-            now = loop.time()
-            if now >= due:
-                if checks and now >= checks[0]:
-                    checks.pop(0)
-                if now >= next_beat:
-                    out.append(b": heartbeat\n\n")
-                    next_beat = now + heartbeat
-                for hive_id in listener.hive_ids:  # what the bus may have dropped
-                    row = api.current(hive_id)
-                    if row is not None and row[0] > sent.get(hive_id, 0):
-                        sent[hive_id] = row[0]
-                        out.append(event(None, _zone_item(api, hive_id, row)))
-            if out:
-                yield b"".join(out)
-        yield b": reconnect (worker retiring)\n\n"
-    finally:
-        fanout.remove(listener)
