@@ -24,7 +24,6 @@ import asyncio
 import functools
 import os
 import secrets
-import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from catalogue_bench import Server, command_line, measure, script  # noqa: E402
+from catalogue_bench import Server, command_line, measure, script, tear_down  # noqa: E402
 from catalogue_bench import bizzyd as catalogue_bizzyd  # noqa: E402
 from occupancy_bench import SERVER_DSN, free_port, say, sql, write_markdown  # noqa: E402
 
@@ -124,11 +123,7 @@ def main() -> int:
                            "bench/analytics_bench.py")
         return 0
     finally:
-        for s in servers:
-            s.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            sql(SERVER_DSN, f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
+        tear_down(servers, tmp, created)
 
 
 if __name__ == "__main__":

@@ -295,11 +295,16 @@ def main() -> int:
                            "bench/catalogue_bench.py")
         return 0
     finally:
-        for s in servers:
-            s.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            sql(SERVER_DSN, f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
+        tear_down(servers, tmp, created)
+
+
+def tear_down(servers: list, tmp: Path, created: str | None) -> None:
+    """After a run: stop the servers, remove their prefix, drop the database it made."""
+    for s in servers:
+        s.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+    if created:
+        sql(SERVER_DSN, f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

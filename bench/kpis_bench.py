@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import shutil
 import sys
 import tempfile
 import time
@@ -39,10 +38,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from catalogue_bench import Server, command_line, measure, prepare  # noqa: E402
+from catalogue_bench import Server, command_line, measure, prepare, tear_down  # noqa: E402
 from occupancy_bench import (  # noqa: E402
     MEMCACHED,
-    SERVER_DSN,
     WRK_DONE,
     free_port,
     say,
@@ -192,11 +190,7 @@ def main() -> int:
             write_markdown(args.markdown, sys.argv[1:], "KPI API", "bench/kpis_bench.py")
         return 0
     finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            sql(SERVER_DSN, f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
+        tear_down([server] if server is not None else [], tmp, created)
 
 
 if __name__ == "__main__":
