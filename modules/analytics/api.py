@@ -26,6 +26,7 @@ from modules.api import (
     methods,
 )
 from modules.auth import auth_state, identity, user_version
+from modules.business.api import judge
 from modules.database import database
 from modules.mqtt_ingest.day import day_start, zone
 from modules.mqtt_ingest.settings import reset_clock as ingest_clock
@@ -52,7 +53,6 @@ ENCODER = msgspec.json.Encoder()
 FUTURE_SKEW = timedelta(seconds=60)  # a correction "now" from a client clock a bit ahead
 LIVE_SKEW = timedelta(seconds=5)  # a correction this close to now applies to the live row
 MAX_CORRECTION_AGE = timedelta(days=400)
-RANK = {"viewer": 1, "manager": 2, "admin": 3, "operator": 4}
 MAX_ID = (1 << 63) - 1
 TAGS = ("analytics",)
 AUTH_ERRORS = (400, 401, 403, 404, 429)
@@ -165,15 +165,8 @@ async def _need_history(call: Call, since: datetime, now: datetime) -> None:
 async def _allow(call: Call, conn: Any, need: str) -> None:
     """The caller's role for the hive's account must be at least `need` (operators:
     everything); 404 for non-members and missing hives, 403 for a role too low."""
-    row = await conn.fetchrow(queries.ACCESS, identity(call.request).user_id,
-                              call.params["id"])
-    if row is None:
-        raise Problem(404, "not found")
-    role = "operator" if row["user_role"] == "operator" else row["member_role"]
-    if role is None:
-        raise Problem(404, "not found")
-    if RANK[role] < RANK[need]:
-        raise Problem(403, f"this needs the role {need} in the hive's account (yours: {role})")
+    judge(await conn.fetchrow(queries.ACCESS, identity(call.request).user_id,
+                              call.params["id"]), need, "the hive's account")
 
 
 def _spans(rows: list[Any]) -> list[series.Span]:

@@ -165,14 +165,20 @@ async def _allow(call: Call, conn: Any, account_id: int | None, need: str) -> st
     and missing accounts, 403 for a role too low."""
     if account_id is None:
         raise Problem(404, "not found")
-    row = await conn.fetchrow(queries.ACCESS, identity(call.request).user_id, account_id)
+    return judge(await conn.fetchrow(queries.ACCESS, identity(call.request).user_id,
+                                     account_id), need)
+
+
+def judge(row: Any, need: str, where: str = "the account") -> str:
+    """The role of an access row (`user_role`, `member_role`; None: no such account or
+    resource) if it is at least `need`: 404 for non-members, 403 for a role too low."""
     if row is None:
         raise Problem(404, "not found")
     role = "operator" if row["user_role"] == "operator" else row["member_role"]
     if role is None:
         raise Problem(404, "not found")
     if RANK[role] < RANK[need]:
-        raise Problem(403, f"this needs the role {need} in the account (yours: {role})")
+        raise Problem(403, f"this needs the role {need} in {where} (yours: {role})")
     return role
 
 
