@@ -23,21 +23,26 @@ import argparse
 import asyncio
 import functools
 import os
-import secrets
 import sys
 import tempfile
 import time
 from datetime import UTC, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from catalogue_bench import Server, command_line, measure, script, tear_down  # noqa: E402
+from catalogue_bench import (  # noqa: E402
+    Server,
+    command_line,
+    measure,
+    new_database,
+    script,
+    tear_down,
+)
 from catalogue_bench import bizzyd as catalogue_bizzyd  # noqa: E402
-from occupancy_bench import SERVER_DSN, free_port, say, sql, write_markdown  # noqa: E402
+from occupancy_bench import free_port, say, sql, write_markdown  # noqa: E402
 
 from modules.analytics.testing import analytics_locations  # noqa: E402
 
@@ -66,9 +71,7 @@ def prepare(args: argparse.Namespace) -> tuple[str, str | None]:
         return args.dsn, None
     from modules.demo_data.generate import generate, parse_args
 
-    name = f"bizzyd_bench_{secrets.token_hex(4)}"
-    sql(SERVER_DSN, f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(SERVER_DSN)._replace(path="/" + name))
+    dsn, name = new_database()
     started = time.monotonic()
     asyncio.run(generate(parse_args(["--hives", str(args.hives), "--days", "365"], dsn),
                          report=lambda line: None))

@@ -209,13 +209,18 @@ def prepare(args: argparse.Namespace) -> tuple[str, str | None]:
     """The database: --dsn, or a new one with a demo city (dropped at the end)."""
     if args.dsn:
         return args.dsn, None
-    name = f"bizzyd_bench_{secrets.token_hex(4)}"
-    sql(SERVER_DSN, f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(SERVER_DSN)._replace(path="/" + name))
+    dsn, name = new_database()
     started = time.monotonic()
     asyncio.run(load_demo(dsn, args.hives, days=1))
     say(f"  demo city of {args.hives} hives loaded in {time.monotonic() - started:.0f} s")
     return dsn, name
+
+
+def new_database() -> tuple[str, str]:
+    """A new empty database on the local server: its DSN and name."""
+    name = f"bizzyd_bench_{secrets.token_hex(4)}"
+    sql(SERVER_DSN, f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(SERVER_DSN)._replace(path="/" + name)), name
 
 
 def command_line(doc: str, hives: int, **extra: dict) -> tuple[argparse.Namespace, str | None,
