@@ -61,12 +61,15 @@ def catalogue_config(port: int, dsn: str, memcached: str, workers: int = 2,
     }
 
 
-async def load_demo(dsn: str, hives: int, seed: int = 1, days: int = 1) -> None:
-    """Migrate and load a demo city of `hives` hives (quietly)."""
+async def load_demo(dsn: str, hives: int, seed: int = 1, days: int = 1,
+                    now: str | None = None) -> None:
+    """Migrate and load a demo city of `hives` hives (quietly); its history ends at `now`
+    (ISO, whole UTC hour; default today 00:00 UTC)."""
     from modules.demo_data.generate import generate, parse_args
 
+    anchor = ["--now", now] if now else []
     await generate(parse_args(["--hives", str(hives), "--seed", str(seed),
-                               "--days", str(days)], dsn), report=lambda line: None)
+                               "--days", str(days), *anchor], dsn), report=lambda line: None)
 
 
 def wait_until_cached(log: Path, workers: int, timeout: float = 15.0) -> None:

@@ -60,11 +60,14 @@ async def insights(dsn: str) -> None:
 
 @pytest.fixture(scope="module")
 def city(pg_server_dsn: str) -> Iterator[City]:
-    """A demo city of 40 hives with a week of history, and the demo business user."""
+    """A demo city of 40 hives with 8 days of history up to now, and the demo business user."""
     built()
     emulator = emulator_address()
     with temporary_database_sync(pg_server_dsn, migrate=False) as dsn:
-        asyncio.run(load_demo(dsn, HIVES, days=7))
+        # history up to this hour, so the last-24-hours charts have data at any time of
+        # day; 8 days, so the popular times (from a hive's first open hour) cover a week
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:00Z")
+        asyncio.run(load_demo(dsn, HIVES, days=8, now=now))
         asyncio.run(insights(dsn))
         user = asyncio.run(ensure_business_user(dsn, emulator, PROJECT))
         assert user is not None, "the demo city has no account for the business user"
