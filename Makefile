@@ -48,7 +48,8 @@ test: venv deps lint dashboard
 	BIZZYD_PG_FAST=1 scripts/services start
 	eval "$$(scripts/services env)" && $(PY) -m pytest -q
 
-# The demo: local services, schema, demo city (first time only), the dashboard's demo
+# The demo: local services, schema, demo city (first time only; its history ends at the
+# current hour, so the last day's charts have no gap), the dashboard's demo
 # business user (every time: the emulator forgets its users), then scripts/demo:
 # bizzyd in the foreground on conf/demo.yaml, logging to the terminal, and the sensor
 # simulator (bizzyd-sim) in the background, logging to logs/demo-sim.log. Ctrl-C stops
@@ -60,7 +61,7 @@ demo: venv dashboard
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
 		-g "firebase: {project_id: $$BIZZYD_FIREBASE_PROJECT, emulator: '$$BIZZYD_FIREBASE_EMULATOR'}" \
-		demo-data --if-empty --hives 2000 --seed 1 --business-user
+		demo-data --if-empty --hives 2000 --seed 1 --now "$$(date -u +%Y-%m-%dT%H:00Z)" --business-user
 	DEMO_SIM_ARGS="$(DEMO_SIM_ARGS)" exec scripts/demo
 
 # The cluster on one host (docs/cluster.md): Postgres and a streaming standby, a 3-node
@@ -72,7 +73,7 @@ cluster-demo: venv
 	scripts/services start postgres postgres-standby memcached-pool rabbitmq-cluster
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
-		demo-data --if-empty --hives 2000 --seed 1
+		demo-data --if-empty --hives 2000 --seed 1 --now "$$(date -u +%Y-%m-%dT%H:00Z)"
 	exec scripts/cluster-demo
 
 clean:
