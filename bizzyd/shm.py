@@ -26,6 +26,7 @@ import fcntl
 import mmap
 import os
 import struct
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,39 @@ def remove_stale(alive: Callable[[int], bool]) -> list[str]:
     return removed
 
 
+STUCK_AFTER = 0.25  # seconds a slot may stay busy before its writer is taken for dead
+SPINS = 16  # busy reads before a reader starts yielding the CPU
+
+
+class BusySlot:
+    """A reader's wait on a slot its writer is in the middle of.
+
+    It spins first, then yields the CPU (the writer may have been preempted
+    mid-write by the scheduler, which on a loaded machine keeps it off-CPU for
+    milliseconds), and gives up after STUCK_AFTER seconds: a writer killed
+    mid-write leaves the slot busy until the next writer repairs it.
+    """
+
+    __slots__ = ("attempts", "since")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.since = 0.0
+
+    def wait(self) -> bool:
+        """Wait a little; False when the slot has been busy for too long."""
+        self.attempts += 1
+        if self.attempts <= SPINS:
+            return True
+        now = time.monotonic()
+        if not self.since:
+            self.since = now
+        elif now - self.since > STUCK_AFTER:
+            return False
+        os.sched_yield()
+        return True
+
+
 class SeqlockTable:
     """A single-writer table whose readers never see a torn slot.
 
@@ -217,14 +251,15 @@ class SeqlockTable:
         self.rest.pack_into(self.buf, start + 8, *values)
         words[word] = seq + 2
 
-    def read(self, index: int, retries: int = 1000) -> tuple:
+    def read(self, index: int) -> tuple:
         start = self.zone.offset(index)
         buf, words, word, slot = self.buf, self.words, start >> 3, self.slot
-        for _ in range(retries):
+        busy = BusySlot()
+        while True:
             before = words[word]
-            if before & 1:
-                continue
-            row = slot.unpack_from(buf, start)
-            if row[0] == before and words[word] == before:
-                return row[1:]
-        raise TimeoutError(f"zone {self.zone.spec.name}: slot {index} kept changing")
+            if not before & 1:
+                row = slot.unpack_from(buf, start)
+                if row[0] == before and words[word] == before:
+                    return row[1:]
+            if not busy.wait():
+                raise TimeoutError(f"zone {self.zone.spec.name}: slot {index} kept changing")

@@ -52,13 +52,12 @@ would need fences around the counter.
 from __future__ import annotations
 
 import fcntl
-import os
 import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bizzyd.shm import SeqlockTable, Zone, ZoneSpec
+from bizzyd.shm import BusySlot, SeqlockTable, Zone, ZoneSpec
 
 ZONE = "occupancy"
 META = "occupancy.meta"
@@ -151,19 +150,21 @@ class OccupancyTable(SeqlockTable):
 
     # -- readers (any process, lock-free) ------------------------------------------
 
-    def read_row(self, index: int, retries: int = 1000) -> tuple:
+    def read_row(self, index: int) -> tuple:
         """The whole slot (seq first), consistent: the seqlock read of SeqlockTable."""
         start = self._base + index * self._size
         buf, words, word, row_s = self.buf, self.words, start >> 3, self._row
-        for attempt in range(retries):
+        busy = None
+        while True:
             before = words[word]
             if not before & 1:
                 row = row_s.unpack_from(buf, start)
                 if row[0] == before and words[word] == before:
                     return row
-            if attempt >= 16:
-                os.sched_yield()  # the writer may be off-CPU mid-write: let it finish
-        raise TimeoutError(f"zone {ZONE}: slot {index} kept changing")
+            if busy is None:
+                busy = BusySlot()
+            if not busy.wait():
+                raise TimeoutError(f"zone {ZONE}: slot {index} kept changing")
 
     def find(self, hive_id: int) -> tuple[int, tuple | None]:
         """(slot index, row with seq first) of a hive, or (-1, None) when absent.
