@@ -9,7 +9,7 @@ Google's certificate endpoint, then cached), one call at a time (wrk -c1: the la
 a call; goal: p99 <= 100 ms) and at --connections connections (under load).  Then the
 same on the FastAPI + uvicorn peer (bench/peers/kpis_fastapi.py:
 the same verifier, membership query and report function), and the EXPLAIN ANALYZE of
-the rollup query.
+the report's four queries.
 
 The database: a demo city of --hives hives (`demo-data --days 1`), then 180 days of
 hourly rollups, app usage and favourites for 50 of its hives, moved into one account
@@ -123,24 +123,30 @@ def bizzyd(tmp: Path, dsn: str, pin: str | None, certs_url: str) -> Server:
 
 
 def explain(dsn: str, ids: list[int], bounds: tuple) -> None:
+    from modules.kpis import queries
     from modules.kpis.hours import LocalHours
-    from modules.kpis.queries import OCCUPANCY
 
-    zones = [r["timezone"] for r in sql(dsn, "SELECT timezone FROM hive "
-                                             "WHERE id = ANY($1::bigint[])", ids)]
-    thresholds = LocalHours(zones, bounds[0], bounds[1]).thresholds
+    zones = {r["id"]: r["timezone"] for r in sql(dsn, "SELECT id, timezone FROM hive "
+                                                      "WHERE id = ANY($1::bigint[])", ids)}
+    hours = LocalHours(zones.values(), bounds[0], bounds[1])
+    runs = {"the period's rollup by local hour": (queries.OCCUPANCY, ids, *bounds[:2],
+                                                  hours.thresholds, *hours.shifts(zones)),
+            "the comparison period's rollup": (queries.OCCUPANCY_TOTALS, ids, *bounds[2:]),
+            "app usage": (queries.USAGE, ids, *bounds),
+            "favourites": (queries.FAVOURITES, ids, *bounds)}
 
-    async def run() -> list:
+    async def run(query: str, *args: object) -> list:
         import asyncpg
         conn = await asyncpg.connect(dsn)
         try:
-            return await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + OCCUPANCY,
-                                    ids, bounds[0], bounds[1], thresholds)
+            return await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + query, *args)
         finally:
             await conn.close()
-    say("  EXPLAIN ANALYZE of the rollup query of the period (50 hives, 90 days):")
-    for row in asyncio.run(run()):
-        say("    " + row[0])
+    for what, (query, *args) in runs.items():
+        say(f"  EXPLAIN ANALYZE of {what} ({HIVES} hives, {DAYS} days; the call runs "
+            "the four at once):")
+        for row in asyncio.run(run(query, *args)):
+            say("    " + row[0])
 
 
 def main() -> int:

@@ -68,6 +68,6 @@ async def kpis(account_id: int, request: Request, authorization: str = Header(""
         row = await conn.fetchrow(ACCESS, user.user_id, account_id)
         if row is None or (row["member_role"] is None and row["user_role"] != "operator"):
             return problem(404)
-        body = await report(conn, account_id, params["hives"], bounds)
+    body = await report(state["db"], account_id, params["hives"], bounds)
     return Response(_ENCODER.encode(body), media_type="application/json",
                     headers={"Cache-Control": "private, no-store"})

@@ -7,6 +7,7 @@ counter kept at write time (queries.py), so a call costs a few index range scans
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -276,33 +277,48 @@ def _change(now: dict[str, Any], before: dict[str, Any]) -> Changes:
     return Changes(*(rel(k) for k in Changes.__struct_fields__))
 
 
-async def _tallies(conn: Any, hives: dict[int, Any],
+async def _fetch(db: Any, query: str, *args: Any) -> list[Any]:
+    async with db.connection() as conn:
+        return await conn.fetch(query, *args)
+
+
+async def _tallies(db: Any, hives: dict[int, Any],
                    bounds: tuple) -> dict[tuple[int, bool], Tally]:
+    """The four independent queries at once, each on its own pooled connection (none
+    is held while waiting for another, so concurrent calls cannot starve the pool)."""
     ids = list(hives)
     tallies: dict[tuple[int, bool], Tally] = {(i, c): Tally() for i in ids for c in (True, False)}
     hours = LocalHours((h["timezone"] for h in hives.values()), bounds[0], bounds[1])
-    for r in await conn.fetch(queries.OCCUPANCY, ids, bounds[0], bounds[1], hours.thresholds):
-        local = hours.local_hour(hives[r["hive_id"]]["timezone"], r["utc_hour"], r["segment"])
-        tallies[(r["hive_id"], True)].add_rollup(r, local)
-    for r in await conn.fetch(queries.OCCUPANCY_TOTALS, ids, bounds[2], bounds[3]):
+    shifts = hours.shifts({i: h["timezone"] for i, h in hives.items()})
+    occupancy, totals, usage, favourites = await asyncio.gather(
+        _fetch(db, queries.OCCUPANCY, ids, bounds[0], bounds[1], hours.thresholds, *shifts),
+        _fetch(db, queries.OCCUPANCY_TOTALS, ids, bounds[2], bounds[3]),
+        _fetch(db, queries.USAGE, ids, *bounds),
+        _fetch(db, queries.FAVOURITES, ids, *bounds))
+    for r in occupancy:
+        tallies[(r["hive_id"], True)].add_rollup(r, r["local_hour"])
+    for r in totals:
         tallies[(r["hive_id"], False)].add_rollup(r)
-    for r in await conn.fetch(queries.USAGE, ids, *bounds):
-        usage = tallies[(r["hive_id"], r["current"])].usage
+    for r in usage:
+        tally = tallies[(r["hive_id"], r["current"])].usage
         for key in ("detail_views", "search_impressions", "deal_opens"):
-            usage[key] += r[key]
-    for r in await conn.fetch(queries.FAVOURITES, ids, *bounds):
+            tally[key] += r[key]
+    for r in favourites:
         tallies[(r["hive_id"], r["current"])].usage["favourites"] += r["n"]
     return tallies
 
 
-async def report(conn: Any, account_id: int, wanted: list[int] | None,
+async def report(db: Any, account_id: int, wanted: list[int] | None,
                  bounds: tuple[dt.datetime, dt.datetime, dt.datetime, dt.datetime]) -> Kpis:
     """The KPIs of the account's hives (or the `wanted` ones) for [from, to) against
-    [compare_from, compare_to); the caller has checked access (bench/kpis_bench.py's
-    peer serves the same function)."""
-    hives = await _hives_of(conn, account_id, wanted, "hives")
+    [compare_from, compare_to), read through `db` (anything with modules.database's
+    `connection()`); the caller has checked access (bench/kpis_bench.py's peer serves
+    the same function).  The queries run outside one transaction: each reads other
+    rows, so no figure mixes two snapshots."""
+    async with db.connection() as conn:
+        hives = await _hives_of(conn, account_id, wanted, "hives")
     ids = list(hives)
-    tallies = await _tallies(conn, hives, bounds) if ids else {}
+    tallies = await _tallies(db, hives, bounds) if ids else {}
     items = []
     for i in ids:
         now, before = _hive_figures(tallies[(i, True)]), _hive_figures(tallies[(i, False)])
@@ -327,7 +343,8 @@ async def kpis(call: Call) -> Kpis:
     bounds = kpi_bounds(call.params, _settings(call))
     async with _tx(call) as conn:
         await allow(call, conn, call.params["id"], "viewer")
-        return await report(conn, call.params["id"], call.params["hives"], bounds)
+    return await report(database(call.process), call.params["id"], call.params["hives"],
+                        bounds)
 
 
 # -- feedback -----------------------------------------------------------------------------

@@ -26,17 +26,26 @@ ORDER BY s.id"""
 HIVE_ACCOUNT = "SELECT account_id FROM hive WHERE id = $1"
 ACCOUNT_HIVES = "SELECT id, name, timezone FROM hive WHERE account_id = $1 ORDER BY id"
 
-# The period [$2, $3) per hive, UTC hour of day and DST segment (hours.py: no time
-# zone conversion per row), for the figures and the peak hours; index range scans of the
-# hourly rollup.
+# The period [$2, $3) per hive and local hour of day, for the figures and the peak hours:
+# an index range scan of the hourly rollup grouped by UTC hour of day and DST segment
+# (hours.py: no time zone conversion per row), then those groups regrouped by local hour
+# with the hives' offsets per segment ($5-$7, hours.LocalHours.shifts).  The sums of a
+# (UTC hour, segment) group are the ones this query returned before it regrouped.
 OCCUPANCY = """
-SELECT r.hive_id, (date_part('epoch', r.hour)::bigint / 3600 % 24)::int AS utc_hour,
-       width_bucket(r.hour, $4::timestamptz[]) AS segment,
-       sum(r.entries)::bigint AS entries, sum(r.avg_occupancy)::float8 AS occupancy_hours,
-       max(r.peak_occupancy) AS peak, count(*)::int AS hours
-FROM hive_occupancy_hourly r
-WHERE r.hive_id = ANY($1::bigint[]) AND r.hour >= $2 AND r.hour < $3
-GROUP BY 1, 2, 3"""
+WITH g AS (
+    SELECT r.hive_id, (date_part('epoch', r.hour)::bigint / 3600 % 24)::int AS utc_hour,
+           width_bucket(r.hour, $4::timestamptz[]) AS segment,
+           sum(r.entries)::bigint AS entries, sum(r.avg_occupancy)::float8 AS occupancy_hours,
+           max(r.peak_occupancy) AS peak, count(*)::int AS hours
+    FROM hive_occupancy_hourly r
+    WHERE r.hive_id = ANY($1::bigint[]) AND r.hour >= $2 AND r.hour < $3
+    GROUP BY 1, 2, 3)
+SELECT g.hive_id, (g.utc_hour * 60 + s.minutes + 1440) / 60 % 24 AS local_hour,
+       sum(g.entries)::bigint AS entries, sum(g.occupancy_hours) AS occupancy_hours,
+       max(g.peak) AS peak, sum(g.hours)::int AS hours
+FROM g JOIN unnest($5::bigint[], $6::int[], $7::int[]) AS s (hive_id, segment, minutes)
+            ON s.hive_id = g.hive_id AND s.segment = g.segment
+GROUP BY 1, 2"""
 
 # The comparison period [$2, $3): the same sums per hive only (peak hours are not compared).
 OCCUPANCY_TOTALS = """
