@@ -4,6 +4,7 @@ run directory, and the message types that travel on it, defined once.
 Patterns (see ARCHITECTURE "Internal bus"):
 
     ingest ──PUSH──▶ PULL cache manager      occupancy updates (fan-in, queued)
+    workers ─PUSH──▶ PULL cache manager      corrections, capacity refreshes (same socket)
     cache manager ──PUB──▶ SUB workers       occupancy changes, topic `hive.<id>`
 
 Every process makes its own `Bus` (one zmq context per process, none global) and
@@ -82,7 +83,16 @@ OCCUPANCY_CHANGE = MessageType(
      ("total_out", "q"), ("updated_at", "d"), ("sequence", "Q")))
 """cache manager → workers (topic `hive.<id>`): a hive's occupancy changed in the zone."""
 
-MESSAGES = {m.code: m for m in (OCCUPANCY_UPDATE, OCCUPANCY_CHANGE)}
+OCCUPANCY_SET = MessageType("occupancy.set", 3, 1, OCCUPANCY_UPDATE.fields)
+"""worker → cache manager: a hive's state set outside ingest (a correction).  Applied like
+an update; in a cluster the manager also sends it to the other nodes (as an update)."""
+
+HIVE_REFRESH = MessageType("hive.refresh", 4, 1, (("hive_id", "q"),))
+"""worker → cache manager: a hive's capacity or capacity schedule changed; the manager
+re-reads the capacity in force (and, in a cluster, tells the other nodes)."""
+
+MESSAGES = {m.code: m for m in (OCCUPANCY_UPDATE, OCCUPANCY_CHANGE, OCCUPANCY_SET,
+                                 HIVE_REFRESH)}
 
 ENDPOINTS = {"occupancy.updates": "occ-in", "occupancy.changes": "occ-out"}
 

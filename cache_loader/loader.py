@@ -4,7 +4,7 @@ It runs at start (and with each new generation after a reload, when it finds the
 zone already loaded and exits at once).  Hand-off to the cache manager, the zone's
 long-lived writer:
 
-1. the loader queries Postgres (hive capacity + hive_occupancy), retrying while
+1. the loader queries Postgres (capacity in force + hive_occupancy), retrying while
    Postgres is down, up to `occupancy.load_timeout`;
 2. it takes the writer lock (`zone.WriterLock`, a record lock on the meta segment),
    writes every hive, sets `meta.loaded`, releases the lock and exits 0;
@@ -29,6 +29,7 @@ from typing import Any
 import uvloop
 
 from modules.database import Database, DatabaseUnavailable
+from modules.occupancy.capacity import HIVES_SQL
 from modules.occupancy.zone import (
     FLAG_DELETED,
     FLAG_LIVE,
@@ -40,11 +41,7 @@ from modules.occupancy.zone import (
     table,
 )
 
-ALL_HIVES_SQL = """
-SELECT h.id, h.capacity, o.occupancy, o.total_in, o.total_out, o.updated_at
-FROM hive h LEFT JOIN hive_occupancy o ON o.hive_id = h.id
-"""
-SOME_HIVES_SQL = ALL_HIVES_SQL + "WHERE h.id = ANY($1::bigint[])\n"
+ALL_HIVES_SQL = HIVES_SQL  # with the capacity in force now (modules.occupancy.capacity)
 EPS = 1e-6  # updated_at values closer than this are the same instant (µs in Postgres)
 RETRY = 1.0
 

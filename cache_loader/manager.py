@@ -10,6 +10,11 @@ One asyncio loop, four tasks:
   one for a hive that did not fit (full zone) updates the manager's own table of
   those hives, which feeds memcached.
 - **insert**: looks up the capacity of new hives in Postgres and inserts them.
+- **capacity**: the live capacity is the one in force (modules/occupancy/capacity.py:
+  the hive's, or its capacity schedule's inside a range).  It re-reads the capacity of
+  the hives a worker names (`HIVE_REFRESH`, after a schedule was changed) and, with a
+  timer for the next instant a scheduled range starts or ends, of the hives whose range
+  starts or ends then; changed slots are published like updates.
 - **reconcile**: every `occupancy.reconcile_interval` (and once at start, before
   the tasks), compares the zone with Postgres (`loader.sync_rows`, in chunks so
   updates keep flowing), after applying the updates already queued, and corrects
@@ -18,7 +23,9 @@ One asyncio loop, four tasks:
   is the load.
 - **peers** (with `occupancy.peers`): other nodes' commits, OCCUPANCY_UPDATE frames from
   a RabbitMQ fanout exchange (peers.py), applied like the bus's; each (re)connect
-  triggers a reconcile (what was missed meanwhile is not replayed).
+  triggers a reconcile (what was missed meanwhile is not replayed).  What this node's
+  workers push (corrections as `OCCUPANCY_SET`, `HIVE_REFRESH`) goes to the exchange too,
+  so every node follows a correction or a schedule change at once.
 - **replica**: writes changed hives to memcached (`set_many`, noreply) from a
   one-thread executor, and all of them every half `occupancy.memcached_ttl`.
   memcached down: logged once, retried every `occupancy.memcached_retry`.
@@ -45,15 +52,31 @@ import os
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import uvloop
 import zmq
 
-from bizzyd.bus import OCCUPANCY_CHANGE, OCCUPANCY_UPDATE, Bus, BusError, topic
+from bizzyd.bus import (
+    HIVE_REFRESH,
+    OCCUPANCY_CHANGE,
+    OCCUPANCY_SET,
+    OCCUPANCY_UPDATE,
+    Bus,
+    BusError,
+    message_type,
+    topic,
+)
 from bizzyd.shm import HEADER
 from modules.database import Database, DatabaseUnavailable, memcached
 from modules.occupancy import replica
+from modules.occupancy.capacity import (
+    BOUNDARY_HIVES_SQL,
+    CAPACITY_AT_SQL,
+    NEXT_BOUNDARY_SQL,
+    SOME_HIVES_SQL,
+)
 from modules.occupancy.zone import (
     FLAG_DELETED,
     FLAG_LIVE,
@@ -62,6 +85,7 @@ from modules.occupancy.zone import (
     R_AT,
     R_CAP,
     R_FLAGS,
+    R_OCC,
     WriterLock,
     seed_sequence,
     table,
@@ -69,7 +93,6 @@ from modules.occupancy.zone import (
 
 from .loader import (
     ALL_HIVES_SQL,
-    SOME_HIVES_SQL,
     SyncResult,
     install_stop,
     mark_deleted,
@@ -80,6 +103,7 @@ from .loader import (
 from .peers import PeerUpdates
 
 BATCH = 1000
+APPLIED = (OCCUPANCY_UPDATE, OCCUPANCY_SET)  # the bus's messages that carry a state
 CHUNK = 2000  # reconcile rows per step (the loop runs the other tasks in between)
 MC_CHUNK = 500
 
@@ -105,6 +129,11 @@ class Manager:
         self.dirty: set[int] = set()
         self.dirty_event: asyncio.Event | None = None
         self.reconcile_now: asyncio.Event | None = None
+        self.refresh: set[int] = set()  # hives whose capacity in force must be re-read
+        self.capacity_event: asyncio.Event | None = None
+        self.writing: asyncio.Lock | None = None  # a reconcile or a capacity refresh
+        self.boundaries_since = time.time()  # schedule boundaries up to here are applied
+        self.peers: PeerUpdates | None = None
         self.next_seq = seed_sequence()
         self.loaded_by_me = False
         self.counts = {"updates": 0, "applied": 0, "older": 0, "bad": 0, "published": 0}
@@ -124,6 +153,8 @@ class Manager:
         self.new_hives = asyncio.Event()
         self.dirty_event = asyncio.Event()
         self.reconcile_now = asyncio.Event()
+        self.capacity_event = asyncio.Event()
+        self.writing = asyncio.Lock()
         install_stop(asyncio.get_running_loop(), self.ctx, self._on_stop)
         if not await self._handoff():
             return 0
@@ -131,6 +162,7 @@ class Manager:
         try:
             self.bus = Bus(self.ctx.config["run_dir"], self.ctx.config["bus_hwm"], asyncio=True)
             self.pub = self.bus.publisher("occupancy.changes")
+            self.boundaries_since = time.time()  # the first reconcile reads those before
             while not await self._reconcile():  # the zone must be loaded: retry
                 if await pause(self.stop, 1.0):
                     return 0
@@ -138,13 +170,14 @@ class Manager:
             loop = asyncio.get_running_loop()
             tasks = [loop.create_task(self._apply_loop()),
                      loop.create_task(self._insert_loop()),
-                     loop.create_task(self._reconcile_loop())]
+                     loop.create_task(self._reconcile_loop()),
+                     loop.create_task(self._capacity_loop())]
             if self.settings["memcached"]:
                 tasks.append(loop.create_task(self._replica_loop()))
             if self.settings["peers"]:
-                peers = PeerUpdates(self.settings, self.log, self._apply,
-                                    self.reconcile_now.set)
-                tasks.append(loop.create_task(peers.run()))
+                self.peers = PeerUpdates(self.settings, self.log, self._apply,
+                                         self.reconcile_now.set)
+                tasks.append(loop.create_task(self.peers.run()))
             for task in tasks:
                 task.add_done_callback(self._task_done)
             await self.stop.wait()
@@ -218,7 +251,7 @@ class Manager:
                     frames.append(await pull.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     break
-            await self._apply(frames)
+            await self._apply(frames, local=True)
 
     async def _drain_queued(self) -> None:
         """Graceful stop: apply what is already queued (without waiting for more)."""
@@ -231,18 +264,29 @@ class Manager:
                     break
             if not frames:
                 return
-            await self._apply(frames)
+            await self._apply(frames, local=True)
 
-    async def _apply(self, frames: list[bytes]) -> None:
+    async def _apply(self, frames: list[bytes], local: bool = False) -> None:
+        """Apply bus (`local`) or peer frames; a local correction or capacity refresh is
+        also sent to the other nodes."""
         newest: dict[int, tuple] = {}
+        shared: list[bytes] = []
         for frame in frames:
             try:
-                values = OCCUPANCY_UPDATE.decode(frame)
+                kind = message_type(frame)
+                values = kind.decode(frame)
+                if kind is not HIVE_REFRESH and kind not in APPLIED:
+                    raise BusError(f"{kind.name} is not for the cache manager")
             except BusError as exc:
                 self.counts["bad"] += 1
                 if self.counts["bad"] == 1 or self.counts["bad"] % 1000 == 0:
                     self.log.warning("cache manager: ignoring a bus message (%d so far): %s",
                                      self.counts["bad"], exc)
+                continue
+            if local and kind is not OCCUPANCY_UPDATE:  # ingest shares its own commits
+                shared.append(frame if kind is HIVE_REFRESH else OCCUPANCY_UPDATE.encode(*values))
+            if kind is HIVE_REFRESH:
+                self._refresh_capacity(values[0])
                 continue
             prev = newest.get(values[0])
             if prev is None or values[6] >= prev[6]:
@@ -278,6 +322,8 @@ class Manager:
             self.counts["applied"] += 1
             changes.append((hive_id, occ, cap, t_in, t_out, at, seq))
         await self._publish(changes)
+        if shared and self.peers is not None:
+            self.peers.publish(shared)
 
     def _overflow_seq(self) -> int:
         self.next_seq = max(self.next_seq + 2, seed_sequence())
@@ -356,6 +402,85 @@ class Manager:
                              "hive(s) will be served from memcached/Postgres; raise "
                              "occupancy.zone_capacity", zone.capacity, zone.limit, hives)
 
+    # -- capacity in force ----------------------------------------------------------
+
+    def _refresh_capacity(self, hive_id: int) -> None:
+        self.refresh.add(hive_id)
+        assert self.capacity_event is not None
+        self.capacity_event.set()
+
+    async def _capacity_loop(self) -> None:
+        """Re-read the capacity of the hives named on the bus and, at each instant a
+        scheduled range starts or ends, of the hives whose range does; then wait for the
+        next such instant (or a refresh, or a reconcile, which may have missed nothing
+        but a later boundary)."""
+        assert self.capacity_event is not None
+        event = self.capacity_event
+        longest = self.settings["reconcile_interval"]  # a clock step is noticed by then
+        boundary: float | None = self.boundaries_since  # those since the first reconcile
+        stale = True  # the next boundary must be asked
+        while True:
+            now = time.time()
+            try:
+                ids, self.refresh = self.refresh, set()
+                if boundary is not None and now >= boundary:
+                    ids |= await self._boundary_hives(now)
+                    stale = True
+                if ids:
+                    await self._set_capacities(ids, now)
+                    stale = True
+                if stale:
+                    boundary = await self._next_boundary(now)
+                    stale = False
+            except DatabaseUnavailable:
+                self.refresh |= ids
+                await asyncio.sleep(self.settings["memcached_retry"])
+                continue
+            wait = longest if boundary is None else min(longest, max(0.0, boundary - now))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), wait)
+                stale = not self.refresh  # set by a reconcile: the schedule may have changed
+            event.clear()
+
+    async def _boundary_hives(self, now: float) -> set[int]:
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(BOUNDARY_HIVES_SQL, _utc(self.boundaries_since), _utc(now))
+        self.boundaries_since = now
+        return {r[0] for r in rows}
+
+    async def _next_boundary(self, now: float) -> float | None:
+        async with self.db.connection() as conn:
+            at = await conn.fetchval(NEXT_BOUNDARY_SQL, _utc(now))
+        return None if at is None else at.timestamp()
+
+    async def _set_capacities(self, ids: set[int], now: float) -> None:
+        """Write the capacity in force at `now` into the hives' slots (counts unchanged)."""
+        assert self.writing is not None
+        async with self.writing:
+            async with self.db.connection() as conn:
+                rows = await conn.fetch(CAPACITY_AT_SQL, list(ids), _utc(now))
+            changes = []
+            zone = self.zone
+            for hive_id, cap in rows:
+                index, row = zone.find(hive_id)
+                if row is not None:
+                    if row[R_CAP] == cap or row[R_FLAGS] & FLAG_DELETED:
+                        continue
+                    occ, _, t_in, t_out, at, flags = row[R_OCC:R_FLAGS + 1]
+                    _, seq = zone.put(hive_id, occ, cap, t_in, t_out, at, flags, index)
+                elif hive_id in self.overflow and self.overflow[hive_id][0] != cap:
+                    entry = self.overflow[hive_id]
+                    _, occ, t_in, t_out, at, _ = entry
+                    seq = self._overflow_seq()
+                    self.overflow[hive_id] = [cap, occ, t_in, t_out, at, seq]
+                else:  # not loaded yet: the insert reads the capacity in force
+                    continue
+                changes.append((hive_id, occ, cap, t_in, t_out, at, seq))
+            if changes:
+                self.log.info("cache manager: capacity in force changed for %d hive(s)",
+                              len(changes))
+            await self._publish(changes)
+
     # -- reconcile ------------------------------------------------------------------
 
     async def _reconcile_loop(self) -> None:
@@ -377,6 +502,13 @@ class Manager:
 
     async def _reconcile(self) -> bool:
         """One pass; False when Postgres could not be asked."""
+        assert self.writing is not None and self.capacity_event is not None
+        async with self.writing:  # not interleaved with a capacity refresh
+            done = await self._reconcile_pass()
+        self.capacity_event.set()  # the next schedule boundary may have changed meanwhile
+        return done
+
+    async def _reconcile_pass(self) -> bool:
         zone, log = self.zone, self.log
         started = time.monotonic()
         before = self._zone_ids()
@@ -551,6 +683,10 @@ class _ReplicaWriter:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def main(ctx: Any) -> int:

@@ -13,6 +13,11 @@ them in commit order per publisher, and a node that subscribes does not first re
 one retained message per hive of the city. What a node misses while it has no
 connection is not replayed: each (re)connect asks the manager to reconcile with
 Postgres at once, and the periodic reconciliation corrects any other drift.
+
+The manager also publishes to the exchange what only its own node's workers know
+(`publish`): corrected counts (as OCCUPANCY_UPDATE frames) and HIVE_REFRESH frames
+(a capacity schedule changed). Like ingest's publications they are advisory: lost
+while disconnected, corrected by the reconciliation.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class PeerUpdates:
         self.exchange = settings["peer_exchange"]
         self.log, self.apply, self.connected = log, apply, connected
         self.frames: list[bytes] = []
+        self.out: Any = None  # the exchange, while connected
+        self.sending: set[asyncio.Task] = set()
         self.arrived = asyncio.Event()
         self.down_logged = False
 
@@ -78,6 +85,7 @@ class PeerUpdates:
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await queue.bind(exchange)
         await queue.consume(self._deliver, no_ack=True)
+        self.out = exchange
         self.down_logged = False
         self.log.notice("cache manager: receiving other nodes' occupancy updates from %s "  # type: ignore[attr-defined]
                         "(exchange %s)", _host(url), self.exchange)
@@ -93,12 +101,34 @@ class PeerUpdates:
                 if frames:
                     await self.apply(frames)
         finally:
+            self.out = None
             waiter.cancel()
         self.log.warning("cache manager: peer updates: connection to %s lost", _host(url))
+
+    def publish(self, frames: list[bytes]) -> None:
+        """Send frames to every node (this one included: it ignores its own copies)."""
+        if self.out is None:
+            self.log.info("cache manager: peer updates: not connected; %d frame(s) for the "
+                          "other nodes dropped (their reconciliation corrects)", len(frames))
+            return
+        task = asyncio.get_running_loop().create_task(_publish_all(self.out, frames))
+        self.sending.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task) -> None:
+        self.sending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.warning("cache manager: peer updates: publishing failed: %s",
+                             task.exception())
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         self.frames.append(message.body)
         self.arrived.set()
+
+
+async def _publish_all(exchange: Any, frames: list[bytes]) -> None:
+    for frame in frames:
+        await exchange.publish(aio_pika.Message(frame), routing_key="")
 
 
 def _host(url: str) -> str:

@@ -33,7 +33,7 @@ from modules.mqtt_ingest.settings import reset_clock as ingest_clock
 
 from . import queries, series
 from .cache import Bodies
-from .live import publish
+from .live import publish, refresh
 from .schemas import (
     At,
     Correction,
@@ -100,7 +100,9 @@ SCHEDULE_PUT = _route(
     "PUT", "/v1/hives/{id}/capacity-schedule", "Replace a hive's capacity schedule (manager)",
     Schedule, body=ScheduleIn, errors=(422,),
     description="Capacity by time range (event nights); outside every range the hive's "
-                "capacity holds. Entries must not overlap.")
+                "capacity holds. Entries must not overlap. The live occupancy (its "
+                "`capacity` and what follows from it) switches to a range's capacity when "
+                "the range starts and back when it ends, on every node.")
 SCHEDULE_GET = _route("GET", "/v1/hives/{id}/capacity-schedule",
                       "A hive's capacity schedule (viewer)", Schedule)
 
@@ -368,7 +370,9 @@ async def schedule_put(call: Call) -> Schedule:
             await conn.execute(queries.SCHEDULE_INSERT, hive["id"],
                                [e.from_ for e in entries], [e.to for e in entries],
                                [e.capacity for e in entries], [e.label for e in entries])
-        return await _schedule(conn, hive)
+        schedule = await _schedule(conn, hive)
+    refresh(call.process, hive["id"])  # the live capacity follows the schedule
+    return schedule
 
 
 @endpoint(SCHEDULE_GET)

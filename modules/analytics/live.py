@@ -1,6 +1,8 @@
-"""Telling the rest of bizzyd about a corrected live count: the same OCCUPANCY_UPDATE
-frame ingest pushes after a commit, to this node's cache manager, which updates the
-shared zone and memcached and tells the workers (streams)."""
+"""Telling the rest of bizzyd about a corrected live count or a changed capacity
+schedule, on the bus to this node's cache manager: OCCUPANCY_SET (a hive's state, as
+ingest's OCCUPANCY_UPDATE) or HIVE_REFRESH (re-read the capacity in force).  The manager
+updates the shared zone and memcached, tells the workers (streams) and, in a cluster
+(`occupancy.peers`), the other nodes' managers."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 import zmq
 
-from bizzyd.bus import OCCUPANCY_UPDATE, Bus
+from bizzyd.bus import HIVE_REFRESH, OCCUPANCY_SET, Bus
 from bizzyd.module import ProcessContext
 
 NAME = "analytics"
@@ -36,10 +38,19 @@ class Live:
             self.bus = self.pusher = None
 
 
-def publish(ctx: ProcessContext, row: Any) -> None:
-    """Push a hive_occupancy row (after the commit) as OCCUPANCY_UPDATE."""
+def _live(ctx: ProcessContext) -> Live:
     live: Live | None = ctx.state.get(f"{NAME}.live")
     if live is None:
         live = ctx.state[f"{NAME}.live"] = Live(ctx)
-    live.push(OCCUPANCY_UPDATE.encode(row["hive_id"], row["occupancy"], row["total_in"],
-                                      row["total_out"], 0, 0, row["updated_at"].timestamp()))
+    return live
+
+
+def publish(ctx: ProcessContext, row: Any) -> None:
+    """Push a hive_occupancy row (after the commit) as OCCUPANCY_SET."""
+    _live(ctx).push(OCCUPANCY_SET.encode(row["hive_id"], row["occupancy"], row["total_in"],
+                                         row["total_out"], 0, 0, row["updated_at"].timestamp()))
+
+
+def refresh(ctx: ProcessContext, hive_id: int) -> None:
+    """The hive's capacity schedule changed (after the commit): push HIVE_REFRESH."""
+    _live(ctx).push(HIVE_REFRESH.encode(hive_id))

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 from bizzyd.http.phases import Request
 from bizzyd.http.response import HTTPError, Response, StaticResponse, server_header
 
+from .capacity import SOME_HIVES_SQL
 from .freshness import Fresh, Freshness, fragment
 from .replica import ReplicaReader
 from .zone import OccupancyTable
@@ -34,11 +35,6 @@ MAX_ID = (1 << 63) - 1
 BODY_CACHE = 8192  # pre-rendered responses kept per worker (cleared when full)
 UNKNOWN_CACHE = 10000
 
-HIVE_SQL = """
-SELECT h.id, h.capacity, o.occupancy, o.total_in, o.total_out, o.updated_at
-FROM hive h LEFT JOIN hive_occupancy o ON o.hive_id = h.id
-WHERE h.id = ANY($1::bigint[])
-"""
 
 
 def iso(ts: float) -> bytes:
@@ -164,7 +160,7 @@ class Api:
         from modules.database import database
 
         async with database(self.ctx).connection() as conn:
-            rows = await conn.fetch(HIVE_SQL, rest)
+            rows = await conn.fetch(SOME_HIVES_SQL, rest)
         for r in rows:
             at = r["updated_at"].timestamp() if r["updated_at"] is not None else 0.0
             found[r["id"]] = item(r["id"], r["occupancy"] or 0, r["capacity"],

@@ -52,10 +52,15 @@ def api(tmp_path_factory: pytest.TempPathFactory, analytics_dsn: str) -> Iterato
     config = add_analytics(business_config(
         port, analytics_dsn, os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"), firebase,
         WRITE_LIMIT, str(prefix / "images")), WRITE_LIMIT)
+    locations = config["http"]["servers"][0]["locations"]
+    at = next(i for i, loc in enumerate(locations) if loc.get("content") == "api_not_found")
+    locations.insert(at, {"location": "~ ^/v1/hives/(?<id>[0-9]+)/occupancy/stream$",
+                          "content": "occupancy_stream"})
     with running(prefix, config, port) as b, \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         client.emulator = emulator  # type: ignore[attr-defined]
         client.dsn = analytics_dsn  # type: ignore[attr-defined]
+        client.port = port  # type: ignore[attr-defined]
         wait_until_cached(b.log_file, 2)
         yield client
 

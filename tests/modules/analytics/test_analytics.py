@@ -6,6 +6,7 @@ memcached, the Firebase Auth emulator, a bizzyd with its cache manager)."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,8 @@ import pytest
 
 from bizzyd_proc import wait_for
 
-from .conftest import expect, signed_in, sql
+from ..occupancy.occ_support import SSEClient
+from .conftest import HIVE, expect, signed_in, sql
 
 pytestmark = pytest.mark.services
 
@@ -244,6 +246,70 @@ def test_capacity_schedule(api: httpx.Client, venue: dict[str, Any]) -> None:
     first, second = history_body["buckets"]
     assert (first["capacity"], second["capacity"]) == (250, 100)
     assert first["utilization"] == round(5.0 / 250, 4)
+
+
+def live(api: httpx.Client, hive: int) -> dict[str, Any]:
+    return expect(api.get(f"/v1/hives/{hive}/occupancy"), 200)
+
+
+def zone_hive(api: httpx.Client, venue: dict[str, Any]) -> int:
+    """A new hive of the venue's account (capacity 100), in the cache manager's zone
+    (a correction brings it there)."""
+    m = venue["manager"]
+    hive = expect(api.post(f"/v1/accounts/{venue['account']}/hives", json=HIVE, headers=m),
+                  201)["id"]
+    expect(api.post(f"/v1/hives/{hive}/corrections", headers=m,
+                    json={"occupancy": 40, "reason": "opening count"}), 201)
+    wait_for(lambda: live(api, hive)["source"] == "zone", timeout=10, what="the zone")
+    return hive
+
+
+def test_a_schedule_in_force_now_is_the_live_capacity_at_once(
+        api: httpx.Client, venue: dict[str, Any]) -> None:
+    hive, m = zone_hive(api, venue), venue["manager"]
+    url = f"/v1/hives/{hive}/capacity-schedule"
+    now = dt.datetime.now(UTC)
+    night = {"from": (now - dt.timedelta(hours=1)).isoformat(),
+             "to": (now + dt.timedelta(hours=1)).isoformat(), "capacity": 320}
+    assert live(api, hive)["capacity"] == 100
+    expect(api.put(url, json={"entries": [night]}, headers=m), 200)
+    body = wait_for(lambda: (r := live(api, hive))["capacity"] == 320 and r, timeout=2,
+                    what="the live capacity to follow the schedule")
+    assert (body["source"], body["occupancy"]) == ("zone", 40)
+    expect(api.put(url, json={"entries": []}, headers=m), 200)
+    wait_for(lambda: live(api, hive)["capacity"] == 100, timeout=2,
+             what="the live capacity back to the hive's")
+
+
+def test_the_live_capacity_switches_when_a_scheduled_range_starts_and_ends(
+        api: httpx.Client, venue: dict[str, Any]) -> None:
+    hive, m = zone_hive(api, venue), venue["manager"]
+    stream = SSEClient(api.port, f"/v1/hives/{hive}/occupancy/stream")  # type: ignore[attr-defined]
+    try:
+        assert stream.status == 200
+        assert stream.next_event()["json"]["capacity"] == 100
+        start = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
+        end = start + dt.timedelta(seconds=3)
+        entry = {"from": start.isoformat(), "to": end.isoformat(), "capacity": 250,
+                 "label": "Concert night"}
+        expect(api.put(f"/v1/hives/{hive}/capacity-schedule", json={"entries": [entry]},
+                       headers=m), 200)
+        before = live(api, hive)
+        if time.time() < start.timestamp():  # else this slow machine took 3 s for a PUT
+            assert before["capacity"] == 100
+        # the stream's events: the scheduled capacity at the start, the hive's at the end
+        switched = stream.next_event(timeout=start.timestamp() - time.time() + 5)
+        assert switched["json"]["capacity"] == 250
+        assert switched["json"]["occupancy"] == 40
+        assert start.timestamp() <= switched["at"] <= start.timestamp() + 2.0
+        assert live(api, hive)["capacity"] == 250
+        back = stream.next_event(timeout=end.timestamp() - time.time() + 5)
+        assert back["json"]["capacity"] == 100
+        assert end.timestamp() <= back["at"] <= end.timestamp() + 2.0
+        assert live(api, hive)["capacity"] == 100
+        assert [e["json"]["capacity"] for e in stream.events] == [100, 250, 100]
+    finally:
+        stream.close()
 
 
 def test_bad_history_input(api: httpx.Client, venue: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from occ_support import (
 )
 from pymemcache.client.base import Client
 
+from bizzyd.bus import HIVE_REFRESH, Bus
 from bizzyd_proc import running, wait_for
 from modules.occupancy.replica import parse_address
 
@@ -132,6 +133,44 @@ def test_updates_reconcile_and_new_hives(tmp_path, port, database_dsn):
                      timeout=5, what="deleted hive 404")
         finally:
             pusher.close()
+
+
+def schedule(dsn: str, hive_id: int, capacity: int, start: str, end: str) -> None:
+    """A capacity schedule range [now + start, now + end) (SQL intervals)."""
+    sql(dsn, """INSERT INTO hive_capacity_schedule (hive_id, during, capacity)
+                VALUES ($1, tstzrange(now() + $2::text::interval,
+                                      now() + $3::text::interval), $4)""",
+        hive_id, start, end, capacity)
+
+
+def test_the_capacity_in_force_is_loaded_refreshed_and_served_from_postgres(
+        tmp_path, port, database_dsn):
+    ids = create_hives(database_dsn, 3)
+    schedule(database_dsn, ids[0], 180, "-1 hour", "1 hour")  # in force
+    schedule(database_dsn, ids[1], 90, "-2 hours", "-1 hour")  # over
+    with running(tmp_path, occupancy_config(port, database_dsn), port) as b:
+        b.wait_log("cache loader: loaded")
+        served = get_json(port, f"/v1/occupancy?ids={ids[0]},{ids[1]},{ids[2]}")[1]["hives"]
+        assert [(h["capacity"], h["source"]) for h in served] == [
+            (180, "zone"), (100, "zone"), (100, "zone")]
+        wait_for(lambda: (memcached_value(ids[0]) or {}).get("capacity") == 180,
+                 what="the replica's capacity in force")
+        # a hive the zone does not have yet: Postgres answers with the capacity in force
+        late = create_hives(database_dsn, 1)[0]
+        schedule(database_dsn, late, 250, "-1 minute", "1 hour")
+        data = get_json(port, f"/v1/hives/{late}/occupancy")[1]
+        assert (data["source"], data["capacity"]) == ("database", 250)
+        # a schedule changed behind the manager's back: HIVE_REFRESH makes it re-read
+        schedule(database_dsn, ids[2], 60, "-1 minute", "1 hour")
+        bus = Bus(tmp_path / "run")
+        try:
+            bus.pusher("occupancy.updates", linger_ms=500).send(HIVE_REFRESH.encode(ids[2]))
+            wait_for(lambda: get_json(port, f"/v1/hives/{ids[2]}/occupancy")[1]["capacity"]
+                     == 60, timeout=2, what="the refreshed capacity")
+        finally:
+            bus.close()
+        assert get_json(port, f"/v1/hives/{ids[2]}/occupancy")[1]["source"] == "zone"
+        b.wait_log("capacity in force changed for 1 hive(s)")
 
 
 def test_kill_9_cache_manager(tmp_path, port, database_dsn):
