@@ -21,7 +21,8 @@ Firebase Cloud Messaging through the durable queue, and the in-app inbox.
 Pieces: the `notifier` process role (process.py: one process), occupancy alerts with
 hysteresis, cooldown and quiet hours (occupancy.py), deal and subscription notifications
 from the outbox and scans (events.py), the jobs and their idempotency keys (jobs.py),
-delivery with `firebase_admin.messaging` (sender.py), the inbox endpoints (inbox.py), and
+delivery (sender.py; firebase-admin's messages and credentials over a
+pool of keep-alive connections, fcm.py), the inbox endpoints (inbox.py), and
 a FAKE FCM endpoint for the demo (fakefcm.py). docs/operations.md "The notifier".
 """
 
@@ -54,7 +55,11 @@ DIRECTIVES = (
                       "loudly at start. Empty in production."),
         Directive("send_timeout", Duration(), "10s", doc="Timeout of one FCM request."),
         Directive("batch_size", Int(min=1, max=500), 500,
-                  doc="Messages per send_each call (FCM allows 500)."),
+                  doc="Messages a sender round pushes at once; their deliveries are "
+                      "recorded before the next ones are pushed."),
+        Directive("connections", Int(min=1, max=1000), 64,
+                  doc="Keep-alive HTTP/1.1 connections to FCM of a sending process (at "
+                      "most this many pushes in flight)."),
         Directive("jobs_per_round", Int(min=1, max=1000), 100,
                   doc="Notification jobs a sender round takes from the queue."),
         Directive("senders", Int(min=1, max=32), 4,

@@ -18,9 +18,8 @@ from typing import Any
 
 import asyncpg
 import firebase_admin
-import requests
 import uvloop
-from firebase_admin import _http_client, credentials, messaging
+from firebase_admin import credentials, messaging
 from google.auth.credentials import AnonymousCredentials
 
 from bizzyd.bus import OCCUPANCY_CHANGE, Bus, BusError
@@ -31,6 +30,7 @@ from modules.queue.store import QueueNameExists
 
 from . import occupancy
 from .events import Events
+from .fcm import FcmClient
 from .jobs import enqueue
 from .sender import Sender, send_forever
 
@@ -44,31 +44,22 @@ class _Anonymous(credentials.Base):
         return AnonymousCredentials()
 
 
-def firebase_app(ctx: ProcessContext) -> firebase_admin.App:
-    """A firebase_admin app of this process, its messaging pointed at `fcm_url` (a fake)
-    when that is set."""
+def firebase_app(ctx: ProcessContext) -> tuple[firebase_admin.App, str]:
+    """A firebase_admin app of this process (its credentials), and the URL to push to:
+    FCM's, or `fcm_url` (a fake, without credentials) when that is set."""
     settings = ctx.config[NAME]
     project = settings["project_id"] or (ctx.config.get("firebase") or {}).get("project_id")
     options = {"projectId": project, "httpTimeout": settings["send_timeout"]}
     name = f"bizzyd-notifier-{os.getpid()}"
     if settings["fcm_url"]:
-        app = firebase_admin.initialize_app(_Anonymous(), options, name=name)
-        # firebase-admin 7.7 (pinned): the send URL is built from FCM_URL at init
-        service = messaging._get_messaging_service(app)  # noqa: SLF001
-        service._fcm_url = settings["fcm_url"].replace("{project}", project)  # noqa: SLF001
-        # the same connection pool firebase-admin mounts for fcm.googleapis.com (else
-        # requests' default of 10 connections: one new connection per extra message)
-        origin = "/".join(service._fcm_url.split("/")[:3])  # noqa: SLF001
-        service._client.session.mount(origin, requests.adapters.HTTPAdapter(  # noqa: SLF001
-            pool_connections=100, pool_maxsize=100,
-            max_retries=_http_client.DEFAULT_RETRY_CONFIG))
+        url = settings["fcm_url"].replace("{project}", project)
         ctx.log.warning("notifier: Cloud Messaging is a FAKE at %s: no push reaches a "
-                        "phone (notifier.fcm_url; empty it for the real FCM)",
-                        service._fcm_url)  # noqa: SLF001
-        return app
+                        "phone (notifier.fcm_url; empty it for the real FCM)", url)
+        return firebase_admin.initialize_app(_Anonymous(), options, name=name), url
     cred = credentials.Certificate(settings["credentials"]) if settings["credentials"] \
         else credentials.ApplicationDefault()
-    return firebase_admin.initialize_app(cred, options, name=name)
+    return (firebase_admin.initialize_app(cred, options, name=name),
+            messaging._MessagingService.FCM_URL.format(project))  # noqa: SLF001
 
 
 class Notifier:
@@ -100,10 +91,12 @@ class Notifier:
         for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
         self.queues, wakeups = open_queues(self.ctx, self.db)
-        app = self.app = firebase_app(self.ctx)
+        self.app, url = firebase_app(self.ctx)
+        fcm = FcmClient(self.app, url, self.settings["send_timeout"],
+                        self.settings["connections"])
         bus = Bus(self.ctx.config["run_dir"], self.ctx.config["bus_hwm"], asyncio=True)
         try:
-            sender = Sender(self.db, self.queues, app, self.settings, self.log)
+            sender = Sender(self.db, self.queues, fcm, self.settings, self.log)
             rounds = self.settings["senders"]
             await self._create_queues()
             if self.senders_only:
@@ -132,7 +125,7 @@ class Notifier:
             bus.close()
             await wakeups.close()
             await self.db.close()
-            await messaging._get_messaging_service(app)._async_client.aclose()  # noqa: SLF001
+            await fcm.close()
 
     async def _create_queues(self) -> None:
         """Create the queues, or bring their settings to the config's (a reload may

@@ -1,9 +1,10 @@
 """Delivery: notification jobs from the queue → the inbox and Firebase Cloud Messaging.
 
 A round takes up to `jobs_per_round` jobs, skips devices a job was already pushed to
-(`user_inbox_delivery`), pushes the rest with `messaging.send_each` (at most
-`batch_size` messages per call) and then, in one transaction, records the inbox rows and
-the deliveries and removes the devices FCM called gone. Only then are the jobs deleted
+(`user_inbox_delivery`), pushes the rest (fcm.py: firebase-admin's messages and
+credentials over a pool of keep-alive connections; `batch_size` messages at a time) and
+then, in one transaction, records the inbox rows and the deliveries and removes the
+devices FCM called gone. Only then are the jobs deleted
 from the queue: a notifier killed before that gets its jobs again after the visibility
 timeout and pushes only to the devices whose delivery was not recorded (the pushes in
 flight when it died; they carry the same collapse id, so the phone shows one).
@@ -23,13 +24,13 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from firebase_admin import exceptions, messaging
 
+from .fcm import FcmClient
 from .jobs import Job, decode
 
 INBOX = """
@@ -109,15 +110,11 @@ class Round:
 
 
 class Sender:
-    def __init__(self, db: Any, queues: Any, app: Any, settings: Any, log: Any) -> None:
-        self.db, self.queues, self.app, self.log = db, queues, app, log
+    def __init__(self, db: Any, queues: Any, fcm: FcmClient, settings: Any, log: Any) -> None:
+        self.db, self.queues, self.fcm, self.log = db, queues, fcm, log
         self.settings = settings
         self.queue, self.dlq = settings["queue"], settings["dead_letter_queue"]
         self.sent = 0  # pushes FCM accepted (for the log and the benchmark)
-        # send_each blocks (requests, one thread per message): off the event loop. Its
-        # async twin (httpx) costs ~4x the CPU per message here.
-        self.executor = ThreadPoolExecutor(settings["senders"],
-                                           thread_name_prefix="notifier-fcm")
         self.in_flight: set[str] = set()   # keys of the jobs rounds are delivering
 
     async def run(self) -> None:
@@ -209,12 +206,10 @@ class Sender:
         for i in range(0, len(targets), size):
             chunk = targets[i:i + size]
             try:
-                batch = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, messaging.send_each,
-                    [fcm_message(job, token) for job, token in chunk], False, self.app)
-                results = [(x.success, x.exception) for x in batch.responses]
+                results = await self.fcm.send_each(
+                    [fcm_message(job, token) for job, token in chunk])
             except Exception as exc:  # noqa: BLE001 - the whole call failed: retry all
-                self.log.error("notifier: FCM send_each failed: %s", exc)
+                self.log.error("notifier: pushing to FCM failed: %s", exc)
                 results = [(False, exc)] * len(chunk)
             r.pushes += len(chunk)
             delivered, gone = len(r.delivered), len(r.gone)

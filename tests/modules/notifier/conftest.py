@@ -131,8 +131,8 @@ class Stack:
         return [p.key for p in self.fcm.ok(token)]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, pg_server_dsn: str) -> Iterator[Stack]:
+def _stack(tmp_path_factory: pytest.TempPathFactory, pg_server_dsn: str,
+           settings: dict) -> Iterator[Stack]:
     emulator = emulator_address()
     with temporary_database_sync(pg_server_dsn) as dsn, FakeFCM() as fcm:
         asyncio.run(load_demo(dsn, 12))
@@ -142,7 +142,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pg_server_dsn: str) -> Itera
         config = users_config(port, dsn, os.environ.get("BIZZYD_MEMCACHED", "127.0.0.1:21211"),
                               {"project_id": PROJECT, "emulator": emulator,
                                "features_ttl": "0s"})
-        config["notifier"] = {**SETTINGS, "fcm_url": fcm.url}
+        config["notifier"] = {**settings, "fcm_url": fcm.url}
         prefix = tmp_path_factory.mktemp("notifier")
         with running(prefix, config, port) as b:
             wait_for(lambda: "notifier: " in b.log() and "occupancy alerts loaded" in b.log(),
@@ -152,3 +152,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pg_server_dsn: str) -> Itera
                 yield Stack(b, dsn, fcm, port, emulator, pusher, hives)
             finally:
                 pusher.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, pg_server_dsn: str) -> Iterator[Stack]:
+    """The notifier process sends (sender_processes: 0)."""
+    yield from _stack(tmp_path_factory, pg_server_dsn, SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def sender_stack(tmp_path_factory: pytest.TempPathFactory,
+                 pg_server_dsn: str) -> Iterator[Stack]:
+    """A separate `notifier sender` process sends (sender_processes: 1)."""
+    yield from _stack(tmp_path_factory, pg_server_dsn, {**SETTINGS, "sender_processes": 1})
