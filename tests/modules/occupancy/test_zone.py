@@ -280,7 +280,7 @@ def test_no_torn_reads_under_a_writer(make_table, capsys):
     torn = sum(r["torn"] for r in results)
     with capsys.disabled():
         print(f"\nseqlock: {total} reads, {torn} torn, "
-              f"{sum(r['timeouts'] for r in results)} retries exhausted, "
+              f"{sum(r['timeouts'] for r in results)} gave up on a busy slot, "
               f"{sum(r['distinct'] for r in results)} distinct states seen; "
               f"{writes['writes']} writes; plain reads (control): {plain['reads']} reads, "
               f"{plain['torn']} torn")
