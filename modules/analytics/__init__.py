@@ -36,7 +36,7 @@ from datetime import timedelta
 from typing import Any
 
 from bizzyd.config.schema import Block, ConfigError, Directive
-from bizzyd.config.types import Duration, Int
+from bizzyd.config.types import Duration, Int, Size
 from bizzyd.module import Module, ProcessContext
 
 from . import queries
@@ -61,6 +61,10 @@ DIRECTIVES = (
                   doc="History answers each worker keeps for windows that ended over an "
                       "hour ago (0: none); a correction, schedule or hive change makes "
                       "new keys at once."),
+        Directive("day_cache", Size(), "32m",
+                  doc="Memory each worker gives to the rendered buckets of whole UTC days "
+                      "that ended over an hour ago, so a window up to now renders only "
+                      "its newest hours (0: none; about 6 KB per day of hourly buckets)."),
         Directive("cache_ttl", Duration(), "60s",
                   doc="How long such an answer is served: late reports into an old "
                       "window show after this at most."),
@@ -119,6 +123,7 @@ async def _sweeper(ctx: ProcessContext) -> None:
 def init_worker(ctx: ProcessContext) -> None:
     settings = ctx.config[NAME]
     ctx.state[f"{NAME}.bodies"] = Bodies(settings["cache_size"], settings["cache_ttl"])
+    ctx.state[f"{NAME}.days"] = Bodies(1 << 30, settings["cache_ttl"], settings["day_cache"])
     ctx.state[f"{NAME}.sweeper"] = asyncio.get_running_loop().create_task(_sweeper(ctx))
 
 

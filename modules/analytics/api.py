@@ -212,23 +212,48 @@ async def history(call: Call) -> Reply:
         bodies: Bodies = call.process.state[f"{NAME}.bodies"]
         body = bodies.get(key)
         if body is None:
-            body = await _history_body(conn, hive, bucket, bounds, now)
+            days: Bodies = call.process.state[f"{NAME}.days"]
+            body = await _history_body(conn, hive, bucket, bounds, now, days)
             bodies.put(key, body)
     return Reply(body)
 
 
 async def _history_body(conn: Any, hive: Any, bucket: str, bounds: list[int],
-                        now: datetime) -> bytes:
+                        now: datetime, days: Bodies) -> bytes:
+    """The answer's JSON: its buckets are pieces of at most a day, whole settled UTC
+    days from `days` when they are there, the rest rendered from rows fetched for each
+    run of missing pieces (so a warm year of hours fetches and renders about a day)."""
     lo, hi = (datetime.fromtimestamp(b, UTC) for b in (bounds[0], bounds[-1]))
-    rows = await conn.fetch(LEVELS[bucket], hive["id"], lo, hi)
     capacities = await conn.fetch(queries.SCHEDULE_IN, hive["id"], lo, hi)
     corrections = await conn.fetch(queries.CORRECTIONS_IN, hive["id"], lo, hi)
     spans = series.correction_spans([tuple(r) for r in corrections])
     ctx = series.Context(zone(hive["timezone"]), now.timestamp(), hive["capacity"],
                          _spans(capacities), spans)
-    return ENCODER.encode(History(
+    head = ENCODER.encode(History(
         hive["id"], hive["timezone"], bucket, series.iso(bounds[0]) + "Z",
-        series.iso(bounds[-1]) + "Z", bool(spans), series.render(bounds, rows, ctx)))
+        series.iso(bounds[-1]) + "Z", bool(spans), []))
+    step = series.regular(bounds)
+    plan = ([(0, len(bounds) - 1, None)] if step is None or not days.max_bytes else
+            series.day_plan(bounds, step, (now - SETTLED).timestamp()))
+    keys = [None if day is None else (hive["id"], step, day, hive["version"])
+            for _, _, day in plan]
+    pieces = [days.get(key) for key in keys]
+    k = 0
+    while k < len(plan):
+        m = k
+        while m < len(plan) and pieces[m] is None:
+            m += 1
+        if m > k:  # plan[k:m] missing: one fetch and render for the run
+            first, end = plan[k][0], plan[m - 1][1]
+            rows = await conn.fetch(LEVELS[bucket], hive["id"], *(
+                datetime.fromtimestamp(bounds[i], UTC) for i in (first, end)))
+            buckets = series.render(bounds[first:end + 1], rows, ctx)
+            for n in range(k, m):
+                i, j, _ = plan[n]
+                pieces[n] = ENCODER.encode(buckets[i - first:j - first])[1:-1]
+                days.put(keys[n], pieces[n])
+        k = m + 1
+    return b"".join((head[:-2], b",".join(pieces), b"]}"))  # type: ignore[arg-type]
 
 
 # -- the count at an instant -----------------------------------------------------------

@@ -170,12 +170,33 @@ def day_instants(zone: ZoneInfo, step: int, days: int) -> tuple[tuple[str, str, 
     return tuple(out)
 
 
-def _regular(bounds: list[int]) -> int | None:
+def regular(bounds: list[int]) -> int | None:
     """The step of bounds made by edges() for 5m/15m/1h, None for local days."""
     step = bounds[1] - bounds[0] if len(bounds) > 1 else 0
     if step not in STEPS.values() or bounds[0] % step:
         return None
     return step
+
+
+def day_plan(bounds: list[int], step: int, settled: float
+             ) -> list[tuple[int, int, int | None]]:
+    """The buckets of `bounds` (regular, `step` apart) in stretches of at most a UTC day:
+    (first, end, day) for buckets first..end-1, where day is the UTC day number when the
+    stretch is the whole of a day that ended by `settled` (cacheable), else None."""
+    per_day, last = 86400 // step, len(bounds) - 1
+    out: list[tuple[int, int, int | None]] = []
+    i = 0
+    while i < last:
+        lo = bounds[i]
+        into = lo % 86400
+        if not into and i + per_day <= last and bounds[i + per_day] <= settled:
+            out.append((i, i + per_day, lo // 86400))
+            i += per_day
+        else:
+            end = min(i + (86400 - into) // step, last)
+            out.append((i, end, None))
+            i = end
+    return out
 
 
 def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[Bucket]:
@@ -190,7 +211,7 @@ def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[Bucket]
     tz, now, default = ctx.tz, ctx.now, ctx.default_capacity
     capacities, corrections = ctx.capacities, ctx.corrections
     start = iso(bounds[0]) + "Z"
-    step = _regular(bounds)
+    step = regular(bounds)
     for lo, hi in zip(bounds, bounds[1:], strict=False):
         if step is not None:
             days, seconds = divmod(lo, 86400)

@@ -23,7 +23,7 @@ def test_day_instants_equal_per_bucket_texts(name: str, bucket: str) -> None:
         start = datetime.fromisoformat(day).replace(tzinfo=UTC) - timedelta(hours=13)
         bounds = series.edges(start, start + timedelta(hours=50), bucket, tz)
         step = series.STEPS[bucket]
-        assert series._regular(bounds) == step
+        assert series.regular(bounds) == step
         texts = series.iso(bounds[0]) + "Z"
         for lo, hi in zip(bounds, bounds[1:], strict=False):
             slow = series._instants(texts, lo, hi, tz)
@@ -35,4 +35,4 @@ def test_day_instants_equal_per_bucket_texts(name: str, bucket: str) -> None:
 def test_local_days_are_not_regular() -> None:
     tz = ZoneInfo("Europe/Berlin")
     start = datetime(2026, 3, 27, tzinfo=UTC)
-    assert series._regular(series.edges(start, start + timedelta(days=5), "1d", tz)) is None
+    assert series.regular(series.edges(start, start + timedelta(days=5), "1d", tz)) is None

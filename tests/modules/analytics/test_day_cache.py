@@ -1,0 +1,96 @@
+"""History answers made of cached whole days are the answers rendered in one go: over
+corrections, a capacity schedule, a partial first day and the unsettled last hours, for
+1h, 15m and 5m buckets (Postgres with a demo city)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import msgspec
+import pytest
+
+from modules.analytics import api, queries, series
+from modules.analytics.cache import Bodies
+from modules.database.testing import temporary_database_sync
+from modules.hives.testing import load_demo
+from modules.mqtt_ingest.day import zone
+
+pytestmark = pytest.mark.services
+
+NOW = datetime.now(UTC).replace(minute=37, second=0, microsecond=0)
+WINDOWS = (("1h", timedelta(days=9, hours=5)), ("15m", timedelta(days=6, minutes=45)),
+           ("5m", timedelta(days=3, hours=2, minutes=5)))
+
+
+def test_answers_from_day_pieces_are_the_answers_rendered_at_once(pg_server_dsn: str
+                                                                   ) -> None:
+    with temporary_database_sync(pg_server_dsn) as dsn:
+        asyncio.run(load_demo(dsn, 2, days=10, now=f"{NOW:%Y-%m-%dT%H}:00Z"))
+        asyncio.run(_check(dsn))
+
+
+async def _body(conn: asyncpg.Connection, hive_id: int, bucket: str, since: timedelta,
+                days: Bodies) -> bytes:
+    hive = await conn.fetchrow(queries.HIVE_VERSION, hive_id)
+    bounds = series.edges(NOW - since, NOW, bucket, zone(hive["timezone"]))
+    return await api._history_body(conn, hive, bucket, bounds, NOW, days)
+
+
+def _whole_days(bucket: str, since: timedelta) -> int:
+    """UTC days wholly inside the window that ended an hour or more before NOW."""
+    first = -(-int((NOW - since).timestamp()) // 86400)
+    last = int((NOW - api.SETTLED).timestamp()) // 86400
+    return last - first
+
+
+async def _check(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        hive_id = await conn.fetchval("SELECT hive_id FROM hive_occupancy_hourly "
+                                      "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+        await conn.execute(
+            """INSERT INTO hive_correction (hive_id, at, day_end, occupancy, previous,
+                   "offset", reason) VALUES ($1, $2, $2::timestamptz + interval '5 hours', 9, 5, 4, 't')""",
+            hive_id, NOW - timedelta(days=2, minutes=20))
+        await conn.execute(
+            """INSERT INTO hive_capacity_schedule (hive_id, during, capacity)
+               VALUES ($1, tstzrange($2, $2::timestamptz + interval '27 hours'), 7)""",
+            hive_id, NOW - timedelta(days=3, minutes=-10))
+        for bucket, since in WINDOWS:
+            whole = await _body(conn, hive_id, bucket, since, Bodies(1 << 30, 60, 0))
+            days = Bodies(1 << 30, 60, 32 << 20)
+            cold = await _body(conn, hive_id, bucket, since, days)
+            warm = await _body(conn, hive_id, bucket, since, days)
+            assert cold == whole and warm == whole, bucket
+            answer = msgspec.json.decode(warm)
+            assert answer["has_corrections"] is True
+            assert any(b["capacity"] == 7 for b in answer["buckets"])
+            assert len(days.items) == _whole_days(bucket, since) >= 2
+        await _pieces_are_served_until_the_version_changes(conn, hive_id)
+    finally:
+        await conn.close()
+
+
+async def _pieces_are_served_until_the_version_changes(conn: asyncpg.Connection,
+                                                       hive_id: int) -> None:
+    bucket, since = WINDOWS[0]
+    days = Bodies(1 << 30, 60, 32 << 20)
+    before = await _body(conn, hive_id, bucket, since, days)
+    # a late report rewrites a settled hour: the cached day still answers (until the TTL)
+    done = await conn.execute(
+        """UPDATE hive_occupancy_hourly SET entries = entries + 1000
+           WHERE hive_id = $1 AND hour = (SELECT max(hour) FROM hive_occupancy_hourly
+                                          WHERE hive_id = $1 AND hour < $2)""",
+        hive_id, NOW - timedelta(days=3))
+    assert done == "UPDATE 1"
+    assert await _body(conn, hive_id, bucket, since, days) == before
+    fresh = await _body(conn, hive_id, bucket, since, Bodies(1 << 30, 60, 0))
+    assert fresh != before
+    # a new correction is a new version of the hive: every day is rendered again
+    await conn.execute(
+        """INSERT INTO hive_correction (hive_id, at, day_end, occupancy, previous, "offset",
+               reason) VALUES ($1, $2, $2::timestamptz + interval '1 hour', 1, 1, 0, 'v')""",
+        hive_id, NOW - timedelta(days=20))
+    assert await _body(conn, hive_id, bucket, since, days) == fresh
