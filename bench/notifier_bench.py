@@ -285,8 +285,8 @@ def main() -> int:
     p.add_argument("--seconds", type=int, default=60, help="simulated real-time seconds")
     p.add_argument("--rate", type=float, default=100, help="simulator reports per second")
     p.add_argument("--margin", type=int, default=5, help="of every setting (points)")
-    p.add_argument("--sender-processes", type=int, default=1,
-                   help="notifier.sender_processes")
+    p.add_argument("--sender-processes", type=int, default=2,
+                   help="notifier.sender_processes (default 2, as bizzyd's)")
     p.add_argument("--cooldown", type=int, default=900, help="of every setting (seconds)")
     p.add_argument("--mqtt-port", type=int,
                    default=int(os.environ.get("BIZZYD_MQTT_PORT", 21883)))

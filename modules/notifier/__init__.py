@@ -65,10 +65,11 @@ DIRECTIVES = (
         Directive("senders", Int(min=1, max=32), 4,
                   doc="Sender rounds running at once in a sending process (each: "
                       "receive, push, record)."),
-        Directive("sender_processes", Int(min=0, max=64), 1,
+        Directive("sender_processes", Int(min=0, max=64), 2,
                   doc="`notifier sender` processes that deliver the jobs (the `notifier` "
                       "process then only runs the triggers); 0: the notifier process "
-                      "sends too."),
+                      "sends too. Two keep the p99 of a burst of alerts under 1 s on "
+                      "two cores (bench/RESULTS.md)."),
         Directive("pool_max_size", Int(min=2, max=200), 24,
                   doc="Postgres connections of the notifier's own pool (database.* "
                       "otherwise); two more for LISTEN."),
