@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bizzyd_proc import ROOT, Bizzyd, base_config, children_of, wait_for
 
@@ -118,21 +119,31 @@ def node_port(services: Services, node: int) -> int:
     return services.base + 60 + node
 
 
-@contextlib.contextmanager
 def bizzyd_nodes(tmp: Path, services: Services, dsn: str, tag: str, nodes: int = 3,
-                 **occupancy: object) -> Iterator[list[Bizzyd]]:
-    """`nodes` running bizzyd masters; stopped (and killed if need be) after."""
+                 **occupancy: object) -> contextlib.AbstractContextManager[list[Bizzyd]]:
+    """`nodes` running bizzyd masters ingesting over AMQP."""
+    configs = [node_config(services, n, nodes, dsn, tag, **occupancy)
+               for n in range(1, nodes + 1)]
+    return running_nodes(tmp, services, configs, ("amqp ingest: connected to",
+                                                  "receiving other nodes' occupancy updates"))
+
+
+@contextlib.contextmanager
+def running_nodes(tmp: Path, services: Services, configs: list[dict[str, Any]],
+                  logs: tuple[str, ...]) -> Iterator[list[Bizzyd]]:
+    """Masters, node n with configs[n - 1], ready when /health answers and each has
+    logged `logs`; stopped (and killed if need be) after."""
     masters = []
     try:
-        for n in range(1, nodes + 1):
+        for n, config in enumerate(configs, 1):
             b = Bizzyd(tmp / f"node{n}", node_port(services, n))
-            b.write_config(node_config(services, n, nodes, dsn, tag, **occupancy))
+            b.write_config(config)
             masters.append(b)
             b.start(wait=False)  # together: each takes its preferred shards first
         for b in masters:
             wait_for(b.ready, timeout=30, what="bizzyd to answer /health")
-            b.wait_log("amqp ingest: connected to", timeout=20)
-            b.wait_log("receiving other nodes' occupancy updates", timeout=20)
+            for line in logs:
+                b.wait_log(line, timeout=20)
         yield masters
     finally:
         for b in masters:

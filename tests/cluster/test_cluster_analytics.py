@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from bizzyd_proc import Bizzyd, wait_for
-from cluster_support import Services, node_config, node_port
+from cluster_support import Services, node_config, node_port, running_nodes
 from modules.analytics.testing import add_analytics
 from modules.auth.testing import emulator_token
 from modules.business.testing import business_config
@@ -55,22 +55,10 @@ def two_nodes(tmp: Path, services: Services, dsn: str, tag: str) -> Iterator[lis
     if not emulator:
         pytest.fail("BIZZYD_FIREBASE_EMULATOR is not set: scripts/services start and "
                     'eval "$(scripts/services env)"')
-    masters = []
-    try:
-        for n in (1, 2):
-            b = Bizzyd(tmp / f"node{n}", node_port(services, n))
-            b.write_config(analytics_node(tmp, services, n, dsn, tag, emulator))
-            masters.append(b)
-            b.start(wait=False)
-        for b in masters:
-            wait_for(b.ready, timeout=30, what="bizzyd to answer /health")
-            b.wait_log("receiving other nodes' occupancy updates", timeout=20)
+    configs = [analytics_node(tmp, services, n, dsn, tag, emulator) for n in (1, 2)]
+    with running_nodes(tmp, services, configs,
+                       ("receiving other nodes' occupancy updates",)) as masters:
         yield masters
-    finally:
-        for b in masters:
-            with contextlib.suppress(Exception):
-                b.stop()
-            b.kill_everything()
 
 
 def expect(response: httpx.Response, status: int) -> Any:

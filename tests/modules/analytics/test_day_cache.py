@@ -52,7 +52,8 @@ async def _check(dsn: str) -> None:
                                       "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
         await conn.execute(
             """INSERT INTO hive_correction (hive_id, at, day_end, occupancy, previous,
-                   "offset", reason) VALUES ($1, $2, $2::timestamptz + interval '5 hours', 9, 5, 4, 't')""",
+                   "offset", reason)
+               VALUES ($1, $2, $2::timestamptz + interval '5 hours', 9, 5, 4, 't')""",
             hive_id, NOW - timedelta(days=2, minutes=20))
         await conn.execute(
             """INSERT INTO hive_capacity_schedule (hive_id, during, capacity)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 
@@ -145,37 +146,64 @@ def test_5xx_is_retried_by_the_library_then_through_the_queue(stack) -> None:
     assert all(key not in b for b in dead_letters(stack))
 
 
-def test_kill_9_in_the_middle_of_a_batch_loses_none_and_repeats_only_calls_in_flight(
-        stack) -> None:
+@dataclass
+class Kill:
+    """What a kill -9 in the middle of a batch left: the deal's pushes expected, those
+    recorded as delivered before it, and those in flight (pushed, not recorded)."""
+
+    deal: int
+    users: dict[int, str]
+    expected: set[tuple[str, str]]
+    recorded: set[tuple[str, str]]
+    in_flight: set[tuple[str, str]]
+
+
+def kill_in_mid_batch(stack, prefix: str, victim: int) -> Kill:
+    """A new deal for 15 followers; FCM answers 7 pushes and holds the rest; `victim`
+    (the sending process) gets SIGKILL; then FCM answers and the queue drains."""
     hive = stack.hives[8]
-    users = {stack.user(f"k9-{i:02d}"): f"k9-{i:02d}" for i in range(15)}
+    users = {stack.user(f"{prefix}-{i:02d}"): f"{prefix}-{i:02d}" for i in range(15)}
     for u in users:
         follows(stack, u, hive)
-    before = notifier_pid(stack)
-    stack.fcm.hold(after=7)          # answer 7 pushes, then hold: a send_each call hangs
+    stack.fcm.hold(after=7)          # answer 7 pushes, then hold the rest of the batch
     new = deal(stack, hive)
     expected = {(token, f"deal:{new}:{u}") for u, token in users.items()}
-    stack.fcm.wait(lambda f: f.held >= 1, what="a send_each call in flight")
-    os.kill(before, signal.SIGKILL)
-    wait_for(lambda: not alive(before), 5, what="the notifier to die")
+    stack.fcm.wait(lambda f: f.held >= 1, what="pushes in flight")
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: not alive(victim), 5, what="the sending process to die")
     recorded = {(r["fcm_token"], r["idempotency_key"]) for r in stack.sql(
         "SELECT d.fcm_token, i.idempotency_key FROM user_inbox_delivery d "
         "JOIN user_inbox i ON i.id = d.inbox_id WHERE i.deal_id = $1", new)}
     pushed = {(p.token, p.key) for p in list(stack.fcm.pushes)} & expected
     held = stack.fcm.held_pairs & expected
     stack.fcm.release()
-    in_flight = pushed - recorded      # the calls the kill interrupted (answered or held)
+    in_flight = pushed - recorded      # pushed, not recorded: the kill interrupted them
     assert held and held <= in_flight
-    assert len(in_flight) <= 2 * 5     # one send_each call per sender (2 of batch_size 5)
+    assert len(in_flight) <= 2 * 5     # at most a batch per round (2 rounds, batch_size 5)
     assert recorded <= pushed
-
     stack.fcm.wait(lambda f: expected <= f.answered, 30, what="every push answered")
     wait_for(stack.queue_empty, 15, what="the queue to drain")
-    assert notifier_pid(stack) != before       # the master started a new one
-    mine = Counter((p.token, p.key) for p in stack.fcm.pushes if (p.token, p.key) in expected)
-    assert set(mine) == expected                                        # none lost
-    assert {pair for pair, n in mine.items() if n > 1} <= in_flight     # repeated: in flight
-    assert all(mine[pair] == 1 for pair in recorded)                    # recorded: never again
+    return Kill(new, users, expected, recorded, in_flight)
+
+
+def none_lost_only_in_flight_repeated(stack, kill: Kill) -> None:
+    mine = Counter((p.token, p.key) for p in stack.fcm.pushes
+                   if (p.token, p.key) in kill.expected)
+    assert set(mine) == kill.expected                                       # none lost
+    assert {pair for pair, n in mine.items() if n > 1} <= kill.in_flight    # repeated: in flight
+    assert all(mine[pair] == 1 for pair in kill.recorded)                  # recorded: never again
     assert all(n <= 2 for n in mine.values())
+    inbox = stack.sql("SELECT user_id, count(*) AS n FROM user_inbox WHERE deal_id = $1 "
+                      "AND user_id = ANY($2::bigint[]) GROUP BY user_id", kill.deal,
+                      list(kill.users))
+    assert {r["user_id"] for r in inbox} == set(kill.users) and all(r["n"] == 1 for r in inbox)
     assert stack.sql("SELECT count(*) FROM user_inbox_delivery d JOIN user_inbox i "
-                     "ON i.id = d.inbox_id WHERE i.deal_id = $1", new)[0]["count"] == 15
+                     "ON i.id = d.inbox_id WHERE i.deal_id = $1", kill.deal)[0]["count"] == 15
+
+
+def test_kill_9_in_the_middle_of_a_batch_loses_none_and_repeats_only_calls_in_flight(
+        stack) -> None:
+    before = notifier_pid(stack)
+    kill = kill_in_mid_batch(stack, "k9", before)
+    assert notifier_pid(stack) != before       # the master started a new one
+    none_lost_only_in_flight_repeated(stack, kill)
