@@ -254,12 +254,14 @@ class SeqlockTable:
     def read(self, index: int) -> tuple:
         start = self.zone.offset(index)
         buf, words, word, slot = self.buf, self.words, start >> 3, self.slot
-        busy = BusySlot()
+        busy = None
         while True:
             before = words[word]
             if not before & 1:
                 row = slot.unpack_from(buf, start)
                 if row[0] == before and words[word] == before:
                     return row[1:]
+            if busy is None:
+                busy = BusySlot()
             if not busy.wait():
                 raise TimeoutError(f"zone {self.zone.spec.name}: slot {index} kept changing")

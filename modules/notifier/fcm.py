@@ -110,8 +110,9 @@ class FcmClient:
         self.head = (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                      "Content-Type: application/json; charset=UTF-8\r\n"
                      "X-GOOG-API-FORMAT-VERSION: 2\r\n"
-                     f"X-FIREBASE-CLIENT: fire-admin-python/{firebase_admin.__version__}\r\n")
-        self.auth = ""                 # the Authorization header line of the token in use
+                     f"X-FIREBASE-CLIENT: fire-admin-python/{firebase_admin.__version__}"
+                     "\r\n").encode()
+        self.auth = b""                # the Authorization header line of the token in use
         self.auth_lock = asyncio.Lock()
         self.slots = asyncio.Semaphore(connections)
         self.idle: list[_Connection] = []
@@ -156,7 +157,7 @@ class FcmClient:
 
     async def _exchange(self, body: bytes) -> tuple[int, bytes, bytes | None]:
         request = b"%s%sContent-Length: %d\r\n\r\n%s" % (
-            self.head.encode(), self.auth.encode(), len(body), body)
+            self.head, self.auth, len(body), body)
         async with self.slots:
             while self.idle and self.idle[-1].closed:
                 self.idle.pop()
@@ -188,13 +189,13 @@ class FcmClient:
                 return
             self.auth = await asyncio.to_thread(self._headers, force)
 
-    def _headers(self, force: bool) -> str:
+    def _headers(self, force: bool) -> bytes:
         request, headers = AuthRequest(), {}
         if force:
             with contextlib.suppress(Exception):  # the next 401 is reported
                 self.credential.refresh(request)
         self.credential.before_request(request, "POST", self.url, headers)
-        return "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        return "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
 
 
 def _backoff(retry: int, retry_after: bytes | None) -> float:

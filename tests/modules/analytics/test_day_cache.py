@@ -38,7 +38,7 @@ async def _body(conn: asyncpg.Connection, hive_id: int, bucket: str, since: time
     return await api._history_body(conn, hive, bucket, bounds, NOW, days)
 
 
-def _whole_days(bucket: str, since: timedelta) -> int:
+def _whole_days(since: timedelta) -> int:
     """UTC days wholly inside the window that ended an hour or more before NOW."""
     first = -(-int((NOW - since).timestamp()) // 86400)
     last = int((NOW - api.SETTLED).timestamp()) // 86400
@@ -68,7 +68,7 @@ async def _check(dsn: str) -> None:
             answer = msgspec.json.decode(warm)
             assert answer["has_corrections"] is True
             assert any(b["capacity"] == 7 for b in answer["buckets"])
-            assert len(days.items) == _whole_days(bucket, since) >= 2
+            assert len(days.items) == _whole_days(since) >= 2
         await _pieces_are_served_until_the_version_changes(conn, hive_id)
     finally:
         await conn.close()
