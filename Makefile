@@ -1,6 +1,8 @@
 # bizzyd: the two commands are `make demo` and `make test` (see README.md).
 PYTHON ?= python3
 VENV := .venv
+# the demo city's history ends at the current UTC hour
+DEMO_NOW = $$(date -u +%Y-%m-%dT%H:00Z)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -61,7 +63,7 @@ demo: venv dashboard
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
 		-g "firebase: {project_id: $$BIZZYD_FIREBASE_PROJECT, emulator: '$$BIZZYD_FIREBASE_EMULATOR'}" \
-		demo-data --if-empty --hives 2000 --seed 1 --now "$$(date -u +%Y-%m-%dT%H:00Z)" --business-user
+		demo-data --if-empty --hives 2000 --seed 1 --now "$(DEMO_NOW)" --business-user
 	DEMO_SIM_ARGS="$(DEMO_SIM_ARGS)" exec scripts/demo
 
 # The cluster on one host (docs/cluster.md): Postgres and a streaming standby, a 3-node
@@ -73,7 +75,7 @@ cluster-demo: venv
 	scripts/services start postgres postgres-standby memcached-pool rabbitmq-cluster
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" migrate up
 	eval "$$(scripts/services env)" && $(DEMO) -g "database: {dsn: '$$BIZZYD_PG_DSN'}" \
-		demo-data --if-empty --hives 2000 --seed 1 --now "$$(date -u +%Y-%m-%dT%H:00Z)"
+		demo-data --if-empty --hives 2000 --seed 1 --now "$(DEMO_NOW)"
 	exec scripts/cluster-demo
 
 clean:
