@@ -10,6 +10,7 @@ Signals (from the master, or an operator):
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import signal
 import socket
@@ -59,6 +60,10 @@ class Worker:
         await self._hooks("init_worker")
         engine = HttpEngine(self.ctx, self.router, HttpProtocol)
         await engine.start(self.listeners, self.backlogs)
+        # what start-up made (config, routes, modules' tables) lives as long as the
+        # worker: out of the collector's generations, a full collection after a burst
+        # of requests does not walk it again
+        gc.freeze()
         self._heartbeat(loop)
         how = await self.stopping
         if how == "graceful":

@@ -25,8 +25,7 @@ from modules.analytics import queries, series  # noqa: E402
 from modules.analytics.schemas import History  # noqa: E402
 from modules.mqtt_ingest.day import zone  # noqa: E402
 
-LEVELS = {"5m": queries.FIVE_MINUTES, "15m": queries.FIVE_MINUTES, "1h": queries.HOURLY,
-          "1d": queries.DAILY}
+LEVELS = {"5m": queries.FIVE_MINUTES, "15m": queries.FIVE_MINUTES, "1d": queries.DAILY}
 app = FastAPI()
 encoder = msgspec.json.Encoder()
 state: dict = {}
@@ -54,7 +53,10 @@ async def history(hive_id: int, bucket: str = "1h",
         tz = zone(hive["timezone"])
         bounds = series.edges(lo_at, hi_at, bucket, tz)
         lo, hi = (datetime.fromtimestamp(b, UTC) for b in (bounds[0], bounds[-1]))
-        rows = await conn.fetch(LEVELS[bucket], hive_id, lo, hi)
+        if bucket == "1h":
+            rows = await conn.fetch(queries.HOURS, hive_id, lo, hi, now.timestamp())
+        else:
+            rows = await conn.fetch(LEVELS[bucket], hive_id, lo, hi)
         capacities = await conn.fetch(queries.SCHEDULE_IN, hive_id, lo, hi)
         corrections = await conn.fetch(queries.CORRECTIONS_IN, hive_id, lo, hi)
     spans = series.correction_spans([tuple(r) for r in corrections])
@@ -62,5 +64,6 @@ async def history(hive_id: int, bucket: str = "1h",
                          [series.Span(r["s"], r["e"], r["capacity"]) for r in capacities],
                          spans)
     body = History(hive_id, hive["timezone"], bucket, series.iso(bounds[0]) + "Z",
-                   series.iso(bounds[-1]) + "Z", bool(spans), series.render(bounds, rows, ctx))
+                   series.iso(bounds[-1]) + "Z", bool(spans),
+                   (series.render_hours if bucket == "1h" else series.render)(bounds, rows, ctx))
     return Response(encoder.encode(body), media_type="application/json")

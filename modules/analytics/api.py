@@ -6,6 +6,7 @@ schedule (business: viewer reads, manager writes, operators everything; non-memb
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
@@ -36,6 +37,7 @@ from .cache import Bodies
 from .live import publish, refresh
 from .schemas import (
     At,
+    Bucket,
     Correction,
     CorrectionIn,
     CorrectionList,
@@ -54,6 +56,7 @@ FUTURE_SKEW = timedelta(seconds=60)  # a correction "now" from a client clock a 
 LIVE_SKEW = timedelta(seconds=5)  # a correction this close to now applies to the live row
 MAX_CORRECTION_AGE = timedelta(days=400)
 MAX_ID = (1 << 63) - 1
+HOURS_CHUNK = 2208  # 92 days of 1h buckets per query (history._hours)
 TAGS = ("analytics",)
 AUTH_ERRORS = (400, 401, 403, 404, 429)
 
@@ -177,8 +180,7 @@ def _spans(rows: list[Any]) -> list[series.Span]:
 
 # -- history ---------------------------------------------------------------------------
 
-LEVELS = {"5m": queries.FIVE_MINUTES, "15m": queries.FIVE_MINUTES, "1h": queries.HOURLY,
-          "1d": queries.DAILY}
+LEVELS = {"5m": queries.FIVE_MINUTES, "15m": queries.FIVE_MINUTES, "1d": queries.DAILY}
 
 
 def _window(call: Call, now: datetime) -> tuple[datetime, datetime, str]:
@@ -245,15 +247,45 @@ async def _history_body(conn: Any, hive: Any, bucket: str, bounds: list[int],
             m += 1
         if m > k:  # plan[k:m] missing: one fetch and render for the run
             first, end = plan[k][0], plan[m - 1][1]
-            rows = await conn.fetch(LEVELS[bucket], hive["id"], *(
-                datetime.fromtimestamp(bounds[i], UTC) for i in (first, end)))
-            buckets = series.render(bounds[first:end + 1], rows, ctx)
+            buckets = await _render(conn, hive["id"], bucket, bounds[first:end + 1], ctx)
             for n in range(k, m):
                 i, j, _ = plan[n]
                 pieces[n] = ENCODER.encode(buckets[i - first:j - first])[1:-1]
                 days.put(keys[n], pieces[n])
         k = m + 1
     return b"".join((head[:-2], b",".join(pieces), b"]}"))  # type: ignore[arg-type]
+
+
+async def _render(conn: Any, hive_id: int, bucket: str, bounds: list[int],
+                  ctx: series.Context) -> list[Bucket]:
+    if bucket == "1h":
+        return await _hours(conn, hive_id, bounds, ctx)
+    lo, hi = (datetime.fromtimestamp(b, UTC) for b in (bounds[0], bounds[-1]))
+    return series.render(bounds, await conn.fetch(LEVELS[bucket], hive_id, lo, hi), ctx)
+
+
+async def _hours(conn: Any, hive_id: int, bounds: list[int], ctx: series.Context
+                 ) -> list[Bucket]:
+    """1h buckets in chunks, each chunk's query sent before the previous one is rendered:
+    Postgres works on the next quarter of a year while this process renders one."""
+    chunks = [bounds[i:i + HOURS_CHUNK + 1] for i in range(0, len(bounds) - 1, HOURS_CHUNK)]
+
+    def fetch(chunk: list[int]) -> asyncio.Task[list[Any]]:
+        lo, hi = (datetime.fromtimestamp(b, UTC) for b in (chunk[0], chunk[-1]))
+        return asyncio.ensure_future(conn.fetch(queries.HOURS, hive_id, lo, hi, ctx.now))
+
+    out: list[Bucket] = []
+    pending = fetch(chunks[0])
+    try:
+        for k, chunk in enumerate(chunks):
+            rows = await pending
+            if k + 1 < len(chunks):
+                pending = fetch(chunks[k + 1])
+                await asyncio.sleep(0)  # the task sends its query
+            out += series.render_hours(chunk, rows, ctx)
+    finally:
+        pending.cancel()
+    return out
 
 
 # -- the count at an instant -----------------------------------------------------------

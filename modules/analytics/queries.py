@@ -33,10 +33,23 @@ ORDER BY bucket"""
 
 # rows ingest wrote with entries/exits only have no curve (peak 0, no last_at); rows
 # from before migration 0009 (demo history) have peak and average but no curve
-HOURLY = f"""
-SELECT extract(epoch FROM hour)::float8 AS s, extract(epoch FROM hour)::float8 + 3600 AS e,
-       {_CURVE.format(peak=_PEAK)}, {_AVG} AS avg
-FROM hive_occupancy_hourly WHERE hive_id = $1 AND hour >= $2 AND hour < $3
+# 1h buckets are one row each: the average is computed here, with the same float8
+# operations as series._values on the row (so the texts are the same), up to $4 (now,
+# epoch seconds) for the unsettled hour; no curve and no legacy average: NULL.
+# date_part gives the float8 of extract(epoch ...)::float8 without numeric arithmetic.
+HOURS = f"""
+SELECT s, entries, exits, min_occupancy, {_PEAK},
+       CASE WHEN last_at IS NOT NULL AND area IS NOT NULL AND last_occupancy IS NOT NULL
+            THEN CASE WHEN w > 0 THEN
+                ((CASE WHEN late > 0 THEN area + last_occupancy * late ELSE area END) / w)
+                * w / w END
+            WHEN w > 0 THEN ({_AVG})::float8 * w / w
+       END AS avg
+FROM hive_occupancy_hourly,
+     LATERAL (SELECT date_part('epoch', hour) AS s) AS start,
+     LATERAL (SELECT least(s + 3600, $4::float8) - s AS w,
+                     least(s + 3600, $4::float8) - date_part('epoch', last_at) AS late) AS stop
+WHERE hive_id = $1 AND hour >= $2 AND hour < $3
 ORDER BY hour"""
 
 DAILY = f"""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from math import floor
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -253,6 +254,59 @@ def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[Bucket]
                         None if avg is None else round(avg / capacity, 4), corrected))
         j, start = k, end
     return out
+
+
+def render_hours(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[Bucket]:
+    """render() for 1h buckets from queries.HOURS rows (start, entries, exits, min, max,
+    average): at most one row per bucket, its average computed by Postgres."""
+    cap_starts = [s.start for s in ctx.capacities]
+    cor_starts = [s.start for s in ctx.corrections]
+    out: list[Bucket] = []
+    append, make = out.append, Bucket
+    j, n = 0, len(rows)
+    tz, default = ctx.tz, ctx.default_capacity
+    capacities, corrections = ctx.capacities, ctx.corrections
+    next_s = rows[0][0] if rows else None
+    lo = bounds[0]
+    for hi in bounds[1:]:
+        days, seconds = divmod(lo, 86400)
+        start, end, local = day_instants(tz, 3600, days)[seconds // 3600]
+        capacity = (capacity_of(default, capacities, cap_starts, lo, hi)
+                    if capacities else default)
+        while next_s is not None and next_s < lo:
+            j += 1
+            next_s = rows[j][0] if j < n else None
+        if next_s is None or next_s >= hi:
+            append(make(start, end, local, True, None, None, None, 0, 0, capacity, None))
+            lo = hi
+            continue
+        _, entries, exits, low, high, avg = rows[j]
+        j += 1
+        next_s = rows[j][0] if j < n else None
+        if avg is not None:
+            avg = rounded(avg, 100)
+        corrected = None
+        if corrections:
+            parts = _overlaps(corrections, cor_starts, lo, hi)
+            if parts:
+                corrected = _corrected(avg, low, high, capacity, parts, hi - lo)
+        append(make(start, end, local, False, avg, low, high, entries, exits, capacity,
+                    None if avg is None else rounded(avg / capacity, 10000), corrected))
+        lo = hi
+    return out
+
+
+def rounded(x: float, scale: int) -> float:
+    """round(x, 2) for scale 100, round(x, 4) for 10000 (the same float), at a third of
+    its cost: the nearest multiple of 1/scale is k/scale, which int division rounds
+    correctly; only where x * scale is too close to a half (or too large) to tell k
+    from the float product does round() decide."""
+    y = x * scale
+    k = floor(y)
+    f = y - k
+    if 0.49 < f < 0.51 or not 0 <= y < 1e12:
+        return round(x, 2 if scale == 100 else 4)
+    return (k + (f > 0.5)) / scale
 
 
 def _instants(start: str, lo: int, hi: int, tz: ZoneInfo) -> tuple[str, str, str]:
