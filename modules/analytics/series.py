@@ -267,10 +267,12 @@ def render_hours(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[B
     tz, default = ctx.tz, ctx.default_capacity
     capacities, corrections = ctx.capacities, ctx.corrections
     next_s = rows[0][0] if rows else None
-    lo = bounds[0]
+    lo, day, texts = bounds[0], None, ()
     for hi in bounds[1:]:
         days, seconds = divmod(lo, 86400)
-        start, end, local = day_instants(tz, 3600, days)[seconds // 3600]
+        if days != day:
+            day, texts = days, day_instants(tz, 3600, days)
+        start, end, local = texts[seconds // 3600]
         capacity = (capacity_of(default, capacities, cap_starts, lo, hi)
                     if capacities else default)
         while next_s is not None and next_s < lo:
