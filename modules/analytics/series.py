@@ -13,7 +13,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from math import floor
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -160,15 +160,29 @@ def local_iso(ts: int, zone: ZoneInfo) -> tuple[str, str]:
     return iso(ts + offset), _offset_text(offset)
 
 
-@lru_cache(maxsize=512)
 def day_instants(zone: ZoneInfo, step: int, days: int) -> tuple[tuple[str, str, str], ...]:
     """(start, end, local start) texts of the step-sized buckets of one UTC day: a year
-    of hours is 365 lookups of this instead of three texts built per bucket."""
+    of hours is 365 lookups of this instead of three texts built per bucket.  Kept by
+    the zone's offsets that day, so zones that agree share them (Berlin and Paris,
+    London and Lisbon), in a cache per step holding a few zone-years of hours."""
+    return _DAY_INSTANTS[step](day_offsets(zone, days), days)
+
+
+def _day_instants(step: int, offsets: tuple[tuple[int, int], ...], days: int
+                  ) -> tuple[tuple[str, str, str], ...]:
     out = []
     for lo in range(days * 86400, (days + 1) * 86400, step):
-        local, offset = local_iso(lo, zone)
-        out.append((iso(lo) + "Z", iso(lo + step) + "Z", local + offset))
+        seconds = lo - days * 86400
+        offset = (offsets[0][1] if len(offsets) == 1 or seconds < offsets[1][0]
+                  else offsets[1][1])
+        out.append((iso(lo) + "Z", iso(lo + step) + "Z",
+                    iso(lo + offset) + _offset_text(offset)))
     return tuple(out)
+
+
+# days cached per step: ~7 KB a day of hours, 28 KB of quarters, 82 KB of 5 minutes
+_DAY_INSTANTS = {step: lru_cache(maxsize=size)(partial(_day_instants, step))
+                 for step, size in ((300, 32), (900, 128), (3600, 1536))}
 
 
 def regular(bounds: list[int]) -> int | None:
