@@ -101,6 +101,14 @@ def _corrected(avg: float | None, low: int | None, high: int | None, capacity: i
     return Corrected(c_avg, c_min, c_max, _utilization(c_avg, capacity))
 
 
+def _corrected_in(corrections: Sequence[Span], starts: list[float], lo: float, hi: float,
+                  avg: float | None, low: int | None, high: int | None, capacity: int
+                  ) -> Corrected | None:
+    """The bucket [lo, hi) corrected, if a correction touches it."""
+    parts = _overlaps(corrections, starts, lo, hi)
+    return _corrected(avg, low, high, capacity, parts, hi - lo) if parts else None
+
+
 @dataclass(slots=True)
 class Context:
     """What the buckets of one answer share."""
@@ -259,11 +267,8 @@ def render(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[Bucket]
                         None if avg is None else round(avg / capacity, 4)))
         else:
             entries, exits, low, high, avg = _values(rows, j, k, now)
-            corrected = None
-            if corrections:
-                parts = _overlaps(corrections, cor_starts, lo, hi)
-                if parts:
-                    corrected = _corrected(avg, low, high, capacity, parts, hi - lo)
+            corrected = (_corrected_in(corrections, cor_starts, lo, hi, avg, low, high,
+                                       capacity) if corrections else None)
             append(make(start, end, local, False, avg, low, high, entries, exits, capacity,
                         None if avg is None else round(avg / capacity, 4), corrected))
         j, start = k, end
@@ -301,11 +306,8 @@ def render_hours(bounds: list[int], rows: Sequence[Any], ctx: Context) -> list[B
         next_s = rows[j][0] if j < n else None
         if avg is not None:
             avg = rounded(avg, 100)
-        corrected = None
-        if corrections:
-            parts = _overlaps(corrections, cor_starts, lo, hi)
-            if parts:
-                corrected = _corrected(avg, low, high, capacity, parts, hi - lo)
+        corrected = (_corrected_in(corrections, cor_starts, lo, hi, avg, low, high, capacity)
+                     if corrections else None)
         append(make(start, end, local, False, avg, low, high, entries, exits, capacity,
                     None if avg is None else rounded(avg / capacity, 10000), corrected))
         lo = hi
