@@ -163,9 +163,13 @@ def day_offsets(zone: ZoneInfo, days: int) -> tuple[tuple[int, int], ...]:
 def local_iso(ts: int, zone: ZoneInfo) -> tuple[str, str]:
     """The local wall-clock time of a UTC instant (ISO, no offset) and its offset."""
     days, seconds = divmod(ts, 86400)
-    offsets = day_offsets(zone, days)
-    offset = offsets[0][1] if len(offsets) == 1 or seconds < offsets[1][0] else offsets[1][1]
+    offset = _offset_in(day_offsets(zone, days), seconds)
     return iso(ts + offset), _offset_text(offset)
+
+
+def _offset_in(offsets: tuple[tuple[int, int], ...], seconds: int) -> int:
+    """The offset in force `seconds` into the day of `offsets` (day_offsets)."""
+    return offsets[0][1] if len(offsets) == 1 or seconds < offsets[1][0] else offsets[1][1]
 
 
 def day_instants(zone: ZoneInfo, step: int, days: int) -> tuple[tuple[str, str, str], ...]:
@@ -180,9 +184,7 @@ def _day_instants(step: int, offsets: tuple[tuple[int, int], ...], days: int
                   ) -> tuple[tuple[str, str, str], ...]:
     out = []
     for lo in range(days * 86400, (days + 1) * 86400, step):
-        seconds = lo - days * 86400
-        offset = (offsets[0][1] if len(offsets) == 1 or seconds < offsets[1][0]
-                  else offsets[1][1])
+        offset = _offset_in(offsets, lo - days * 86400)
         out.append((iso(lo) + "Z", iso(lo + step) + "Z",
                     iso(lo + offset) + _offset_text(offset)))
     return tuple(out)
