@@ -8,9 +8,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv deps test lint demo cluster-demo docs bench services services-stop clean dashboard
 
+# The venv, and the compiled build of the HTTP fast path (setup.py, bizzyd/http/build.py),
+# rebuilt here whenever one of its sources is newer.
 venv: $(STAMP)
+	@$(PY) -W ignore setup.py -q build_ext --inplace
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
+	scripts/install-deps build
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -49,6 +53,8 @@ $(WEB)/dist/index.html: $(WEB_MODULES) $(WEB_SOURCES)
 test: venv deps lint dashboard
 	BIZZYD_PG_FAST=1 scripts/services start
 	eval "$$(scripts/services env)" && $(PY) -m pytest -q
+	@echo "== the HTTP suites again, on the plain-Python build of the fast path =="
+	BIZZYD_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider tests/http
 
 # The demo: local services, schema, demo city (first time only; its history ends at the
 # current hour, so the last day's charts have no gap), the dashboard's demo

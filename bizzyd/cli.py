@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .config import ConfigError
 from .config.load import Config, load_config
+from .http import build as http_build
 from .http.engine import build_router
 from .master import Options, start
 
@@ -36,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bizzyd", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="bizzyd: the Bizzy application server (master, workers, modules).")
-    p.add_argument("-v", "--version", action="version", version=f"bizzyd/{__version__}")
+    p.add_argument("-v", "--version", action="version",
+                   version=f"bizzyd/{__version__} (HTTP fast path: {http_build.describe()})")
     p.add_argument("-t", dest="test", action="store_true",
                    help="test the configuration and exit")
     p.add_argument("-T", dest="dump", action="store_true",

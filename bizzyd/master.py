@@ -34,6 +34,7 @@ from typing import Any
 from . import __version__
 from .config import ConfigError
 from .config.load import Config, load_config
+from .http import build as http_build
 from .http.engine import build_router
 from .http.router import Router
 from .listen import INHERIT_ENV, ListenerSet, adopt_fds, close_socket, inherited_fds
@@ -169,8 +170,9 @@ class Master:
         program = "bizzyd" if sys.argv[0].endswith("__main__.py") else sys.argv[0]
         set_title(f"master process {' '.join([program, *self.options.argv()])}")
         self._run_master_hooks("init_master", self.cycle.config)
-        self.log.notice("bizzyd/%s master process %d started (%d worker(s))",
-                        __version__, os.getpid(), self.worker_count)
+        self.log.notice("bizzyd/%s master process %d started (%d worker(s)); "
+                        "HTTP fast path: %s", __version__, os.getpid(), self.worker_count,
+                        http_build.describe())
         self._spawn_generation(self.cycle)
         self.notify("READY=1", f"MAINPID={os.getpid()}", self._status())
 

@@ -57,18 +57,15 @@ import ipaddress
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import httptools
-
 from ..stats import HIST
+from .build import fastpath
 from .flow import FlowControl
 from .phases import Request, body_bytes
 from .response import (
     CLOSE,
-    KEEP_ALIVE,
     NO_BODY_STATUSES,
     FileBody,
     HTTPError,
@@ -81,6 +78,8 @@ from .router import Location, Router, Server, normalize_path
 if TYPE_CHECKING:
     from .engine import HttpEngine
 
+Reject, Discard = fastpath.Reject, fastpath.Discard
+
 LINGER = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
@@ -89,54 +88,18 @@ FILE_PIECE = 256 * 1024
 # Bytes of chunked framing (size line with extensions, CRLFs) allowed per chunk,
 # on average over a request body; a longer chunk-size line is rejected.
 MAX_CHUNK_FRAMING = 1024
-_OWS = (0x20, 0x09)
 _time = time.time
-_QUICK = (b"GET", b"HEAD")  # methods a location's quick content hook may answer
 _RESPONSES = (Response, StaticResponse)
-_NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
 _SLASH, _HASH, _QUESTION = 0x2F, 0x23, 0x3F
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # RFC 3986 3.2.2-3.2.3: IP-literal / IPv4address / reg-name, then an optional port
 _HOST = re.compile(rb"(?:\[(?:([0-9A-Fa-f:.]+)|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
                    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::([0-9]*))?").fullmatch
-_UNDERSCORE = 0x5F
-# Header fields looked at when the header section is complete, as bits.  All but
-# Upgrade are singletons: a second one is refused (RFC 9110 5.3: fields that are not
-# lists; nginx refuses duplicates of most of these too).
-_F_HOST, _F_LENGTH, _F_TE, _F_EXPECT, _F_UPGRADE, _F_SINGLE = (1 << i for i in range(6))
-# a request with any of these (or an Upgrade) is not replayed (HttpProtocol._replay)
-_F_NO_REPLAY = _F_LENGTH | _F_TE | _F_EXPECT | (1 << 30)
-_FIELDS = {b"host": _F_HOST, b"content-length": _F_LENGTH, b"transfer-encoding": _F_TE,
-           b"expect": _F_EXPECT, b"upgrade": _F_UPGRADE} | {
-    name: _F_SINGLE << i for i, name in enumerate((
-        b"content-type", b"content-range", b"authorization", b"proxy-authorization",
-        b"if-modified-since", b"if-unmodified-since", b"if-range", b"range"))}
-# RFC 9110 6.5.1: fields a sender must not put in a trailer section (framing, routing,
-# request modifiers, authentication, content format)
-_NOT_IN_TRAILERS = frozenset((
-    b"host", b"content-length", b"transfer-encoding", b"trailer", b"te", b"expect",
-    b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",
-    b"content-type", b"content-encoding", b"content-range", b"cache-control", b"pragma",
-    b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
-    b"if-range", b"max-forwards", b"connection", b"keep-alive", b"upgrade"))
-_NON_ASCII = re.compile(rb"[\x80-\xff]")
 # Request targets that are neither origin-form nor absolute-form, by their look.
 _TARGET_ERRORS = (
     (b"*", "asterisk-form targets (OPTIONS *) are not supported"),
     (b"", "request target must be an absolute path or an http(s) URI"),
 )
-
-
-class Reject(Exception):
-    """Raised inside parser callbacks to answer with an error status and close."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-
-
-class _Discard(Exception):
-    """Raised when a request begins after the connection's last one: stop parsing."""
 
 
 class _Slot:
@@ -159,93 +122,29 @@ class _Slot:
         self.response: Response | None = None
 
 
-class HttpProtocol(asyncio.Protocol):
-    """One client connection."""
+class HttpProtocol(fastpath.FastPath, asyncio.Protocol):
+    """One client connection (what every request runs through: FastPath)."""
 
     __slots__ = (
-        "engine", "servers", "default", "parser", "transport", "flow", "id", "client",
-        # timeouts
-        "deadline", "timeout_kind", "max_header", "keepalive_timeout", "body_timeout",
-        # connection
-        "requests", "read", "out", "pending", "sender", "at_boundary", "in_request",
-        "discarding", "closing", "lingering", "peer_eof", "retiring", "must_close",
-        "good_host", "fresh", "routed", "header_timeout", "keepalive_requests",
-        # request
-        "url", "headers", "header_size", "body", "body_size", "max_body", "server",
-        "location", "captures", "path", "version", "chunked_body", "chunks", "wire",
-        "header_count", "head_read",
-        # the last read when it was exactly one simple request, and that request parsed
-        "replay_data", "replay", "completed", "replay_keep_alive", "replaying",
-        # limits of the request line and header section (the default server's)
-        "max_line", "max_field", "max_fields", "underscores",
+        "servers", "flow", "id", "client", "body_timeout", "header_timeout", "sender",
+        "at_boundary", "lingering", "peer_eof", "good_host", "chunks",
     )
 
     def __init__(self, engine: HttpEngine, servers: Sequence[Server]) -> None:
-        self.engine = engine
+        super().__init__(engine, servers[0])
         self.servers = servers
-        self.default: Server = servers[0]
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: Any = None
         self.flow: FlowControl = None  # type: ignore[assignment]  # set in connection_made
         self.id = engine.next_connection_id()
         self.client = ""
-        # timeouts: one deadline, checked by the engine's tick
-        self.deadline = 0.0
-        self.timeout_kind = ""
         limits = self.default.config
-        self.max_header = limits["client_max_header_size"]
-        self.max_line = limits["client_max_request_line"]
-        self.max_field = limits["client_max_header_line"]
-        self.max_fields = limits["client_max_header_fields"]
-        self.underscores = limits["underscores_in_headers"]
         self.header_timeout = limits["client_header_timeout"]
-        self.keepalive_requests = limits["keepalive_requests"]
-        self.keepalive_timeout = limits["keepalive_timeout"]
         self.body_timeout = limits["client_body_timeout"]
-        # connection state
-        self.requests = 0
-        self.read = b""  # the bytes data_received is parsing
-        self.out: list[bytes] | None = None
-        # a list, not a deque (760 bytes each): it is short and mostly empty
-        self.pending: list[_Slot] = []
         self.sender: asyncio.Task[None] | None = None
         self.at_boundary = False  # the sender waits for the stream's next chunk
-        self.in_request = False  # between a request's first byte and its end
-        self.discarding = False  # the last request was read: ignore input
-        self.closing = False  # close once the pipeline is empty
         self.lingering = False
         self.peer_eof = False
-        self.retiring = False
-        self.must_close = False
         self.good_host = b""  # the last Host value found valid
-        self.fresh = False  # the current read began at a message boundary
-        # the last routing: (url, host, origin-form url, path, server, location,
-        # captures, config, its body size limit, keep-alive timeout and requests),
-        # reused while a connection asks for the same target
-        self.routed: tuple[Any, ...] | None = None
-        # request state
-        self.version = "1.1"
-        self.chunked_body = False
-        self.chunks = self.wire = self.header_count = self.head_read = 0
-        self.replay_data = b""
-        # (url, headers, version, host) of the last request read, and its keep-alive wish
-        self.replay: tuple[bytes, tuple[tuple[bytes, bytes], ...], str, bytes | None
-                           ] | None = None
-        self.replay_keep_alive = self.replaying = False
-        self.completed = 0
-        self._reset_request()
-
-    def _reset_request(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.header_size = 0
-        self.body: list[bytes] | tuple[()] = ()  # a list once a body is announced
-        self.body_size = 0
-        self.max_body = 0
-        self.server: Server = self.default
-        self.location: Location | None = None
-        self.captures: Mapping[str, str] = _NO_CAPTURES  # routing sets the real ones
-        self.path = ""  # set by routing, when the headers are complete
+        self.chunks = 0
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -344,61 +243,6 @@ class HttpProtocol(asyncio.Protocol):
         if not self.pending:
             self.flow.resume_reading()
 
-    def data_received(self, data: bytes) -> None:
-        if self.discarding:
-            return
-        inside = self.in_request
-        self.out = []
-        if not inside and data == self.replay_data:
-            self._replay()
-        else:
-            raw = data
-            if self.chunked_body:
-                self.wire += len(data)
-            elif not inside and not data.isascii():
-                data = _encode_target(data)
-            self.read = data  # kept until the next read (on_body drops a large one)
-            self.fresh = not inside
-            self.completed = 0
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade:
-                pass  # an upgrade we decline: its request was answered, and it is the last
-            except httptools.HttpParserCallbackError as exc:
-                self._callback_failed(exc.__context__)
-            except httptools.HttpParserError as exc:
-                if not self.discarding:  # else: bytes after the last request
-                    self._reject(Reject(400, _parser_reason(exc)))
-            if self.in_request:
-                self.replay_data = b""
-                if not self.discarding:
-                    self._request_pending()
-            else:  # a read of exactly one simple request parses the same way next time
-                self.replay_data = raw if not inside and self.completed == 1 \
-                    and self.replay is not None else b""
-        out, self.out = self.out, None
-        if out:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
-        if self.closing and not self.pending:
-            self._close()
-
-    def _replay(self) -> None:
-        """The read is byte for byte the last one, which was one complete request
-        without a body that began and ended with the read: llhttp, back at a message
-        boundary, would report exactly the same (its method is still that request's;
-        its keep-alive flags are cleared, so the verdict was kept), so the parse is
-        reused."""
-        url, headers, self.version, host = self.replay  # type: ignore[misc]
-        self.url, self.headers = url, list(headers)
-        self.replaying = True
-        try:
-            self._route(host)
-            self.on_message_complete()
-        except Reject as exc:
-            self._reject(exc)
-        finally:
-            self.replaying = False
-
     def _request_pending(self) -> None:
         """A request is incomplete at the end of a read: its header deadline runs from
         the read in which it began (the clock is the engine's, cached per tick).
@@ -422,7 +266,7 @@ class HttpProtocol(asyncio.Protocol):
             self.timeout_kind = "header"
 
     def _callback_failed(self, cause: BaseException | None) -> None:
-        if isinstance(cause, _Discard):
+        if isinstance(cause, Discard):
             return
         if not isinstance(cause, Reject):
             self.engine.log.error("*%d parser callback failed", self.id, exc_info=cause)
@@ -430,103 +274,6 @@ class HttpProtocol(asyncio.Protocol):
         self._reject(cause)
 
     # -- httptools callbacks ---------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self.discarding:
-            raise _Discard
-        self.in_request = True  # the header deadline is set if the read ends before it
-        self.head_read = -1
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url  # in pieces when the target is split across reads
-        self.header_size = size = len(self.url)  # on_url comes before any header
-        if size > self.max_header:
-            raise Reject(414, "request URI too long")
-        # the request line: method SP target SP HTTP/1.1 (a method has at most 7 bytes)
-        if size + 17 > self.max_line and \
-                len(self.parser.get_method()) + size + 10 > self.max_line:
-            raise Reject(414, "request line too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if value and value[-1] in _OWS:  # llhttp keeps trailing whitespace
-            value = value.rstrip(b" \t")
-        size = len(name) + len(value)
-        self.header_size += size + 4
-        if self.header_size > self.max_header:
-            raise Reject(431, "request header fields too large")
-        if size + 2 > self.max_field:  # `name: value`
-            raise Reject(431, "request header line too long")
-        headers = self.headers
-        if len(headers) >= self.max_fields:
-            raise Reject(431, "too many header fields")
-        if _UNDERSCORE in name and not self.underscores:
-            return  # nginx's underscores_in_headers off: dropped, never seen
-        if self.chunked_body:
-            _check_trailer(name)
-        headers.append((name, value))  # trailers too, dropped at the end
-
-    def on_headers_complete(self) -> None:
-        # When the message began this read, its request line is the read's first line:
-        # " HTTP/1.1" at its end spares get_http_version (which makes a new string).
-        read = self.read
-        fresh = self.fresh
-        if fresh and read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
-            version = "1.1"
-        else:
-            version = self._http_version()
-        self.fresh = False
-        self.version = version
-        host = expect = te = None
-        length = 0
-        seen = 0  # the singleton fields met, as bits
-        url = self.url
-        self.replay = None
-        for name, value in self.headers:
-            field = _FIELDS.get(name.lower())
-            if field is None:
-                continue
-            if field == _F_UPGRADE:
-                if self.parser.should_upgrade():
-                    self.must_close = True  # we do not switch protocols: answer, close
-                seen |= _F_NO_REPLAY
-                continue
-            if seen & field:
-                raise Reject(400, f"duplicate {name.decode('latin-1')} header")
-            seen |= field
-            if field == _F_HOST:
-                host = value
-            elif field == _F_LENGTH:
-                length = _content_length(value)
-            elif field == _F_TE:
-                te = value
-            elif field == _F_EXPECT:
-                expect = value
-        if host is None and version == "1.1":
-            raise Reject(400, "missing Host header")
-        if version == "1.0":
-            self._check_protocol()
-        config = self._route(host)
-        if length > self.max_body:
-            raise Reject(413, "request body larger than client_max_body_size")
-        if te is not None:
-            self._start_chunked(te, version)
-        if length or te is not None:
-            self.body = []
-            self.body_timeout = config["client_body_timeout"]
-            self._set_deadline(self.body_timeout, "body")
-            if expect is not None and version == "1.1":
-                self._expect(expect)
-        elif expect is not None and version == "1.1" and expect.lower() != b"100-continue":
-            raise Reject(417, "unsupported Expect")
-        if fresh and not seen & _F_NO_REPLAY:
-            self.replay = (url, tuple(self.headers), version, host)
-
-    def _http_version(self) -> str:
-        """"1.1" or "1.0" (else 505)."""
-        version = self.parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise Reject(505, f"HTTP/{version} is not supported")  # 0.9, 2.0
-        return version
 
     def on_chunk_header(self) -> None:
         self.chunks += 1
@@ -538,56 +285,6 @@ class HttpProtocol(asyncio.Protocol):
         self.body.append(body)  # type: ignore[union-attr]
         self.deadline = self.engine.now + self.body_timeout
         self.read = b""  # only the header section needs the raw bytes
-
-    def on_message_complete(self) -> None:
-        if self.discarding:
-            return
-        self.in_request = False
-        self.completed += 1
-        if self.chunked_body:
-            self.chunked_body = False
-            del self.headers[self.header_count:]  # trailer fields are not merged
-        if self.replaying:
-            wanted = self.replay_keep_alive
-        else:  # llhttp clears its flags once the message is done: kept for a replay
-            wanted = self.replay_keep_alive = self.parser.should_keep_alive()
-        self.requests += 1
-        engine = self.engine
-        engine.counters["requests"] += 1
-        loc = self.location
-        keep_alive = (wanted and not self.retiring
-                      and self.requests < self.keepalive_requests and not self.must_close)
-        if not keep_alive:
-            self.discarding = True  # this was the connection's last request
-        if loc is None:
-            self.deadline = 0.0
-            self._dispatch(keep_alive)
-        elif loc.fast:  # the hottest path
-            static = loc.static
-            if keep_alive and self.version == "1.1" and not self.pending \
-                    and self.parser.get_method() != b"HEAD":
-                self.out.append(static.keep_alive_bytes(engine.date))  # type: ignore[union-attr]
-                self.deadline = engine.now + self.keepalive_timeout  # `_after_response`
-                self.timeout_kind = "keepalive"
-            else:
-                self.deadline = 0.0
-                self._respond_bytes(static.render(engine.date, self._conn_header(keep_alive),
-                                                  self.parser.get_method() == b"HEAD"),
-                                    keep_alive)
-            stats = loc.stats
-            stats[static.status_index] += 1
-            stats[HIST] += 1
-            if loc.log_handlers:
-                self._log_answered(loc, static, keep_alive)
-        elif loc.quick is not None and (method := self.parser.get_method()) in _QUICK \
-                and self.body == () \
-                and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
-            self.deadline = 0.0
-            self._respond_static(loc, static, keep_alive, method)
-        else:
-            self.deadline = 0.0
-            self._dispatch(keep_alive)
-        self._reset_request()
 
     def _respond_static(self, loc: Location, static: StaticResponse, keep_alive: bool,
                         method: bytes) -> None:
@@ -619,18 +316,6 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- request checks (what llhttp lets through) -------------------------------
 
-    def _check_protocol(self) -> None:
-        """llhttp parses `RTSP/1.0` and `ICE/1.0` request lines as HTTP/1.0.
-
-        httptools gives no byte offsets, so this looks for the request line in the
-        current read; one split across two reads is not recognised (its framing is
-        HTTP/1.0's anyway).
-        """
-        line = self.url + b" "
-        if line + b"HTTP/" not in self.read and (line + b"RTSP/" in self.read
-                                                 or line + b"ICE/" in self.read):
-            raise Reject(400, "only HTTP is spoken here")
-
     def _start_chunked(self, te: bytes, version: str) -> None:
         if version == "1.0":
             raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
@@ -658,14 +343,6 @@ class HttpProtocol(asyncio.Protocol):
         if framing > (self.chunks + 1) * MAX_CHUNK_FRAMING:
             self._reject(Reject(400, "chunk-size line too long"))
 
-    def _route(self, host: bytes | None) -> Any:
-        routed = self.routed
-        if routed is None or self.url != routed[0] or host != routed[1]:
-            routed = self._find_route(self.url, host)
-        (_, _, self.url, self.path, self.server, self.location, self.captures, config,
-         self.max_body, self.keepalive_timeout, self.keepalive_requests) = routed
-        return config
-
     def _find_route(self, raw: bytes, host: bytes | None) -> tuple[Any, ...]:
         """Check the target and Host, pick the server and location (then remembered)."""
         url, raw_host = raw, host
@@ -690,6 +367,21 @@ class HttpProtocol(asyncio.Protocol):
                        config["keepalive_requests"])
         return self.routed
 
+    def _announce_body(self, config: Any, version: str, length: int, te: bytes | None,
+                       expect: bytes | None) -> None:
+        """The head of a request with a body (or an Expect) is complete: framing,
+        the body timeout, and the answer to Expect."""
+        if te is not None:
+            self._start_chunked(te, version)
+        if length or te is not None:
+            self.body = []
+            self.body_timeout = config["client_body_timeout"]
+            self._set_deadline(self.body_timeout, "body")
+            if expect is not None and version == "1.1":
+                self._expect(expect)
+        elif expect is not None and version == "1.1" and expect.lower() != b"100-continue":
+            raise Reject(417, "unsupported Expect")
+
     def _expect(self, expect: bytes) -> None:
         if expect.lower() != b"100-continue":
             raise Reject(417, "unsupported Expect")
@@ -699,11 +391,6 @@ class HttpProtocol(asyncio.Protocol):
             self._write(CONTINUE)
 
     # -- dispatch ----------------------------------------------------------------
-
-    def _conn_header(self, keep_alive: bool) -> bytes:
-        if not keep_alive:
-            return CLOSE
-        return KEEP_ALIVE if self.version == "1.0" else b""
 
     def _dispatch(self, keep_alive: bool) -> None:
         request = self._make_request(keep_alive)
@@ -1073,12 +760,6 @@ class HttpProtocol(asyncio.Protocol):
             self._set_deadline(self.engine.idle_grace, "retire")
 
 
-def _content_length(value: bytes) -> int:
-    if not value.strip().isdigit():
-        raise Reject(400, "invalid Content-Length")
-    return int(value)
-
-
 def _absolute_form(url: bytes) -> tuple[bytes, bytes]:
     """`http://host[:port]/path?query` → (host, origin-form target).
 
@@ -1112,27 +793,6 @@ def _check_host(host: bytes) -> None:
             raise Reject(400, "invalid IP literal in Host") from None
 
 
-def _check_trailer(name: bytes) -> None:
-    if name.lower() in _NOT_IN_TRAILERS:
-        raise Reject(400, f"{name.decode('latin-1')} is not allowed in a trailer")
-
-
-def _encode_target(data: bytes) -> bytes:
-    """Bytes >= 0x80 in the request line that begins `data` are percent-encoded (nginx
-    serves such targets; llhttp refuses them).  Only a request line that begins a read
-    is seen here: one split across reads, or a later pipelined one, is refused."""
-    start = 0
-    while data.startswith(b"\r\n", start):
-        start += 2  # empty lines before a request line are allowed
-    end = data.find(b"\n", start)
-    end = len(data) if end < 0 else end
-    line = data[start:end]
-    if line.isascii():
-        return data
-    encoded = _NON_ASCII.sub(lambda m: b"%%%02X" % m.group()[0], line)
-    return data[:start] + encoded + data[end:]
-
-
 def _error(status: int, reason: str | None = None) -> Response:
     return Response(status, error_body(status, reason), content_type="application/json")
 
@@ -1145,8 +805,3 @@ async def _aclose(stream: Any, log: Any) -> None:
         await close()
     except Exception:
         log.exception("closing a response stream failed")
-
-
-def _parser_reason(exc: Exception) -> str:
-    text = str(exc) or exc.__class__.__name__
-    return text.replace("\r", " ").replace("\n", " ")[:120]

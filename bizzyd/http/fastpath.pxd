@@ -1,0 +1,23 @@
+# Cython declarations for fastpath.py (the "augmenting .pxd" of Cython's pure Python
+# mode): compiled, FastPath is an extension type and these are its C fields; the
+# names are those of FastPath.__slots__.
+cdef class FastPath:
+    cdef public object engine, default, parser, transport, out, pending
+    cdef public bint discarding, in_request, closing, retiring, must_close, fresh
+    cdef public Py_ssize_t requests
+    cdef public double deadline
+    cdef public str timeout_kind
+    cdef public bytes url, read
+    cdef public list headers
+    cdef public str version
+    cdef public Py_ssize_t head_read, header_size, max_header, max_line, max_field, max_fields
+    cdef public bint underscores, chunked_body
+    cdef public Py_ssize_t header_count, wire, body_size, max_body
+    cdef public object body
+    cdef public object routed, path, server, location, captures
+    cdef public double keepalive_timeout
+    cdef public Py_ssize_t keepalive_requests
+    cdef public bytes replay_data
+    cdef public object replay
+    cdef public Py_ssize_t completed
+    cdef public bint replay_keep_alive, replaying
