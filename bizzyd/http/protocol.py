@@ -2,6 +2,11 @@
 
 Theory of operation
 -------------------
+Code layout.  What every request runs through (`data_received`, the parser callbacks
+up to `on_message_complete`, the route memo, pre-rendered answers) is in `FastPath`
+(fastpath.py), this class's base, which `make` compiles with Cython (build.py says
+which build runs); the rest is here.
+
 Parsing.  httptools (llhttp, strict mode) calls back as bytes arrive:
 on_message_begin, on_url, on_header(s), on_headers_complete, on_body (decoded
 chunks), on_chunk_header, on_message_complete.  Limits are checked in those
