@@ -1,8 +1,10 @@
 # Cython declarations for fastpath.py (the "augmenting .pxd" of Cython's pure Python
 # mode): compiled, FastPath is an extension type and these are its C fields; the
-# names are those of FastPath.__slots__.
+# names are those of FastPath.__slots__; the methods declared below are C methods.
 cdef class FastPath:
-    cdef public object engine, default, parser, transport, out, pending
+    cdef public object engine, default, parser, transport
+    cdef public list out, pending
+    cdef public object parser_feed, parser_method, parser_keep_alive
     cdef public bint discarding, in_request, closing, retiring, must_close, fresh
     cdef public Py_ssize_t requests
     cdef public double deadline
@@ -21,3 +23,11 @@ cdef class FastPath:
     cdef public object replay
     cdef public Py_ssize_t completed
     cdef public bint replay_keep_alive, replaying
+
+    # called only from here: C calls, no method lookup (HttpProtocol overrides none)
+    cdef _reset_request(self)
+    cdef _replay(self)
+    cdef str _http_version(self)
+    cdef _check_protocol(self)
+    cdef object _route(self, bytes host)
+    cpdef bytes _conn_header(self, bint keep_alive)

@@ -69,6 +69,8 @@ class FastPath:
     # the same names, typed, are C fields in the compiled build (fastpath.pxd)
     __slots__ = (
         "engine", "default", "parser", "transport", "out", "pending",
+        # the parser's methods, bound once (a call skips the method lookup)
+        "parser_feed", "parser_method", "parser_keep_alive",
         # the connection's flags
         "discarding", "in_request", "closing", "retiring", "must_close", "fresh",
         "requests", "deadline", "timeout_kind",
@@ -88,6 +90,9 @@ class FastPath:
         self.engine = engine
         self.default = default  # the connection's default server
         self.parser: Any = httptools.HttpRequestParser(self)
+        self.parser_feed = self.parser.feed_data
+        self.parser_method = self.parser.get_method
+        self.parser_keep_alive = self.parser.should_keep_alive
         self.transport: Any = None
         self.out: list[bytes] | None = None  # the responses of the current read
         # a list, not a deque (760 bytes each): it is short and mostly empty
@@ -139,7 +144,7 @@ class FastPath:
             raise Reject(414, "request URI too long")
         # the request line: method SP target SP HTTP/1.1 (a method has at most 7 bytes)
         if size + 17 > self.max_line and \
-                len(self.parser.get_method()) + size + 10 > self.max_line:
+                len(self.parser_method()) + size + 10 > self.max_line:
             raise Reject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -237,7 +242,7 @@ class FastPath:
             self.fresh = not inside
             self.completed = 0
             try:
-                self.parser.feed_data(data)
+                self.parser_feed(data)
             except httptools.HttpParserUpgrade:
                 pass  # an upgrade we decline: its request was answered, and it is the last
             except httptools.HttpParserCallbackError as exc:
@@ -286,7 +291,7 @@ class FastPath:
         if self.replaying:
             wanted = self.replay_keep_alive
         else:  # llhttp clears its flags once the message is done: kept for a replay
-            wanted = self.replay_keep_alive = self.parser.should_keep_alive()
+            wanted = self.replay_keep_alive = self.parser_keep_alive()
         self.requests += 1
         engine = self.engine
         engine.counters["requests"] += 1
@@ -301,21 +306,23 @@ class FastPath:
         elif loc.fast:  # the hottest path
             static = loc.static
             if keep_alive and self.version == "1.1" and not self.pending \
-                    and self.parser.get_method() != b"HEAD":
-                self.out.append(static.keep_alive_bytes(engine.date))  # type: ignore[union-attr]
+                    and self.parser_method() != b"HEAD":
+                date = engine.date
+                self.out.append(static.keep_alive if date is static.keep_alive_date  # type: ignore[union-attr]
+                                else static.keep_alive_bytes(date))
                 self.deadline = engine.now + self.keepalive_timeout  # `_after_response`
                 self.timeout_kind = "keepalive"
             else:
                 self.deadline = 0.0
                 self._respond_bytes(static.render(engine.date, self._conn_header(keep_alive),
-                                                  self.parser.get_method() == b"HEAD"),
+                                                  self.parser_method() == b"HEAD"),
                                     keep_alive)
             stats = loc.stats
             stats[static.status_index] += 1
             stats[HIST] += 1
             if loc.log_handlers:
                 self._log_answered(loc, static, keep_alive)
-        elif loc.quick is not None and (method := self.parser.get_method()) in _QUICK \
+        elif loc.quick is not None and (method := self.parser_method()) in _QUICK \
                 and self.body == () \
                 and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
             self.deadline = 0.0

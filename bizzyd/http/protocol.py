@@ -307,7 +307,7 @@ class HttpProtocol(fastpath.FastPath, asyncio.Protocol):
         or rejected): what its log handlers take is built only now, a record (a tuple)
         or a Request."""
         if scope.log_records:
-            raw = self.parser.get_method()
+            raw = self.parser_method()
             record = (self.client, _METHODS.get(raw) or raw.decode("ascii"), self.url,
                       self.path, self.version, self.headers, response.status,
                       body_bytes(response, raw == b"HEAD"), self.id, self.server,
@@ -414,7 +414,7 @@ class HttpProtocol(fastpath.FastPath, asyncio.Protocol):
         self._spawn(self._finish_async(request, result, slot, keep_alive))
 
     def _make_request(self, keep_alive: bool) -> Request:
-        raw = self.parser.get_method()
+        raw = self.parser_method()
         method = _METHODS.get(raw) or raw.decode("ascii")
         url = self.url
         query = url.partition(b"?")[2].decode("latin-1") if _QUESTION in url else ""

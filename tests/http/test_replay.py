@@ -54,7 +54,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessWorker
 def exchange(worker: InProcessWorker, reads: list[bytes]) -> tuple[list[bytes], int]:
     """Each read's answer on one connection, and how many reads llhttp was fed."""
     conn, transport = worker.connect()
-    spy = conn.parser = Spy(conn.parser)
+    spy = Spy(conn.parser)
+    conn.parser_feed = spy.feed_data
     answers = []
     for data in reads:
         before = len(transport.written)
