@@ -33,6 +33,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -583,6 +584,40 @@ class Result:
         return self.requests / self.cpu_s if self.cpu_s else 0.0
 
 
+def median_result(runs: list[Result]) -> Result:
+    """One row for the rounds of a server and mode: the median of each per-request
+    figure (CPU, user CPU, req/s, p50, p99, other CPU), the largest RSS, all errors."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    mid = sorted(runs, key=lambda r: r.us_per_request)[len(runs) // 2]
+    med = Result(first.server, first.workers, first.mode, first.pinned)
+    med.seconds = statistics.median(r.seconds for r in runs)
+    med.requests = round(statistics.median(r.rps for r in runs) * med.seconds)
+    per_request = med.requests / mid.requests if mid.requests else 0.0
+    med.cpu_s = statistics.median(r.us_per_request for r in runs) * med.requests / 1e6
+    med.user_s = statistics.median(r.user_s / r.requests if r.requests else 0.0
+                                   for r in runs) * med.requests
+    med.worker_cpu_s = [c * per_request for c in mid.worker_cpu_s]
+    med.p50_us = statistics.median(r.p50_us for r in runs)
+    med.p99_us = statistics.median(r.p99_us for r in runs)
+    med.rss_kib = [max(k) for k in zip(*(r.rss_kib for r in runs), strict=False)]
+    for r in runs:
+        for kind, count in r.errors.items():
+            med.errors[kind] = med.errors.get(kind, 0) + count
+    for name in ("wrk_cpu_s", "other_cpu_s", "steal_s"):
+        setattr(med, name, statistics.median(getattr(r, name) for r in runs))
+    return med
+
+
+def medians(results: list[Result]) -> list[Result]:
+    """The rounds' results, one median row per server, worker count and mode."""
+    groups: dict[tuple[str, int, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.server, r.workers, r.mode), []).append(r)
+    return [median_result(runs) for runs in groups.values()]
+
+
 class Wrk:
     def __init__(self, tmp: Path, connections: int, depth: int, pin: str | None,
                  vary: bool = False) -> None:
@@ -889,7 +924,7 @@ def text_table(rows: list[tuple[str, ...]]) -> str:
 
 def markdown_section(date: str, args: argparse.Namespace, env: list[tuple[str, str]],
                      results: list[Result], notes: list[str], compare: list[str],
-                     verdicts: list[str], elapsed: float) -> str:
+                     verdicts: list[str], elapsed: float, rounds: list[Result]) -> str:
     lines = [f"## {date}", ""]
     lines += [f"- **{k}**: `{v}`" if k == "uname -a" else f"- **{k}**: {v}" for k, v in env]
     lines.append(f"- **command**: `{' '.join(['bench/http_bench.py', *args.argv])}` "
@@ -897,6 +932,10 @@ def markdown_section(date: str, args: argparse.Namespace, env: list[tuple[str, s
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in results]
     lines += ["", "Ratios:", ""] + [f"- {c}" for c in compare]
+    if rounds:
+        lines += ["", "Each round:", "", "| " + " | ".join(COLUMNS) + " |",
+                  "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(row(r)) + " |" for r in rounds]
     lines += ["", "Targets (measured, not asserted):", "", "```", *verdicts, "```", ""]
     lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
@@ -949,6 +988,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "else prints 'not available'")
     p.add_argument("--no-access-log", dest="access_log", action="store_const", const=None,
                    help="skip the bizzyd+log runs")
+    p.add_argument("--rounds", type=int, default=1, metavar="N",
+                   help="run every server N times, interleaved (bizzyd, bare, ..., then "
+                        "again), and compare the medians: steadier on a noisy machine "
+                        "(default: 1)")
     p.add_argument("--markdown", type=Path, metavar="FILE",
                    help="append (or replace today's) section in FILE, e.g. bench/RESULTS.md")
     args = p.parse_args(argv)
@@ -963,8 +1006,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.server_names) - set(SERVERS)
     if unknown:
         p.error(f"unknown servers: {', '.join(sorted(unknown))}")
-    if args.duration < 1 or args.connections < 1 or args.pipeline < 0:
-        p.error("--duration ≥ 1, --connections ≥ 1, --pipeline ≥ 0")
+    if args.duration < 1 or args.connections < 1 or args.pipeline < 0 or args.rounds < 1:
+        p.error("--duration ≥ 1, --connections ≥ 1, --pipeline ≥ 0, --rounds ≥ 1")
     return args
 
 
@@ -1051,18 +1094,24 @@ def main(argv: list[str] | None = None) -> int:
             plan += [(name, n) for name in SERVERS if name in args.server_names]
             if access_log and "bizzyd" in args.server_names and n == 1:
                 plan.append(("bizzyd+log", n))
-        for name, n in plan:
+        if args.rounds > 1:
+            notes.append(f"{args.rounds} rounds, servers interleaved; the rows are the "
+                         "medians of the rounds (each round's rows follow the ratios).")
+        for round_no, (name, n) in enumerate(plan * args.rounds):
+            if args.rounds > 1 and round_no % len(plan) == 0:
+                progress(f"round {round_no // len(plan) + 1} of {args.rounds}")
             pin = cpus[0] if cpus and n == 1 else None
+            where = tmp / f"round{round_no // len(plan) + 1}"
             if name == "bizzyd":
-                server: Server = Bizzyd(n, tmp, pin)
+                server: Server = Bizzyd(n, where, pin)
             elif name == "bizzyd+log":
-                server = Bizzyd(n, tmp, pin, access_log)
+                server = Bizzyd(n, where, pin, access_log)
             elif name == "uvicorn":
-                server = Uvicorn(n, tmp, pin)
+                server = Uvicorn(n, where, pin)
             elif name == "bare":
-                server = Bare(n, tmp, pin)
+                server = Bare(n, where, pin)
             else:
-                server = Nginx(n, tmp, pin)
+                server = Nginx(n, where, pin)
             servers.append(server)
             progress(f"{name} {n}w: starting on 127.0.0.1:{server.port}"
                      + (f" (taskset -c {pin})" if pin else " (not pinned)"))
@@ -1095,6 +1144,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("(noisy): during that run other processes or the hypervisor used more "
                      "than 10% of a core; its requests/s and latency are less reliable (CPU "
                      "per request much less affected). Other jobs were running on the machine.")
+    rounds = results
+    results = medians(rounds)
     compare = comparisons(results, args.worker_counts)
     verdicts = targets(results, args.worker_counts)
     print()
@@ -1102,6 +1153,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in compare:
         print(line)
+    if args.rounds > 1:
+        print("\neach round:\n")
+        print(text_table([COLUMNS, *(row(r) for r in rounds)]))
     print()
     for line in verdicts:
         print(line)
@@ -1110,7 +1164,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     print(f"\ntotal {elapsed:.0f} s")
     if args.markdown:
-        section = markdown_section(date, args, env, results, notes, compare, verdicts, elapsed)
+        section = markdown_section(date, args, env, results, notes, compare, verdicts, elapsed,
+                                   rounds if args.rounds > 1 else [])
         write_markdown(args.markdown, date, section)
         print(f"wrote the {date} section of {args.markdown}")
     return 0
