@@ -1,6 +1,9 @@
 # Cython declarations for fastpath.py (the "augmenting .pxd" of Cython's pure Python
 # mode): compiled, FastPath is an extension type and these are its C fields; the
 # names are those of FastPath.__slots__; the methods declared below are C methods.
+cdef unsigned long long _FIELD_SIZES
+cdef Py_ssize_t _MAX_FIELD_SIZE
+
 cdef class FastPath:
     cdef public object engine, default, parser, transport
     cdef public list out, pending

@@ -22,11 +22,9 @@ import httptools
 from ..stats import HIST
 from .response import CLOSE, KEEP_ALIVE
 
-_OWS = (0x20, 0x09)
 _QUICK = (b"GET", b"HEAD")  # methods a location's quick content hook may answer
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _SLASH, _HASH = 0x2F, 0x23
-_UNDERSCORE = 0x5F
 NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
 # Header fields looked at when the header section is complete, as bits.  All but
 # Upgrade are singletons: a second one is refused (RFC 9110 5.3: fields that are not
@@ -39,6 +37,9 @@ _FIELDS = {b"host": _F_HOST, b"content-length": _F_LENGTH, b"transfer-encoding":
     name: _F_SINGLE << i for i, name in enumerate((
         b"content-type", b"content-range", b"authorization", b"proxy-authorization",
         b"if-modified-since", b"if-unmodified-since", b"if-range", b"range"))}
+# bit n set: a field above has an n-byte name (the others are passed over unlowered)
+_FIELD_SIZES = sum({1 << len(name) for name in _FIELDS})
+_MAX_FIELD_SIZE = max(len(name) for name in _FIELDS)
 # RFC 9110 6.5.1: fields a sender must not put in a trailer section (framing, routing,
 # request modifiers, authentication, content format)
 _NOT_IN_TRAILERS = frozenset((
@@ -148,7 +149,7 @@ class FastPath:
             raise Reject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if value and value[-1] in _OWS:  # llhttp keeps trailing whitespace
+        if value and value[-1] in (0x20, 0x09):  # llhttp keeps trailing SP, HTAB
             value = value.rstrip(b" \t")
         size = len(name) + len(value)
         self.header_size += size + 4
@@ -159,7 +160,7 @@ class FastPath:
         headers = self.headers
         if len(headers) >= self.max_fields:
             raise Reject(431, "too many header fields")
-        if _UNDERSCORE in name and not self.underscores:
+        if 0x5F in name and not self.underscores:  # "_"
             return  # nginx's underscores_in_headers off: dropped, never seen
         if self.chunked_body:
             check_trailer(name)
@@ -182,6 +183,9 @@ class FastPath:
         url = self.url
         self.replay = None
         for name, value in self.headers:
+            size = len(name)
+            if size > _MAX_FIELD_SIZE or not _FIELD_SIZES >> size & 1:
+                continue
             field = _FIELDS.get(name.lower())
             if field is None:
                 continue
