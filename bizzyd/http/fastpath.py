@@ -167,11 +167,14 @@ class FastPath:
         headers.append((name, value))  # trailers too, dropped at the end
 
     def on_headers_complete(self) -> None:
-        # When the message began this read, its request line is the read's first line:
-        # " HTTP/1.1" at its end spares get_http_version (which makes a new string).
+        # When the message began this read, its request line is the read's first line
+        # (unless empty lines came first): " HTTP/1.1" right after the target spares
+        # get_http_version, which formats a new string.
         read = self.read
         fresh = self.fresh
-        if fresh and read.endswith(b" HTTP/1.1", 0, read.find(b"\r\n")):
+        url = self.url
+        if fresh and read.startswith(b" HTTP/1.1\r\n",
+                                     len(self.parser_method()) + 1 + len(url)):
             version = "1.1"
         else:
             version = self._http_version()
@@ -180,13 +183,12 @@ class FastPath:
         host = expect = te = None
         length = 0
         seen = 0  # the singleton fields met, as bits
-        url = self.url
         self.replay = None
         for name, value in self.headers:
             size = len(name)
             if size > _MAX_FIELD_SIZE or not _FIELD_SIZES >> size & 1:
                 continue
-            field = _FIELDS.get(name.lower())
+            field = _F_HOST if name == b"Host" else _FIELDS.get(name.lower())
             if field is None:
                 continue
             if field == _F_UPGRADE:

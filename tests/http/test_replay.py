@@ -137,3 +137,21 @@ def test_a_refused_request_is_never_replayed(worker):
     conn, _ = worker.connect()
     conn.data_received(bad)
     assert conn.replay is None and conn.replay_data == b""
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "closes"), [
+    (b"GET /fixed HTTP/1.1\r\nHost: h\r\n\r\n", b"200", False),
+    (b"\r\nGET /fixed HTTP/1.1\r\nHost: h\r\n\r\n", b"200", False),
+    (b"\r\n\r\nGET /fixed HTTP/1.1\r\n\r\n", b"400", True),  # 1.1 without Host
+    (b"\r\nGET /fixed HTTP/1.0\r\n\r\n", b"200", True),
+    (b"GET /fixed HTTP/1.0\r\nX: a HTTP/1.1\r\n\r\n", b"200", True),
+    (b"POST /fixed HTTP/1.0\r\nX: GET /fixed HTTP/1.1\r\n\r\n", b"200", True),
+], ids=["plain", "crlf-1.1", "crlf-1.1-no-host", "crlf-1.0", "1.1-in-a-field",
+        "request-line-in-a-field"])
+def test_the_version_is_the_request_lines(worker, request_bytes, status, closes):
+    """The request line's version, also after empty lines and with a header field that
+    looks like a request line: HTTP/1.1 needs a Host and keeps the connection open,
+    HTTP/1.0 neither."""
+    (answer,), _ = exchange(worker, [request_bytes])
+    assert answer.startswith(b"HTTP/1.1 " + status), answer
+    assert (b"\r\nConnection: close\r\n" in answer) == closes, answer
