@@ -8,11 +8,12 @@ cdef class FastPath:
     cdef public object engine, default, parser, transport
     cdef public list out, pending
     cdef public object parser_feed, parser_method, parser_keep_alive
+    cdef public dict counters
     cdef public bint discarding, in_request, closing, retiring, must_close, fresh
     cdef public Py_ssize_t requests
     cdef public double deadline
     cdef public str timeout_kind
-    cdef public bytes url, read
+    cdef public bytes url, method, read
     cdef public list headers
     cdef public str version
     cdef public Py_ssize_t head_read, header_size, max_header, max_line, max_field, max_fields

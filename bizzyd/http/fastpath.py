@@ -71,12 +71,12 @@ class FastPath:
     __slots__ = (
         "engine", "default", "parser", "transport", "out", "pending",
         # the parser's methods, bound once (a call skips the method lookup)
-        "parser_feed", "parser_method", "parser_keep_alive",
+        "parser_feed", "parser_method", "parser_keep_alive", "counters",
         # the connection's flags
         "discarding", "in_request", "closing", "retiring", "must_close", "fresh",
         "requests", "deadline", "timeout_kind",
         # the request line and header section, and their limits
-        "url", "headers", "read", "version", "head_read", "header_size", "max_header",
+        "url", "method", "headers", "read", "version", "head_read", "header_size", "max_header",
         "max_line", "max_field", "max_fields", "underscores",
         # the body
         "chunked_body", "header_count", "wire", "body", "body_size", "max_body",
@@ -94,6 +94,7 @@ class FastPath:
         self.parser_feed = self.parser.feed_data
         self.parser_method = self.parser.get_method
         self.parser_keep_alive = self.parser.should_keep_alive
+        self.counters = engine.counters  # the worker's, kept for its life
         self.transport: Any = None
         self.out: list[bytes] | None = None  # the responses of the current read
         # a list, not a deque (760 bytes each): it is short and mostly empty
@@ -116,6 +117,7 @@ class FastPath:
         self.keepalive_requests = limits["keepalive_requests"]
         self.keepalive_timeout = limits["keepalive_timeout"]
         self.read = b""  # the bytes data_received is parsing
+        self.method = b""  # the request's, from on_headers_complete on
         self.version = "1.1"
         self.head_read = 0
         self.chunked_body = False
@@ -173,8 +175,8 @@ class FastPath:
         read = self.read
         fresh = self.fresh
         url = self.url
-        if fresh and read.startswith(b" HTTP/1.1\r\n",
-                                     len(self.parser_method()) + 1 + len(url)):
+        self.method = method = self.parser_method()
+        if fresh and read.startswith(b" HTTP/1.1\r\n", len(method) + 1 + len(url)):
             version = "1.1"
         else:
             version = self._http_version()
@@ -300,7 +302,7 @@ class FastPath:
             wanted = self.replay_keep_alive = self.parser_keep_alive()
         self.requests += 1
         engine = self.engine
-        engine.counters["requests"] += 1
+        self.counters["requests"] += 1
         loc = self.location
         keep_alive = (wanted and not self.retiring
                       and self.requests < self.keepalive_requests and not self.must_close)
@@ -312,7 +314,7 @@ class FastPath:
         elif loc.fast:  # the hottest path
             static = loc.static
             if keep_alive and self.version == "1.1" and not self.pending \
-                    and self.parser_method() != b"HEAD":
+                    and self.method != b"HEAD":
                 date = engine.date
                 self.out.append(static.keep_alive if date is static.keep_alive_date  # type: ignore[union-attr]
                                 else static.keep_alive_bytes(date))
@@ -321,14 +323,14 @@ class FastPath:
             else:
                 self.deadline = 0.0
                 self._respond_bytes(static.render(engine.date, self._conn_header(keep_alive),
-                                                  self.parser_method() == b"HEAD"),
+                                                  self.method == b"HEAD"),
                                     keep_alive)
             stats = loc.stats
             stats[static.status_index] += 1
             stats[HIST] += 1
             if loc.log_handlers:
                 self._log_answered(loc, static, keep_alive)
-        elif loc.quick is not None and (method := self.parser_method()) in _QUICK \
+        elif loc.quick is not None and (method := self.method) in _QUICK \
                 and self.body == () \
                 and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
             self.deadline = 0.0
