@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config.schema import ConfigError
 from ..stats import BUCKETS, DURATION_US, HIST, bucket_of
+from .build import fastpath
 from .phases import (
     MAX_REROUTES,
     REROUTE,
@@ -157,9 +158,11 @@ class HttpEngine:
         self.idle_grace = config["worker_shutdown_idle_grace"]
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.counters = {"accepted": 0, "requests": 0}
+        self.counters = {"accepted": 0}
+        # `now` and `date` (below) as the fast path reads them; both set by _tick only
+        self.clock = fastpath.Clock()
         self.retiring = False
-        self.now = self.loop.time()
+        self.now = self.clock.now = self.loop.time()
         self.log_queue: dict[tuple, list[Record]] = {}
         self.date = b""
         self._headers = {True: server_header(True), False: server_header(False)}
@@ -220,8 +223,8 @@ class HttpEngine:
     # -- the cached clock and deadlines ----------------------------------------
 
     def _tick(self) -> None:
-        self.now = now = self.loop.time()
-        self.date = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
+        self.now = self.clock.now = now = self.loop.time()
+        self.date = self.clock.date = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
         for conn in [c for c in self.connections if c.deadline and c.deadline <= now]:
             conn.expire()
         for conn in [c for c in self.connections if c.sender is not None and c.at_boundary]:

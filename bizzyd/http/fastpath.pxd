@@ -4,11 +4,15 @@
 cdef unsigned long long _FIELD_SIZES
 cdef Py_ssize_t _MAX_FIELD_SIZE
 
+cdef class Clock:
+    cdef public double now
+    cdef public bytes date
+
 cdef class FastPath:
     cdef public object engine, default, parser, transport
+    cdef public Clock clock
     cdef public list out, pending
     cdef public object parser_feed, parser_method, parser_keep_alive
-    cdef public dict counters
     cdef public bint discarding, in_request, closing, retiring, must_close, fresh
     cdef public Py_ssize_t requests
     cdef public double deadline
@@ -23,6 +27,12 @@ cdef class FastPath:
     cdef public object routed, path, server, location, captures
     cdef public double keepalive_timeout
     cdef public Py_ssize_t keepalive_requests
+    cdef public object static
+    cdef public list static_stats
+    cdef public Py_ssize_t static_index
+    cdef public bint static_logs
+    cdef public object answered, answered_date
+    cdef public bytes answered_bytes
     cdef public bytes replay_data
     cdef public object replay
     cdef public Py_ssize_t completed
@@ -34,4 +44,5 @@ cdef class FastPath:
     cdef str _http_version(self)
     cdef _check_protocol(self)
     cdef object _route(self, bytes host)
+    cdef bytes _keep_alive_answer(self, object static)
     cpdef bytes _conn_header(self, bint keep_alive)

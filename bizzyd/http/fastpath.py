@@ -62,6 +62,17 @@ class Discard(Exception):
     """Raised when a request begins after the connection's last one: stop parsing."""
 
 
+class Clock:
+    """The worker's coarse time and Date line, which its engine's tick sets and every
+    request reads (a C struct in the compiled build: no attribute lookup)."""
+
+    __slots__ = ("now", "date")
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.date = b""
+
+
 class FastPath:
     """The per-request state and hot path of a connection; `HttpProtocol` provides
     the methods called here that it defines (`_find_route`, `_announce_body`,
@@ -69,9 +80,9 @@ class FastPath:
 
     # the same names, typed, are C fields in the compiled build (fastpath.pxd)
     __slots__ = (
-        "engine", "default", "parser", "transport", "out", "pending",
+        "engine", "clock", "default", "parser", "transport", "out", "pending",
         # the parser's methods, bound once (a call skips the method lookup)
-        "parser_feed", "parser_method", "parser_keep_alive", "counters",
+        "parser_feed", "parser_method", "parser_keep_alive",
         # the connection's flags
         "discarding", "in_request", "closing", "retiring", "must_close", "fresh",
         "requests", "deadline", "timeout_kind",
@@ -83,18 +94,23 @@ class FastPath:
         # routing: the last one, and the current request's
         "routed", "path", "server", "location", "captures", "keepalive_timeout",
         "keepalive_requests",
+        # the location's pre-rendered answer when it is `fast`, and what answering it
+        # touches: its stats, the stats index of its status, whether it logs
+        "static", "static_stats", "static_index", "static_logs",
+        # the keep-alive rendering of the last static answered, and its Date line
+        "answered", "answered_date", "answered_bytes",
         # the last read when it was exactly one simple request, and that request parsed
         "replay_data", "replay", "completed", "replay_keep_alive", "replaying",
     )
 
     def __init__(self, engine: Any, default: Any) -> None:
         self.engine = engine
+        self.clock = engine.clock
         self.default = default  # the connection's default server
         self.parser: Any = httptools.HttpRequestParser(self)
         self.parser_feed = self.parser.feed_data
         self.parser_method = self.parser.get_method
         self.parser_keep_alive = self.parser.should_keep_alive
-        self.counters = engine.counters  # the worker's, kept for its life
         self.transport: Any = None
         self.out: list[bytes] | None = None  # the responses of the current read
         # a list, not a deque (760 bytes each): it is short and mostly empty
@@ -126,6 +142,8 @@ class FastPath:
         # captures, config, its body size limit, keep-alive timeout and requests),
         # reused while a connection asks for the same target
         self.routed: tuple[Any, ...] | None = None
+        self.answered = self.answered_date = None
+        self.answered_bytes = b""
         self.replay_data = b""
         # (url, headers, version, host) of the last request read, when it may be replayed
         self.replay: tuple[bytes, tuple[tuple[bytes, bytes], ...], str, bytes | None
@@ -229,7 +247,7 @@ class FastPath:
         self.body_size = 0
         self.max_body = 0
         self.server = self.default
-        self.location = None
+        self.location = self.static = None
         self.captures = NO_CAPTURES
         self.path = ""
 
@@ -301,44 +319,51 @@ class FastPath:
         else:  # llhttp clears its flags once the message is done: kept for a replay
             wanted = self.replay_keep_alive = self.parser_keep_alive()
         self.requests += 1
-        engine = self.engine
-        self.counters["requests"] += 1
         loc = self.location
         keep_alive = (wanted and not self.retiring
                       and self.requests < self.keepalive_requests and not self.must_close)
         if not keep_alive:
             self.discarding = True  # this was the connection's last request
-        if loc is None:
-            self.deadline = 0.0
-            self._dispatch(keep_alive)
-        elif loc.fast:  # the hottest path
-            static = loc.static
+        static = self.static
+        if static is not None:  # the hottest path: `loc.fast`
             if keep_alive and self.version == "1.1" and not self.pending \
                     and self.method != b"HEAD":
-                date = engine.date
-                self.out.append(static.keep_alive if date is static.keep_alive_date  # type: ignore[union-attr]
-                                else static.keep_alive_bytes(date))
-                self.deadline = engine.now + self.keepalive_timeout  # `_after_response`
+                self.out.append(self._keep_alive_answer(static))
+                self.deadline = self.clock.now + self.keepalive_timeout  # `_after_response`
                 self.timeout_kind = "keepalive"
             else:
                 self.deadline = 0.0
-                self._respond_bytes(static.render(engine.date, self._conn_header(keep_alive),
+                self._respond_bytes(static.render(self.clock.date,
+                                                  self._conn_header(keep_alive),
                                                   self.method == b"HEAD"),
                                     keep_alive)
-            stats = loc.stats
-            stats[static.status_index] += 1
+            stats = self.static_stats
+            stats[self.static_index] += 1
             stats[HIST] += 1
-            if loc.log_handlers:
+            if self.static_logs:
                 self._log_answered(loc, static, keep_alive)
+        elif loc is None:
+            self.deadline = 0.0
+            self._dispatch(keep_alive)
         elif loc.quick is not None and (method := self.method) in _QUICK \
                 and self.body == () \
-                and (static := loc.quick(engine.ctx, loc, self.captures)) is not None:
+                and (static := loc.quick(self.engine.ctx, loc, self.captures)) is not None:
             self.deadline = 0.0
             self._respond_static(loc, static, keep_alive, method)
         else:
             self.deadline = 0.0
             self._dispatch(keep_alive)
         self._reset_request()
+
+    def _keep_alive_answer(self, static: Any) -> bytes:
+        """`static`'s HTTP/1.1 keep-alive rendering with the current Date line,
+        remembered while the connection asks for the same answer in the same second."""
+        date = self.clock.date
+        if static is not self.answered or date is not self.answered_date:
+            self.answered, self.answered_date = static, date
+            self.answered_bytes = static.keep_alive if date is static.keep_alive_date \
+                else static.keep_alive_bytes(date)
+        return self.answered_bytes
 
     def _conn_header(self, keep_alive: bool) -> bytes:
         if not keep_alive:
@@ -369,7 +394,8 @@ class FastPath:
         if routed is None or self.url != routed[0] or host != routed[1]:
             routed = self._find_route(self.url, host)
         (_, _, self.url, self.path, self.server, self.location, self.captures, config,
-         self.max_body, self.keepalive_timeout, self.keepalive_requests) = routed
+         self.max_body, self.keepalive_timeout, self.keepalive_requests, self.static,
+         self.static_stats, self.static_index, self.static_logs) = routed
         return config
 
     def _find_route(self, raw: bytes, host: bytes | None) -> tuple[Any, ...]:

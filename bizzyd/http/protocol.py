@@ -367,9 +367,14 @@ class HttpProtocol(fastpath.FastPath, asyncio.Protocol):
             else self.default
         self.location, self.captures = server.find(path)
         config = self.location.config if self.location else server.config
-        self.routed = (raw, raw_host, url, path, server, self.location, self.captures, config,
+        loc = self.location
+        static = loc.static if loc is not None and loc.fast else None
+        self.routed = (raw, raw_host, url, path, server, loc, self.captures, config,
                        config["client_max_body_size"], config["keepalive_timeout"],
-                       config["keepalive_requests"])
+                       config["keepalive_requests"], static,
+                       loc.stats if static is not None else None,
+                       static.status_index if static is not None else 0,
+                       static is not None and loc.log_handlers)
         return self.routed
 
     def _announce_body(self, config: Any, version: str, length: int, te: bytes | None,

@@ -155,3 +155,32 @@ def test_the_version_is_the_request_lines(worker, request_bytes, status, closes)
     (answer,), _ = exchange(worker, [request_bytes])
     assert answer.startswith(b"HTTP/1.1 " + status), answer
     assert (b"\r\nConnection: close\r\n" in answer) == closes, answer
+
+
+def test_a_fast_answer_follows_the_clock_and_is_counted(worker):
+    """A `return` location's keep-alive answer is kept per connection while the Date
+    line is unchanged: a tick with a new Date changes the next answer, parsed or
+    replayed, and every answer is counted in the location's stats (2xx and the
+    first histogram bucket)."""
+    from bizzyd.stats import HIST
+
+    fixed = b"GET /fixed HTTP/1.1\r\nHost: h\r\n\r\n"
+    other = b"GET /fixed HTTP/1.1\r\nHost: h\r\nX-N: 1\r\n\r\n"
+    engine = worker.engine
+    loc = next(loc for loc in engine.locations if loc.static is not None)
+    before = list(loc.stats)
+    conn, transport = worker.connect()
+    answers = []
+    for i, data in enumerate([fixed, fixed, other, fixed, fixed, other]):
+        if i == 3:  # what the engine's tick does when the second changes
+            engine.date = engine.clock.date = b"Date: Thu, 01 Jan 2037 00:00:00 GMT\r\n"
+        written = len(transport.written)
+        conn.data_received(data)
+        answers.append(b"".join(transport.written[written:]))
+    conn.connection_lost(None)
+    engine._tick()
+    assert all(a.startswith(b"HTTP/1.1 200") and a.endswith(b"fixed") for a in answers)
+    assert len(set(answers[:3])) == 1 and len(set(answers[3:])) == 1
+    assert b"2037" not in answers[2] and b"\r\nDate: Thu, 01 Jan 2037 00:00:00 GMT\r\n" \
+        in answers[3]
+    assert loc.stats[1] - before[1] == 6 and loc.stats[HIST] - before[HIST] == 6
