@@ -1,6 +1,10 @@
 # Cython declarations for fastpath.py (the "augmenting .pxd" of Cython's pure Python
 # mode): compiled, FastPath is an extension type and these are its C fields; the
 # names are those of FastPath.__slots__; the methods declared below are C methods.
+cimport cython
+
+cdef unsigned long long _F_HOST, _F_LENGTH, _F_TE, _F_EXPECT, _F_UPGRADE, _F_SINGLE
+cdef unsigned long long F_NO_REPLAY
 cdef unsigned long long _FIELD_SIZES
 cdef Py_ssize_t _MAX_FIELD_SIZE
 
@@ -44,5 +48,7 @@ cdef class FastPath:
     cdef str _http_version(self)
     cdef _check_protocol(self)
     cdef object _route(self, bytes host)
+    @cython.locals(size=Py_ssize_t, seen="unsigned long long", field="unsigned long long")
+    cdef _check_head(self, str version, bint fresh, bytes url)
     cdef bytes _keep_alive_answer(self, object static)
     cpdef bytes _conn_header(self, bint keep_alive)

@@ -29,7 +29,12 @@ NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
 # Header fields looked at when the header section is complete, as bits.  All but
 # Upgrade are singletons: a second one is refused (RFC 9110 5.3: fields that are not
 # lists; nginx refuses duplicates of most of these too).
-_F_HOST, _F_LENGTH, _F_TE, _F_EXPECT, _F_UPGRADE, _F_SINGLE = (1 << i for i in range(6))
+_F_HOST = 1
+_F_LENGTH = 2
+_F_TE = 4
+_F_EXPECT = 8
+_F_UPGRADE = 16
+_F_SINGLE = 32
 # a request with any of these (or an Upgrade) is not replayed (HttpProtocol._replay)
 F_NO_REPLAY = _F_LENGTH | _F_TE | _F_EXPECT | (1 << 30)
 _FIELDS = {b"host": _F_HOST, b"content-length": _F_LENGTH, b"transfer-encoding": _F_TE,
@@ -159,7 +164,8 @@ class FastPath:
         self.head_read = -1
 
     def on_url(self, url: bytes) -> None:
-        self.url += url  # in pieces when the target is split across reads
+        # in pieces when the target is split across reads
+        self.url = self.url + url if self.url else url
         self.header_size = size = len(self.url)  # on_url comes before any header
         if size > self.max_header:
             raise Reject(414, "request URI too long")
@@ -200,17 +206,26 @@ class FastPath:
             version = self._http_version()
         self.fresh = False
         self.version = version
+        self.replay = None
+        self._check_head(version, fresh, url)
+
+    def _check_head(self, version: str, fresh: bool, url: bytes) -> None:
+        """The header fields looked at (framing, Host, the singletons), routing, and
+        what the request may be replayed as."""
         host = expect = te = None
         length = 0
         seen = 0  # the singleton fields met, as bits
-        self.replay = None
         for name, value in self.headers:
             size = len(name)
             if size > _MAX_FIELD_SIZE or not _FIELD_SIZES >> size & 1:
                 continue
-            field = _F_HOST if name == b"Host" else _FIELDS.get(name.lower())
-            if field is None:
-                continue
+            if name == b"Host":
+                field = _F_HOST
+            else:
+                known = _FIELDS.get(name.lower())
+                if known is None:
+                    continue
+                field = known
             if field == _F_UPGRADE:
                 if self.parser.should_upgrade():
                     self.must_close = True  # we do not switch protocols: answer, close
