@@ -5,6 +5,7 @@ cimport cython
 
 cdef unsigned long long _F_HOST, _F_LENGTH, _F_TE, _F_EXPECT, _F_UPGRADE, _F_SINGLE
 cdef unsigned long long F_NO_REPLAY
+cdef Py_ssize_t _HIST
 cdef unsigned long long _FIELD_SIZES
 cdef Py_ssize_t _MAX_FIELD_SIZE
 

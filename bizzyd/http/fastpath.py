@@ -19,9 +19,10 @@ from typing import Any
 
 import httptools
 
-from ..stats import HIST
+from .. import stats
 from .response import CLOSE, KEEP_ALIVE
 
+_HIST = stats.HIST  # a location's first latency bucket (a C constant when compiled)
 _QUICK = (b"GET", b"HEAD")  # methods a location's quick content hook may answer
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _SLASH, _HASH = 0x2F, 0x23
@@ -352,9 +353,9 @@ class FastPath:
                                                   self._conn_header(keep_alive),
                                                   self.method == b"HEAD"),
                                     keep_alive)
-            stats = self.static_stats
-            stats[self.static_index] += 1
-            stats[HIST] += 1
+            counts = self.static_stats
+            counts[self.static_index] += 1
+            counts[_HIST] += 1
             if self.static_logs:
                 self._log_answered(loc, static, keep_alive)
         elif loc is None:
