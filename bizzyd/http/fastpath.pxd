@@ -14,7 +14,7 @@ cdef class Clock:
     cdef public bytes date
 
 cdef class FastPath:
-    cdef public object engine, default, parser, transport
+    cdef public object engine, default, parser, transport, transport_write
     cdef public Clock clock
     cdef public list out, pending
     cdef public object parser_feed, parser_method, parser_keep_alive

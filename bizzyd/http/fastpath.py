@@ -86,7 +86,8 @@ class FastPath:
 
     # the same names, typed, are C fields in the compiled build (fastpath.pxd)
     __slots__ = (
-        "engine", "clock", "default", "parser", "transport", "out", "pending",
+        "engine", "clock", "default", "parser", "transport", "transport_write", "out",
+        "pending",
         # the parser's methods, bound once (a call skips the method lookup)
         "parser_feed", "parser_method", "parser_keep_alive",
         # the connection's flags
@@ -118,6 +119,7 @@ class FastPath:
         self.parser_method = self.parser.get_method
         self.parser_keep_alive = self.parser.should_keep_alive
         self.transport: Any = None
+        self.transport_write: Any = None  # its write method, bound once
         self.out: list[bytes] | None = None  # the responses of the current read
         # a list, not a deque (760 bytes each): it is short and mostly empty
         self.pending: list[Any] = []
@@ -301,7 +303,7 @@ class FastPath:
                     and self.replay is not None else b""
         out, self.out = self.out, None
         if out:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            self.transport_write(b"".join(out) if len(out) > 1 else out[0])
         if self.closing and not self.pending:
             self._close()
 

@@ -155,6 +155,7 @@ class HttpProtocol(fastpath.FastPath, asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.transport_write = transport.write
         self.flow = FlowControl(transport)
         engine = self.engine
         peer = transport.get_extra_info("peername")
