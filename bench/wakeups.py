@@ -2,13 +2,15 @@
 """System calls and wake-ups per request: bizzyd, the bare uvloop+httptools server
 and nginx under the same wrk load as `http_bench.py` (its servers, its `--vary` script).
 
-For each server: start it with --workers workers, run `wrk -t1 -c64` pinned to the
-last core, and count with `perf stat` on the workers (kernel tracepoints, so root)
-for --duration seconds in the middle of the run: every system call, the event waits
-(`epoll_wait`/`epoll_pwait`), the reads and writes of any kind, and the context
-switches, each divided by the requests wrk completed in that window (its rate times
-the window).  Requests per wait says how many requests one wake-up of a worker
-carries.  Several rounds, interleaved; the table is their medians.
+For each server: start it with --workers workers, run `wrk -t1 -c64`, placed on the
+cores as http_bench.py does (1 worker: the server on one core, wrk on another; more:
+wrk on the second core, the server unpinned), and count with `perf stat` on the
+workers (kernel tracepoints, so root) for --duration seconds in the middle of the run:
+every system call, the event waits (`epoll_wait`/`epoll_pwait`), the reads and writes
+of any kind, and the context switches, each divided by the requests wrk completed in
+that window (its rate times the window).  Requests per wait says how many requests
+one wake-up of a worker carries.  Several rounds, interleaved; the table is their
+medians.
 
 It explains the 2-worker figures of http_bench.py rather than ranking the servers:
 where the counts match, the difference is CPU spent in user space (see hotpath.py).
@@ -17,7 +19,6 @@ where the counts match, the difference is CPU spent in user space (see hotpath.p
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -37,11 +38,11 @@ COLUMNS = ("server", "workers", "req/s", "syscalls", "waits", "reads", "writes",
            "ctx switches", "req/wait")
 
 
-def count(server: hb.Server, script: Path, seconds: float) -> dict[str, float]:
+def count(server: hb.Server, script: Path, seconds: float, cpu: str | None
+          ) -> dict[str, float]:
     """Per-request counts over `seconds` of a wrk run on `server` (already started)."""
     pids = ",".join(str(p) for p in server.worker_pids())
-    cpu = str((os.cpu_count() or 2) - 1)
-    wrk = subprocess.Popen(["taskset", "-c", cpu, "wrk", "-t1", "-c64",
+    wrk = subprocess.Popen((["taskset", "-c", cpu] if cpu else []) + ["wrk", "-t1", "-c64",
                             f"-d{seconds + 2:g}s", "-s", str(script),
                             f"http://127.0.0.1:{server.port}/"],
                            stdout=subprocess.PIPE, text=True)
@@ -83,14 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bizzyd-wakeups-"))
     script = tmp / "requests.lua"
     script.write_text("" if args.same_request else hb.WRK_VARY % {})
+    cpus = hb.pin_cpus()
+    pin = cpus[0] if cpus and args.workers == 1 else None
     runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for round_ in range(1, args.rounds + 1):
         for name in names:
-            server = SERVERS[name](args.workers, tmp / f"r{round_}", None)
+            server = SERVERS[name](args.workers, tmp / f"r{round_}", pin)
             hb.progress(f"round {round_}: {name} {args.workers}w")
             server.start()
             try:
-                runs[name].append(count(server, script, args.duration))
+                runs[name].append(count(server, script, args.duration,
+                                        cpus[1] if cpus else None))
             finally:
                 server.stop()
     rows = [COLUMNS]
