@@ -158,7 +158,7 @@ class HttpEngine:
         self.idle_grace = config["worker_shutdown_idle_grace"]
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.counters = {"accepted": 0}
+        self.counters = {"accepted": 0, "dropped": 0}
         # `now` and `date` (below) as the fast path reads them; both set by _tick only
         self.clock = fastpath.Clock()
         self.retiring = False
@@ -250,7 +250,7 @@ class HttpEngine:
                 waiting += 1
         accepted = self.counters["accepted"]
         values = [self.pid, len(self.connections), reading, writing, waiting, accepted,
-                  accepted - self.counters.get("dropped", 0)]
+                  accepted - self.counters["dropped"]]
         for loc in self.locations:
             values += loc.stats
         zone.write(self.ctx.stats_row, values)

@@ -160,15 +160,17 @@ class HttpProtocol(fastpath.FastPath, asyncio.Protocol):
         engine = self.engine
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else "unix:"
+        counters = engine.counters
+        counters["accepted"] += 1
         if len(engine.connections) >= engine.max_connections:
             engine.log.error("%d worker_connections are not enough, closing *%d",
                              engine.max_connections, self.id)
+            counters["dropped"] += 1  # accepted, not handled (stub_status, as nginx's)
             self.closing = self.discarding = True
             transport.write(self._error_response(503, "too many connections"))
             transport.close()  # not tracked by the engine's tick: no linger
             return
         engine.connections.add(self)
-        engine.counters["accepted"] += 1
         self._set_deadline(self.default.config["client_header_timeout"], "header")
         if engine.retiring:
             self.retire()

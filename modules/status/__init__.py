@@ -2,7 +2,9 @@
 
 Both read the `stats` shared-memory zone, where every worker copies its counters
 once a second (and the answering worker just before answering), and the master
-folds the rows of exited processes into row 0, so totals survive restarts.
+folds the rows of exited processes into row 0, so totals survive restarts.  As in
+nginx, `accepts` counts every connection a worker accepted and `handled` those it did
+not refuse for `worker_connections` (refused with a 503).
 
     - location: = /status
       content: stub_status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
 
 from bizzyd_proc import base_config, http_get, running, wait_for
@@ -75,6 +76,43 @@ def test_stub_status_page(tmp_path, port):
         assert second["accepted"] - first["accepted"] >= 51
         assert second["handled"] == second["accepted"]
         assert second["active"] >= 1 and second["writing"] >= 1
+
+
+def stub_on(sock: socket.socket) -> dict[str, int]:
+    """stub_status read on an open keep-alive connection (no new connection counted)."""
+    sock.sendall(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+            re.search(rb"Content-Length: (\d+)", data, re.I).group(1)):
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed"
+        data += chunk
+    accepted, handled, _ = map(int, data.partition(b"\r\n\r\n")[2].split(b"\n")[2].split())
+    return {"accepted": accepted, "handled": handled}
+
+
+def test_a_connection_over_worker_connections_is_accepted_not_handled(tmp_path, port):
+    """As nginx's stub_status: a connection refused for worker_connections (503) counts
+    in accepts and not in handled."""
+    config = status_config(port)
+    config.update(worker_processes=1, worker_connections=16)
+    with running(tmp_path, config, port):
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(16)]
+        try:
+            first = stub_on(held[0])  # each is in the worker's set once it is answered
+            assert first["handled"] == first["accepted"]
+            for s in held[1:]:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert s.recv(1000).startswith(b"HTTP/1.1 200")
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                assert extra.recv(1000).startswith(b"HTTP/1.1 503")
+            # the worker's row is flushed every second
+            after = wait_for(lambda: (c := stub_on(held[0]))["accepted"] > c["handled"] and c,
+                             timeout=5, what="the refused connection counted")
+            assert after["accepted"] - after["handled"] == 1
+        finally:
+            for s in held:
+                s.close()
 
 
 def test_metrics_exposition_is_well_formed(tmp_path, port):
