@@ -379,8 +379,7 @@ class FastPath:
         date = self.clock.date
         if static is not self.answered or date is not self.answered_date:
             self.answered, self.answered_date = static, date
-            self.answered_bytes = static.keep_alive if date is static.keep_alive_date \
-                else static.keep_alive_bytes(date)
+            self.answered_bytes = static.keep_alive_bytes(date)
         return self.answered_bytes
 
     def _conn_header(self, keep_alive: bool) -> bytes:

@@ -99,7 +99,7 @@ class StaticResponse:
     """A response rendered at config time; `render` adds Date and Connection."""
 
     __slots__ = ("status", "prefix", "body", "content_type", "extra", "status_index",
-                 "keep_alive_date", "keep_alive", "server", "headers", "head_start", "head_end")
+                 "_date", "_keep_alive", "server", "headers", "head_start", "head_end")
 
     def __init__(self, status: int, body: bytes, content_type: str, server: bytes,
                  extra: Iterable[tuple[str, str]] = ()) -> None:
@@ -115,9 +115,8 @@ class StaticResponse:
             lines.append(b"Content-Length: %d\r\n" % len(body))
         self.prefix = b"".join(lines)
         self.body = body
-        # the HTTP/1.1 keep-alive rendering and the Date line it has (keep_alive_bytes)
-        self.keep_alive_date: bytes | None = None
-        self.keep_alive = b""
+        self._date: bytes | None = None
+        self._keep_alive = b""
         self.server = server
         self._response_head()
 
@@ -153,10 +152,10 @@ class StaticResponse:
 
     def keep_alive_bytes(self, date: bytes) -> bytes:
         """`render(date, b"", False)` (HTTP/1.1 keep-alive), kept while `date` is."""
-        if date is not self.keep_alive_date:
-            self.keep_alive = self.render(date, b"", False)
-            self.keep_alive_date = date
-        return self.keep_alive
+        if date is not self._date:
+            self._keep_alive = self.render(date, b"", False)
+            self._date = date
+        return self._keep_alive
 
 
 class HTTPError(Exception):
